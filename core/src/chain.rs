@@ -1,0 +1,324 @@
+//! The link checks of `ledger.verify` (docs/FORMAT.md, "Verification"). The caller recomputes
+//! each record's hash while scanning; this module orders a chain's records by seq and checks the
+//! links between them. It reports every problem, in seq order, so the first row names the first
+//! bad seq of the chain.
+
+use crate::hash::{to_hex, Digest};
+
+/// A stored `hash` or `prev_hash` column. The variant order is the tie order of FORMAT.md:
+/// well-formed hashes (by octets), then malformed ones, then NULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoredHash {
+    Digest(Digest),
+    Malformed,
+    Null,
+}
+
+impl StoredHash {
+    pub fn parse(text: Option<&str>) -> StoredHash {
+        match text {
+            None => StoredHash::Null,
+            Some(t) => {
+                crate::hash::parse_hex(t, "hash").map_or(StoredHash::Malformed, StoredHash::Digest)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            StoredHash::Null => "null".into(),
+            StoredHash::Malformed => "a malformed value".into(),
+            StoredHash::Digest(d) => to_hex(d),
+        }
+    }
+}
+
+/// What the scan keeps of one record: about 100 bytes, so a million records fit in ~100 MB.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub seq: Option<i64>,
+    pub hash: StoredHash,
+    pub prev_hash: StoredHash,
+    /// `None` when the stored hash equals the recomputed one; else the finding's detail.
+    pub hash_problem: Option<Box<str>>,
+}
+
+impl Link {
+    /// Compares the stored hash with the recomputed one.
+    pub fn new(
+        seq: Option<i64>,
+        hash: StoredHash,
+        prev_hash: StoredHash,
+        computed: &Digest,
+    ) -> Link {
+        let hash_problem = match hash {
+            StoredHash::Digest(d) if d == *computed => None,
+            other => Some(
+                format!(
+                    "stored hash is {}, the record's values hash to {}",
+                    other.describe(),
+                    to_hex(computed)
+                )
+                .into_boxed_str(),
+            ),
+        };
+        Link {
+            seq,
+            hash,
+            prev_hash,
+            hash_problem,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Problem {
+    SeqGap,
+    DuplicateSeq,
+    HashMismatch,
+    PrevHashMismatch,
+}
+
+impl Problem {
+    pub fn name(self) -> &'static str {
+        match self {
+            Problem::SeqGap => "seq_gap",
+            Problem::DuplicateSeq => "duplicate_seq",
+            Problem::HashMismatch => "hash_mismatch",
+            Problem::PrevHashMismatch => "prev_hash_mismatch",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub seq: Option<i64>,
+    pub problem: Problem,
+    pub detail: String,
+}
+
+/// Checks one chain. Records are taken in (seq, stored hash) order; records with a null seq last.
+pub fn check_chain(mut links: Vec<Link>) -> Vec<Finding> {
+    links.sort_unstable_by(|a, b| {
+        (a.seq.is_none(), a.seq, a.hash).cmp(&(b.seq.is_none(), b.seq, b.hash))
+    });
+    let mut findings = Vec::new();
+    let mut expected_seq: i64 = 1;
+    let mut expected_prev = StoredHash::Null;
+    let mut last_seq: Option<i64> = None;
+    for link in links {
+        let Some(seq) = link.seq else {
+            findings.push(Finding {
+                seq: None,
+                problem: Problem::SeqGap,
+                detail: "record has a null seq".into(),
+            });
+            if let Some(detail) = link.hash_problem {
+                findings.push(Finding {
+                    seq: None,
+                    problem: Problem::HashMismatch,
+                    detail: detail.into(),
+                });
+            }
+            continue;
+        };
+        if last_seq == Some(seq) {
+            findings.push(Finding {
+                seq: Some(seq),
+                problem: Problem::DuplicateSeq,
+                detail: format!("another record also has seq {seq}"),
+            });
+            if let Some(detail) = link.hash_problem {
+                findings.push(Finding {
+                    seq: Some(seq),
+                    problem: Problem::HashMismatch,
+                    detail: detail.into(),
+                });
+            }
+            continue;
+        }
+        if seq != expected_seq {
+            findings.push(Finding {
+                seq: Some(seq),
+                problem: Problem::SeqGap,
+                detail: format!("expected seq {expected_seq}, found {seq}"),
+            });
+        }
+        if let Some(detail) = link.hash_problem {
+            findings.push(Finding {
+                seq: Some(seq),
+                problem: Problem::HashMismatch,
+                detail: detail.into(),
+            });
+        }
+        // The first record links to nothing; every other one to a well-formed previous hash.
+        let linked = match expected_prev {
+            StoredHash::Null if last_seq.is_none() => link.prev_hash == StoredHash::Null,
+            StoredHash::Digest(_) => link.prev_hash == expected_prev,
+            _ => false,
+        };
+        if !linked {
+            findings.push(Finding {
+                seq: Some(seq),
+                problem: Problem::PrevHashMismatch,
+                detail: format!(
+                    "prev_hash is {}, the previous record's hash is {}",
+                    link.prev_hash.describe(),
+                    expected_prev.describe()
+                ),
+            });
+        }
+        last_seq = Some(seq);
+        expected_seq = seq.saturating_add(1);
+        expected_prev = link.hash;
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::sha3_256;
+
+    /// A valid chain of n records whose "values" are just their seq.
+    fn chain(n: i64) -> Vec<(i64, Digest, StoredHash)> {
+        let mut out = Vec::new();
+        let mut prev = StoredHash::Null;
+        for seq in 1..=n {
+            let mut input = seq.to_be_bytes().to_vec();
+            if let StoredHash::Digest(p) = prev {
+                input.extend_from_slice(&p);
+            }
+            let h = sha3_256(&input);
+            out.push((seq, h, prev));
+            prev = StoredHash::Digest(h);
+        }
+        out
+    }
+
+    fn links(records: &[(i64, Digest, StoredHash)]) -> Vec<Link> {
+        records
+            .iter()
+            .map(|(s, h, p)| Link::new(Some(*s), StoredHash::Digest(*h), *p, h))
+            .collect()
+    }
+
+    fn problems(findings: &[Finding]) -> Vec<(Option<i64>, &'static str)> {
+        findings.iter().map(|f| (f.seq, f.problem.name())).collect()
+    }
+
+    #[test]
+    fn an_intact_chain_has_no_findings_in_any_order() {
+        let mut l = links(&chain(50));
+        l.reverse();
+        assert!(check_chain(l).is_empty());
+        assert!(check_chain(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn an_edited_record_is_a_hash_mismatch_at_its_seq() {
+        let records = chain(5);
+        let mut l = links(&records);
+        l[2] = Link::new(
+            Some(3),
+            StoredHash::Digest(records[2].1),
+            records[2].2,
+            &sha3_256(b"edited"),
+        );
+        assert_eq!(problems(&check_chain(l)), vec![(Some(3), "hash_mismatch")]);
+    }
+
+    #[test]
+    fn a_forged_hash_breaks_its_own_check_and_the_next_link() {
+        let records = chain(5);
+        let mut l = links(&records);
+        l[1].hash = StoredHash::Digest([7; 32]);
+        l[1] = Link::new(Some(2), l[1].hash, l[1].prev_hash, &records[1].1);
+        assert_eq!(
+            problems(&check_chain(l)),
+            vec![(Some(2), "hash_mismatch"), (Some(3), "prev_hash_mismatch")]
+        );
+    }
+
+    #[test]
+    fn a_deleted_middle_record_is_a_gap_and_a_broken_link() {
+        let mut l = links(&chain(5));
+        l.remove(2);
+        assert_eq!(
+            problems(&check_chain(l)),
+            vec![(Some(4), "seq_gap"), (Some(4), "prev_hash_mismatch")]
+        );
+    }
+
+    #[test]
+    fn a_deleted_first_record_is_caught() {
+        let mut l = links(&chain(3));
+        l.remove(0);
+        assert_eq!(
+            problems(&check_chain(l)),
+            vec![(Some(2), "seq_gap"), (Some(2), "prev_hash_mismatch")]
+        );
+    }
+
+    #[test]
+    fn a_record_after_one_with_a_null_hash_has_no_valid_link() {
+        let records = chain(3);
+        let mut l = links(&records);
+        l[0] = Link::new(Some(1), StoredHash::Null, StoredHash::Null, &records[0].1);
+        l[1].prev_hash = StoredHash::Null;
+        let found = problems(&check_chain(l));
+        assert_eq!(
+            found,
+            vec![(Some(1), "hash_mismatch"), (Some(2), "prev_hash_mismatch")]
+        );
+    }
+
+    #[test]
+    fn a_duplicated_record_is_reported() {
+        let mut l = links(&chain(4));
+        l.push(l[1].clone());
+        assert_eq!(problems(&check_chain(l)), vec![(Some(2), "duplicate_seq")]);
+    }
+
+    #[test]
+    fn swapped_seqs_are_caught_at_the_first_swapped_record() {
+        let records = chain(5);
+        let mut l = links(&records);
+        // Rows 3 and 4 trade seq numbers; seq is hashed, so both hashes stop matching.
+        l[2] = Link::new(
+            Some(4),
+            StoredHash::Digest(records[2].1),
+            records[2].2,
+            &sha3_256(b"3 as 4"),
+        );
+        l[3] = Link::new(
+            Some(3),
+            StoredHash::Digest(records[3].1),
+            records[3].2,
+            &sha3_256(b"4 as 3"),
+        );
+        let found = problems(&check_chain(l));
+        assert_eq!(found[0], (Some(3), "hash_mismatch"));
+        assert!(found.contains(&(Some(3), "prev_hash_mismatch")));
+    }
+
+    #[test]
+    fn null_and_malformed_stored_hashes_are_findings() {
+        let records = chain(3);
+        let mut l = links(&records);
+        l[0] = Link::new(
+            Some(1),
+            StoredHash::Malformed,
+            StoredHash::Null,
+            &records[0].1,
+        );
+        let found = problems(&check_chain(l));
+        assert_eq!(
+            found,
+            vec![(Some(1), "hash_mismatch"), (Some(2), "prev_hash_mismatch")]
+        );
+        let mut l = links(&records);
+        l[2].seq = None;
+        assert_eq!(problems(&check_chain(l)), vec![(None, "seq_gap")]);
+    }
+}

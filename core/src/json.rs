@@ -1,0 +1,377 @@
+//! Canonical JSON for jsonb values (docs/FORMAT.md, "jsonb").
+//!
+//! ```text
+//! json = 0x00 | 0x01 | 0x02                          null, false, true
+//!      | 0x03 bytes                                  number, normalised decimal text
+//!      | 0x04 bytes                                  string, UTF-8
+//!      | 0x05 count:u32 json*                        array, in order
+//!      | 0x06 count:u32 (key:bytes json)*            object, keys in unsigned byte order
+//! ```
+//!
+//! Input arrives as a stream of [`JsonToken`]s, so nesting depth costs heap, not stack.
+
+use crate::canonical::write_bytes;
+use crate::error::{LedgerError, Result, SqlState};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JsonToken<'a> {
+    BeginObject,
+    EndObject,
+    BeginArray,
+    EndArray,
+    /// An object key; the member's value follows.
+    Key(&'a str),
+    Null,
+    Bool(bool),
+    /// Plain decimal text as PostgreSQL's numeric output gives it (no exponent).
+    Number(&'a str),
+    String(&'a str),
+}
+
+enum Frame {
+    Array {
+        start: usize,
+        count: u32,
+    },
+    /// Members are written in arrival order, then sorted by key when the object ends.
+    Object {
+        start: usize,
+        members: Vec<Member>,
+    },
+}
+
+struct Member {
+    key_start: usize,
+    key_end: usize,
+    end: usize,
+}
+
+/// Turns a token stream into canonical bytes. Reusable: `finish` resets it.
+#[derive(Default)]
+pub struct JsonCanonicalizer {
+    out: Vec<u8>,
+    stack: Vec<Frame>,
+    scratch: Vec<u8>,
+    done: bool,
+}
+
+fn malformed(what: &str) -> LedgerError {
+    LedgerError::new(
+        SqlState::InvalidParameterValue,
+        "malformed json token stream",
+    )
+    .detail(what.to_string())
+}
+
+impl JsonCanonicalizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, token: JsonToken) -> Result<()> {
+        if self.done {
+            return Err(malformed("token after the end of the value"));
+        }
+        match token {
+            JsonToken::BeginObject => {
+                self.value_starts()?;
+                self.out.push(0x06);
+                let start = self.out.len();
+                self.out.extend_from_slice(&[0; 4]);
+                self.stack.push(Frame::Object {
+                    start,
+                    members: Vec::new(),
+                });
+            }
+            JsonToken::BeginArray => {
+                self.value_starts()?;
+                self.out.push(0x05);
+                let start = self.out.len();
+                self.out.extend_from_slice(&[0; 4]);
+                self.stack.push(Frame::Array { start, count: 0 });
+            }
+            JsonToken::EndArray => match self.stack.pop() {
+                Some(Frame::Array { start, count }) => {
+                    self.out[start..start + 4].copy_from_slice(&count.to_be_bytes());
+                    self.value_ends();
+                }
+                _ => return Err(malformed("unbalanced array end")),
+            },
+            JsonToken::EndObject => match self.stack.pop() {
+                Some(Frame::Object { start, members }) => {
+                    self.close_object(start, members)?;
+                    self.value_ends();
+                }
+                _ => return Err(malformed("unbalanced object end")),
+            },
+            JsonToken::Key(key) => {
+                let key_start = self.out.len();
+                write_bytes(&mut self.out, key.as_bytes())?;
+                let key_end = self.out.len();
+                match self.stack.last_mut() {
+                    Some(Frame::Object { members, .. })
+                        if members.last().is_none_or(|m| m.end != usize::MAX) =>
+                    {
+                        members.push(Member {
+                            key_start,
+                            key_end,
+                            end: usize::MAX,
+                        });
+                    }
+                    _ => return Err(malformed("key outside an object")),
+                }
+            }
+            JsonToken::Null => self.scalar(&[0x00], None)?,
+            JsonToken::Bool(false) => self.scalar(&[0x01], None)?,
+            JsonToken::Bool(true) => self.scalar(&[0x02], None)?,
+            JsonToken::Number(text) => {
+                let normal = normalize_number(text)?;
+                self.scalar(&[0x03], Some(normal.as_bytes()))?
+            }
+            JsonToken::String(text) => self.scalar(&[0x04], Some(text.as_bytes()))?,
+        }
+        Ok(())
+    }
+
+    /// The canonical bytes of the one complete value pushed; resets for the next value.
+    pub fn finish(&mut self) -> Result<&[u8]> {
+        if !self.done || !self.stack.is_empty() {
+            return Err(malformed("incomplete value"));
+        }
+        self.done = false;
+        Ok(&self.out)
+    }
+
+    /// Clears any partial state (after an error, or before reuse).
+    pub fn reset(&mut self) {
+        self.out.clear();
+        self.stack.clear();
+        self.done = false;
+    }
+
+    fn scalar(&mut self, tag: &[u8], octets: Option<&[u8]>) -> Result<()> {
+        self.value_starts()?;
+        self.out.extend_from_slice(tag);
+        if let Some(octets) = octets {
+            write_bytes(&mut self.out, octets)?;
+        }
+        self.value_ends();
+        Ok(())
+    }
+
+    fn value_starts(&mut self) -> Result<()> {
+        match self.stack.last() {
+            None if self.out.is_empty() => Ok(()),
+            None => Err(malformed("second top-level value")),
+            Some(Frame::Array { .. }) => Ok(()),
+            Some(Frame::Object { members, .. }) => match members.last() {
+                Some(m) if m.end == usize::MAX => Ok(()),
+                _ => Err(malformed("object member without a key")),
+            },
+        }
+    }
+
+    fn value_ends(&mut self) {
+        let end = self.out.len();
+        match self.stack.last_mut() {
+            None => self.done = true,
+            Some(Frame::Array { count, .. }) => *count += 1,
+            Some(Frame::Object { members, .. }) => {
+                if let Some(m) = members.last_mut() {
+                    m.end = end;
+                }
+            }
+        }
+    }
+
+    fn close_object(&mut self, start: usize, mut members: Vec<Member>) -> Result<()> {
+        if members.last().is_some_and(|m| m.end == usize::MAX) {
+            return Err(malformed("object key without a value"));
+        }
+        let count = u32::try_from(members.len()).map_err(|_| malformed("too many members"))?;
+        self.out[start..start + 4].copy_from_slice(&count.to_be_bytes());
+        let body = start + 4;
+        let out = &self.out;
+        // Keys carry a length prefix; compare the key octets after it.
+        members
+            .sort_by(|a, b| out[a.key_start + 4..a.key_end].cmp(&out[b.key_start + 4..b.key_end]));
+        if members
+            .windows(2)
+            .any(|w| out[w[0].key_start + 4..w[0].key_end] == out[w[1].key_start + 4..w[1].key_end])
+        {
+            return Err(malformed("duplicate object key"));
+        }
+        self.scratch.clear();
+        for m in &members {
+            self.scratch
+                .extend_from_slice(&self.out[m.key_start..m.end]);
+        }
+        self.out.truncate(body);
+        self.out.extend_from_slice(&self.scratch);
+        Ok(())
+    }
+}
+
+/// Normalises a plain decimal: no '+', no leading zeros, no trailing fractional zeros, no bare
+/// '.', and no "-0". Values that compare equal as jsonb numbers (1.0 and 1) normalise alike.
+pub fn normalize_number(text: &str) -> Result<String> {
+    let bad = || malformed(&format!("\"{text}\" is not a plain decimal number"));
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int_part, frac_part) = match digits.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (digits, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int_part.is_empty() || !all_digits(int_part) || !all_digits(frac_part) {
+        return Err(bad());
+    }
+    if digits.contains('.') && frac_part.is_empty() {
+        return Err(bad());
+    }
+    let int_part = int_part.trim_start_matches('0');
+    let frac_part = frac_part.trim_end_matches('0');
+    let int_part = if int_part.is_empty() { "0" } else { int_part };
+    let is_zero = int_part == "0" && frac_part.is_empty();
+    let mut out = String::with_capacity(text.len());
+    if negative && !is_zero {
+        out.push('-');
+    }
+    out.push_str(int_part);
+    if !frac_part.is_empty() {
+        out.push('.');
+        out.push_str(frac_part);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::Value as J;
+
+    fn feed(c: &mut JsonCanonicalizer, v: &J) {
+        match v {
+            J::Null => c.push(JsonToken::Null).unwrap(),
+            J::Bool(b) => c.push(JsonToken::Bool(*b)).unwrap(),
+            J::Number(n) => c.push(JsonToken::Number(&n.to_string())).unwrap(),
+            J::String(s) => c.push(JsonToken::String(s)).unwrap(),
+            J::Array(items) => {
+                c.push(JsonToken::BeginArray).unwrap();
+                items.iter().for_each(|i| feed(c, i));
+                c.push(JsonToken::EndArray).unwrap();
+            }
+            J::Object(map) => {
+                c.push(JsonToken::BeginObject).unwrap();
+                for (k, v) in map {
+                    c.push(JsonToken::Key(k)).unwrap();
+                    feed(c, v);
+                }
+                c.push(JsonToken::EndObject).unwrap();
+            }
+        }
+    }
+
+    /// Canonical bytes of a JSON text (test helper; numbers must be plain decimals).
+    pub(crate) fn canonical(text: &str) -> Vec<u8> {
+        let v: J = serde_json::from_str(text).unwrap();
+        let mut c = JsonCanonicalizer::new();
+        feed(&mut c, &v);
+        c.finish().unwrap().to_vec()
+    }
+
+    #[test]
+    fn key_order_and_whitespace_do_not_matter() {
+        assert_eq!(
+            canonical(r#"{"b":1,"a":[2,{"y":null,"x":true}]}"#),
+            canonical(r#"{ "a": [2, {"x": true, "y": null}], "b": 1 }"#)
+        );
+    }
+
+    #[test]
+    fn keys_sort_by_bytes_not_by_length() {
+        // jsonb itself keeps keys shortest first; canonical order is plain byte order.
+        let bytes = canonical(r#"{"bb":1,"a":2}"#);
+        let a = bytes.windows(1).position(|w| w == b"a").unwrap();
+        let bb = bytes.windows(2).position(|w| w == b"bb").unwrap();
+        assert!(a < bb);
+    }
+
+    #[test]
+    fn number_forms_that_jsonb_considers_equal_encode_alike() {
+        assert_eq!(
+            canonical("[1.0, 1.50, 0.000, -0.0]"),
+            canonical("[1, 1.5, 0, 0]")
+        );
+        assert_ne!(canonical("[1]"), canonical("[\"1\"]"));
+        assert_ne!(canonical("[10]"), canonical("[1]"));
+    }
+
+    #[test]
+    fn the_exact_bytes_of_a_small_document() {
+        let expected: Vec<u8> = [
+            &[0x06, 0, 0, 0, 2][..],
+            &[0, 0, 0, 1, b'a', 0x04, 0, 0, 0, 1, b'x'],
+            &[
+                0, 0, 0, 1, b'b', 0x05, 0, 0, 0, 2, 0x03, 0, 0, 0, 3, b'1', b'.', b'5', 0x00,
+            ],
+        ]
+        .concat();
+        assert_eq!(canonical(r#"{"b": [1.50, null], "a": "x"}"#), expected);
+    }
+
+    #[test]
+    fn normalisation() {
+        for (input, out) in [
+            ("0", "0"),
+            ("-0", "0"),
+            ("-0.00", "0"),
+            ("007", "7"),
+            ("1.2300", "1.23"),
+            ("-12.000", "-12"),
+            ("0.001", "0.001"),
+            ("100", "100"),
+        ] {
+            assert_eq!(normalize_number(input).unwrap(), out, "{input}");
+        }
+        for bad in ["", "-", "1.", ".5", "1e5", "+1", "NaN", "1.2.3", "١"] {
+            assert!(normalize_number(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn malformed_streams_are_errors_not_panics() {
+        let mut c = JsonCanonicalizer::new();
+        assert!(c.push(JsonToken::EndArray).is_err());
+        c.reset();
+        c.push(JsonToken::BeginObject).unwrap();
+        assert!(c.push(JsonToken::Null).is_err());
+        c.reset();
+        c.push(JsonToken::Null).unwrap();
+        assert!(c.push(JsonToken::Null).is_err());
+        c.reset();
+        c.push(JsonToken::BeginArray).unwrap();
+        assert!(c.finish().is_err());
+        c.reset();
+        c.push(JsonToken::BeginObject).unwrap();
+        c.push(JsonToken::Key("a")).unwrap();
+        c.push(JsonToken::Null).unwrap();
+        c.push(JsonToken::Key("a")).unwrap();
+        c.push(JsonToken::Null).unwrap();
+        assert!(c.push(JsonToken::EndObject).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_needs_no_recursion() {
+        let mut c = JsonCanonicalizer::new();
+        for _ in 0..100_000 {
+            c.push(JsonToken::BeginArray).unwrap();
+        }
+        for _ in 0..100_000 {
+            c.push(JsonToken::EndArray).unwrap();
+        }
+        assert_eq!(c.finish().unwrap().len(), 500_000);
+    }
+}

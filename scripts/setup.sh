@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what building and testing ledger needs, idempotently: fast when all is present.
+# Debian packages (PostgreSQL 15 server + headers, clang for bindgen, sudo for pgrx's --runas),
+# cargo-pgrx at the exact version the crate pins, and pgrx's config pointed at the system pg_config.
+set -euo pipefail
+
+PGRX_VERSION=0.18.0
+PG_MAJOR=${PG_MAJOR:-15}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+
+need_apt=()
+for pkg in "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libclang-dev clang sudo \
+           "postgresql-$PG_MAJOR-pgtap"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
+  echo "setup: installing cargo-pgrx $PGRX_VERSION (takes several minutes)"
+  cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+fi
+
+pgrx_home=${PGRX_HOME:-$HOME/.pgrx}
+if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "$pgrx_home/config.toml"; then
+  echo "setup: pointing pgrx at $PG_CONFIG"
+  cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG"
+fi
+
+# The offline verifier checks Ed25519 signatures with PyPI's cryptography (chains need only the stdlib).
+python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography

@@ -1,0 +1,749 @@
+#!/usr/bin/env python3
+"""Offline verifier for `ledger` exports.
+
+Written from docs/FORMAT.md alone (it shares no code with the extension) and using only the Python
+standard library. It re-derives every record's canonical bytes from the exported text values, hashes
+them with SHA3-256 and applies the verification rules of FORMAT.md to every chain.
+
+Usage: python3 scripts/verify_export.py [--json] EXPORT_FILE   (EXPORT_FILE may be `-` for stdin)
+
+Output: one line per problem, `chain<TAB>seq<TAB>problem<TAB>detail` (or a JSON array with --json),
+then a summary on stderr. Exit status: 0 intact, 1 problems found, 2 malformed input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import re
+import struct
+import sys
+from dataclasses import dataclass
+from json.decoder import scanstring
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+FORMAT_VERSION = 1
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+USECS_PER_SECOND = 1_000_000
+USECS_PER_DAY = 86_400 * USECS_PER_SECOND
+DAYS_FROM_1970_TO_2000 = 10_957
+
+HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+class ExportError(ValueError):
+    """Malformed input: the export, or a value in it, does not follow FORMAT.md."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Canonical JSON (jsonb values)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JsonNumber:
+    """A JSON number kept as its original text, so no precision is lost before normalisation."""
+
+    text: str
+
+
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_JSON_LITERALS = {"null": None, "true": True, "false": False}
+# numeric's limits are far smaller; this only stops absurd exponents from exhausting memory.
+_MAX_JSON_EXPONENT = 1_000_000
+
+
+def parse_json(text: str):
+    """Parse JSON text into None/bool/JsonNumber/str/list/dict.
+
+    Iterative rather than recursive, so arbitrarily deep nesting neither hits the recursion limit nor
+    overflows the C stack (json.loads does both). Duplicate object keys keep the last value, as jsonb
+    input does.
+    """
+    # Open containers, innermost last: (list, None) or (dict, key awaiting its value).
+    open_containers: list[tuple[list | dict, str | None]] = []
+    pos = 0
+    while True:
+        pos = _JSON_WHITESPACE.match(text, pos).end()
+        char = text[pos : pos + 1]
+        if char == "[":
+            pos = _JSON_WHITESPACE.match(text, pos + 1).end()
+            if text.startswith("]", pos):
+                value, pos = [], pos + 1
+            else:
+                open_containers.append(([], None))
+                continue
+        elif char == "{":
+            pos = _JSON_WHITESPACE.match(text, pos + 1).end()
+            if text.startswith("}", pos):
+                value, pos = {}, pos + 1
+            else:
+                key, pos = _parse_json_key(text, pos)
+                open_containers.append(({}, key))
+                continue
+        elif char == '"':
+            value, pos = scanstring(text, pos + 1)
+        elif number := _JSON_NUMBER.match(text, pos):
+            value, pos = JsonNumber(number.group()), number.end()
+        else:
+            literal = next((word for word in _JSON_LITERALS if text.startswith(word, pos)), None)
+            if literal is None:
+                raise ExportError(f"invalid JSON at offset {pos}")
+            value, pos = _JSON_LITERALS[literal], pos + len(literal)
+
+        # Store the value in its container; close every container that ends right after it.
+        while True:
+            pos = _JSON_WHITESPACE.match(text, pos).end()
+            if not open_containers:
+                if pos != len(text):
+                    raise ExportError(f"invalid JSON: extra data at offset {pos}")
+                return value
+            container, key = open_containers[-1]
+            if isinstance(container, list):
+                container.append(value)
+            else:
+                container[key] = value
+            separator = text[pos : pos + 1]
+            if separator == ",":
+                pos += 1
+                if isinstance(container, dict):
+                    key, pos = _parse_json_key(text, pos)
+                    open_containers[-1] = (container, key)
+                break
+            if separator != ("]" if isinstance(container, list) else "}"):
+                raise ExportError(f"invalid JSON at offset {pos}")
+            pos += 1
+            open_containers.pop()
+            value = container
+
+
+def _parse_json_key(text: str, pos: int) -> tuple[str, int]:
+    """Parse `"key" :` starting at pos (whitespace allowed); return the key and the position after ':'."""
+    pos = _JSON_WHITESPACE.match(text, pos).end()
+    if not text.startswith('"', pos):
+        raise ExportError(f"invalid JSON: expected an object key at offset {pos}")
+    key, pos = scanstring(text, pos + 1)
+    pos = _JSON_WHITESPACE.match(text, pos).end()
+    if not text.startswith(":", pos):
+        raise ExportError(f"invalid JSON: expected ':' at offset {pos}")
+    return key, pos + 1
+
+
+def normalise_json_number(text: str) -> str:
+    """Normalise a JSON number as FORMAT.md says: plain decimal, no exponent, no redundant zeros,
+    no sign on zero (`1.50` -> `1.5`, `-0.0` -> `0`, `1e2` -> `100`)."""
+    match = re.fullmatch(r"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?[0-9]+))?", text)
+    if match is None:
+        raise ExportError(f"invalid JSON number {text!r}")
+    sign, integer_digits, fraction_digits, exponent = match.groups()
+    exponent = int(exponent or "0")
+    if abs(exponent) > _MAX_JSON_EXPONENT:
+        raise ExportError(f"JSON number exponent out of range: {text!r}")
+    digits = integer_digits + (fraction_digits or "")
+    # The decimal point sits after `point` digits of `digits` (may be outside the string).
+    point = len(integer_digits) + exponent
+    significant = digits.lstrip("0")
+    point -= len(digits) - len(significant)
+    significant = significant.rstrip("0")
+    if not significant:
+        return "0"
+    if point <= 0:
+        plain = "0." + "0" * -point + significant
+    elif point >= len(significant):
+        plain = significant + "0" * (point - len(significant))
+    else:
+        plain = significant[:point] + "." + significant[point:]
+    return sign + plain
+
+
+def encode_json(value) -> bytes:
+    """Canonical JSON bytes of a parsed value (see parse_json), built without recursion."""
+    out = bytearray()
+    # Values still to encode, next one last. A `bytes` item is an already encoded object key:
+    # parsed JSON never produces bytes, so it cannot be confused with a value.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, bytes):
+            out += length_prefixed(item)
+        elif item is None:
+            out.append(0x00)
+        elif item is False:
+            out.append(0x01)
+        elif item is True:
+            out.append(0x02)
+        elif isinstance(item, JsonNumber):
+            out.append(0x03)
+            out += length_prefixed(normalise_json_number(item.text).encode("ascii"))
+        elif isinstance(item, str):
+            out.append(0x04)
+            out += length_prefixed(_utf8(item))
+        elif isinstance(item, list):
+            out.append(0x05)
+            out += struct.pack(">I", len(item))
+            pending.extend(reversed(item))
+        else:
+            out.append(0x06)
+            out += struct.pack(">I", len(item))
+            # bytes compare as unsigned octets, shorter first on a common prefix, as FORMAT.md asks.
+            members = sorted((_utf8(key), member) for key, member in item.items())
+            for key, member in reversed(members):
+                pending.append(member)
+                pending.append(key)
+    return bytes(out)
+
+
+def canonical_json(text: str) -> bytes:
+    """Canonical JSON bytes (FORMAT.md "Canonical JSON") of jsonb text."""
+    try:
+        return encode_json(parse_json(text))
+    except ValueError as error:  # also json.JSONDecodeError from scanstring
+        raise ExportError(f"bad jsonb value: {error}") from None
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. from a "\ud800" escape
+        raise ExportError(f"text is not valid Unicode: {text!r}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Text forms of the other types
+# --------------------------------------------------------------------------------------------------
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|NaN|-?Infinity")
+_NUMERIC = re.compile(r"-?[0-9]+(?:\.[0-9]+)?|NaN|-?Infinity")
+_BYTEA = re.compile(r"\\x((?:[0-9a-fA-F]{2})*)")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_DATE = r"([0-9]{4,})-([0-9]{2})-([0-9]{2})"
+_TIME = r"([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?"
+_UTC_OFFSET = r"([-+])([0-9]{2})(?::([0-9]{2})(?::([0-9]{2}))?)?"
+_BC = r"( BC)?"
+_DATE_TEXT = re.compile(_DATE + _BC)
+_TIME_TEXT = re.compile(_TIME)
+_TIMESTAMP_TEXT = re.compile(_DATE + " " + _TIME + _BC)
+_TIMESTAMPTZ_TEXT = re.compile(_DATE + " " + _TIME + _UTC_OFFSET + _BC)
+_INTERVAL_TEXT = re.compile(
+    r"P(?:(-?[0-9]+)Y)?(?:(-?[0-9]+)M)?(?:(-?[0-9]+)D)?"
+    r"(?:T(?:(-?[0-9]+)H)?(?:(-?[0-9]+)M)?(?:(-?)([0-9]+)(?:\.([0-9]{1,6}))?S)?)?"
+)
+
+
+def _match(pattern: re.Pattern, text: str, type_name: str) -> re.Match:
+    match = pattern.fullmatch(text)
+    if match is None:
+        raise ExportError(f"bad {type_name} value {text!r}")
+    return match
+
+
+def _pack(fmt: str, type_name: str, text: str, *values: int) -> bytes:
+    try:
+        return struct.pack(fmt, *values)
+    except struct.error:
+        raise ExportError(f"{type_name} value out of range: {text!r}") from None
+
+
+def days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 2000-01-01 of a proleptic Gregorian date; year is astronomical (0 = 1 BC).
+
+    The standard era-based algorithm (400-year eras of 146097 days, years starting in March so the
+    leap day comes last); floor division makes it correct for negative years too.
+    """
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468 - DAYS_FROM_1970_TO_2000
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _date_days(year_text: str, month_text: str, day_text: str, bc: str | None, text: str) -> int:
+    year, month, day = int(year_text), int(month_text), int(day_text)
+    month_lengths = (31, 29 if _is_leap(1 - year if bc else year) else 28, 31, 30, 31, 30, 31, 31,
+                     30, 31, 30, 31)
+    if year == 0 or not 1 <= month <= 12 or not 1 <= day <= month_lengths[month - 1]:
+        raise ExportError(f"bad date {text!r}")
+    return days_from_civil(1 - year if bc else year, month, day)
+
+
+def _time_micros(hour: str, minute: str, second: str, fraction: str | None, text: str,
+                 max_hour: int = 23) -> int:
+    hours, minutes, seconds = int(hour), int(minute), int(second)
+    if hours > max_hour or minutes > 59 or seconds > 59:
+        raise ExportError(f"bad time {text!r}")
+    return (hours * 3600 + minutes * 60 + seconds) * USECS_PER_SECOND + _fraction_micros(fraction)
+
+
+def _fraction_micros(fraction: str | None) -> int:
+    """Microseconds of the digits after a decimal point (at most 6 digits)."""
+    return int(fraction.ljust(6, "0")) if fraction else 0
+
+
+def parse_date(text: str) -> int:
+    """`YYYY-MM-DD[ BC]`, `infinity`, `-infinity` -> i32 days since 2000-01-01."""
+    if text == "infinity":
+        return INT32_MAX
+    if text == "-infinity":
+        return INT32_MIN
+    year, month, day, bc = _match(_DATE_TEXT, text, "date").groups()
+    return _date_days(year, month, day, bc, text)
+
+
+def parse_time(text: str) -> int:
+    """`HH:MM:SS[.ffffff]` -> microseconds since midnight (`24:00:00` allowed, as PostgreSQL does)."""
+    micros = _time_micros(*_match(_TIME_TEXT, text, "time").groups(), text, max_hour=24)
+    if micros > USECS_PER_DAY:
+        raise ExportError(f"bad time {text!r}")
+    return micros
+
+
+def parse_timestamp(text: str) -> int:
+    """`YYYY-MM-DD HH:MM:SS[.ffffff][ BC]` or +-infinity -> microseconds since 2000-01-01 00:00:00."""
+    if text in ("infinity", "-infinity"):
+        return INT64_MAX if text == "infinity" else INT64_MIN
+    year, month, day, hour, minute, second, fraction, bc = _match(
+        _TIMESTAMP_TEXT, text, "timestamp").groups()
+    days = _date_days(year, month, day, bc, text)
+    return days * USECS_PER_DAY + _time_micros(hour, minute, second, fraction, text)
+
+
+def parse_timestamptz(text: str) -> int:
+    """`YYYY-MM-DD HH:MM:SS[.ffffff]+HH[:MM[:SS]][ BC]` or +-infinity -> microseconds since
+    2000-01-01 00:00:00 UTC (the offset is subtracted to get UTC)."""
+    if text in ("infinity", "-infinity"):
+        return INT64_MAX if text == "infinity" else INT64_MIN
+    (year, month, day, hour, minute, second, fraction,
+     sign, offset_hours, offset_minutes, offset_seconds, bc) = _match(
+        _TIMESTAMPTZ_TEXT, text, "timestamptz").groups()
+    if int(offset_minutes or 0) > 59 or int(offset_seconds or 0) > 59:
+        raise ExportError(f"bad UTC offset in {text!r}")
+    offset = int(offset_hours) * 3600 + int(offset_minutes or 0) * 60 + int(offset_seconds or 0)
+    local = (_date_days(year, month, day, bc, text) * USECS_PER_DAY
+             + _time_micros(hour, minute, second, fraction, text))
+    return local - (offset if sign == "+" else -offset) * USECS_PER_SECOND
+
+
+def parse_interval(text: str) -> tuple[int, int, int]:
+    """ISO 8601 interval (`P1Y2M3DT4H5M6.5S`, `PT0S`, negative fields) -> (months, days, micros).
+
+    `infinity`/`-infinity` (PostgreSQL 17+) are stored with every field at its maximum/minimum.
+    """
+    if text == "infinity":
+        return INT32_MAX, INT32_MAX, INT64_MAX
+    if text == "-infinity":
+        return INT32_MIN, INT32_MIN, INT64_MIN
+    match = _match(_INTERVAL_TEXT, text, "interval")
+    years, months, days, hours, minutes, seconds_sign, seconds, fraction = match.groups()
+    has_time_part = "T" in text
+    if (match.lastindex is None
+            or (has_time_part and hours is None and minutes is None and seconds is None)):
+        raise ExportError(f"bad interval value {text!r}")
+    second_micros = int(seconds or 0) * USECS_PER_SECOND + _fraction_micros(fraction)
+    micros = ((int(hours or 0) * 60 + int(minutes or 0)) * 60 * USECS_PER_SECOND
+              + (-second_micros if seconds_sign else second_micros))
+    return int(years or 0) * 12 + int(months or 0), int(days or 0), micros
+
+
+# --------------------------------------------------------------------------------------------------
+# Value octets per format type
+# --------------------------------------------------------------------------------------------------
+
+
+def _boolean_octets(text: str) -> bytes:
+    if text not in ("t", "f"):
+        raise ExportError(f"bad boolean value {text!r}")
+    return b"\x01" if text == "t" else b"\x00"
+
+
+def _integer_octets(fmt: str, type_name: str):
+    def octets(text: str) -> bytes:
+        return _pack(fmt, type_name, text, int(_match(_INTEGER, text, type_name).group()))
+    return octets
+
+
+def _float_value(text: str, type_name: str) -> float:
+    return float(_match(_FLOAT, text, type_name).group())
+
+
+def _real_octets(text: str) -> bytes:
+    # The export prints a real as its exact double value, so packing it as binary32 loses nothing.
+    value = _float_value(text, "real")
+    if value != value:
+        return bytes.fromhex("7fc00000")
+    try:
+        return struct.pack(">f", value)
+    except OverflowError:
+        raise ExportError(f"real value out of range: {text!r}") from None
+
+
+def _double_octets(text: str) -> bytes:
+    value = _float_value(text, "double precision")
+    if value != value:
+        return bytes.fromhex("7ff8000000000000")
+    return struct.pack(">d", value)
+
+
+def _numeric_octets(text: str) -> bytes:
+    return _match(_NUMERIC, text, "numeric").group().encode("ascii")
+
+
+def _bytea_octets(text: str) -> bytes:
+    return bytes.fromhex(_match(_BYTEA, text, "bytea").group(1))
+
+
+def _uuid_octets(text: str) -> bytes:
+    return bytes.fromhex(_match(_UUID, text, "uuid").group().replace("-", ""))
+
+
+def _date_octets(text: str) -> bytes:
+    return _pack(">i", "date", text, parse_date(text))
+
+
+def _time_octets(text: str) -> bytes:
+    return struct.pack(">q", parse_time(text))
+
+
+def _timestamp_octets(text: str) -> bytes:
+    return _pack(">q", "timestamp", text, parse_timestamp(text))
+
+
+def _timestamptz_octets(text: str) -> bytes:
+    return _pack(">q", "timestamptz", text, parse_timestamptz(text))
+
+
+def _interval_octets(text: str) -> bytes:
+    return _pack(">iiq", "interval", text, *parse_interval(text))
+
+
+class FormatType(NamedTuple):
+    tag: int
+    value_octets: Callable[[str], bytes]  # exported text -> value octets
+
+
+FORMAT_TYPES: dict[str, FormatType] = {
+    "boolean": FormatType(0x01, _boolean_octets),
+    "smallint": FormatType(0x02, _integer_octets(">h", "smallint")),
+    "integer": FormatType(0x03, _integer_octets(">i", "integer")),
+    "bigint": FormatType(0x04, _integer_octets(">q", "bigint")),
+    "real": FormatType(0x05, _real_octets),
+    "double precision": FormatType(0x06, _double_octets),
+    "numeric": FormatType(0x07, _numeric_octets),
+    "text": FormatType(0x08, _utf8),
+    "bytea": FormatType(0x09, _bytea_octets),
+    "uuid": FormatType(0x0A, _uuid_octets),
+    "jsonb": FormatType(0x0B, canonical_json),
+    "date": FormatType(0x0C, _date_octets),
+    "time": FormatType(0x0D, _time_octets),
+    "timestamp": FormatType(0x0E, _timestamp_octets),
+    "timestamptz": FormatType(0x0F, _timestamptz_octets),
+    "interval": FormatType(0x10, _interval_octets),
+}
+
+
+def length_prefixed(octets: bytes) -> bytes:
+    """FORMAT.md `bytes`: a u32 length, then the octets."""
+    return struct.pack(">I", len(octets)) + octets
+
+
+def value_octets(type_name: str, text: str) -> bytes:
+    """The value octets of one exported (non-NULL) text value of the given format type."""
+    if type_name not in FORMAT_TYPES:
+        raise ExportError(f"unknown format type {type_name!r}")
+    return FORMAT_TYPES[type_name].value_octets(text)
+
+
+def presence_octets(type_name: str, text: str | None) -> bytes:
+    """FORMAT.md `presence`: 0x00 for NULL, else 0x01 and the length-prefixed value octets."""
+    return b"\x00" if text is None else b"\x01" + length_prefixed(value_octets(type_name, text))
+
+
+class Column(NamedTuple):
+    name: str
+    type: str
+
+
+def canonical_record_bytes(columns: Sequence[tuple[str, str]], values: Sequence[str | None]) -> bytes:
+    """Canonical record bytes of one record: columns are (name, format type) pairs in hashed-column
+    order, values the exported text values (None for NULL), without the stored hash."""
+    if len(columns) != len(values):
+        raise ExportError(f"{len(values)} values for {len(columns)} columns")
+    out = bytearray(b"\x01")
+    out += struct.pack(">I", len(columns))
+    for (name, type_name), text in zip(columns, values):
+        if type_name not in FORMAT_TYPES:
+            raise ExportError(f"unknown format type {type_name!r}")
+        out += length_prefixed(_utf8(name))
+        out.append(FORMAT_TYPES[type_name].tag)
+        try:
+            out += presence_octets(type_name, text)
+        except ExportError as error:
+            raise ExportError(f"column {name!r}: {error}") from None
+    return bytes(out)
+
+
+def record_hash(columns: Sequence[tuple[str, str]], values: Sequence[str | None]) -> str:
+    """The record hash as 64 lower-case hex digits."""
+    return hashlib.sha3_256(canonical_record_bytes(columns, values)).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading an export
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    chain_by: str | None
+    columns: list[Column]
+
+
+@dataclass(frozen=True)
+class Record:
+    line_number: int
+    chain_key: bytes  # the chain column's presence octets: equal octets mean the same chain
+    chain_text: str | None  # the chain column's exported text, for display
+    seq: int | None
+    prev_hash: str | None
+    stored_hash: str | None
+    computed_hash: str
+
+
+def parse_header(line: str) -> Header:
+    header = _json_line(line)
+    if not isinstance(header, dict) or header.get("format") != "ledger-export":
+        raise ExportError('the first line is not a ledger export header ({"format": "ledger-export", ...})')
+    if header.get("version") != FORMAT_VERSION or isinstance(header.get("version"), bool):
+        raise ExportError(f"unsupported export version {header.get('version')!r}")
+    raw_columns = header.get("columns")
+    if not isinstance(raw_columns, list) or not all(
+            isinstance(column, dict) and isinstance(column.get("name"), str)
+            and isinstance(column.get("type"), str) for column in raw_columns):
+        raise ExportError('header "columns" must be a list of {"name": ..., "type": ...} objects')
+    columns = [Column(column["name"], column["type"]) for column in raw_columns]
+    for column in columns:
+        if column.type not in FORMAT_TYPES:
+            raise ExportError(f"unknown format type {column.type!r} of column {column.name!r}")
+    names = [column.name for column in columns]
+    chain_by = header.get("chain_by")
+    if chain_by is not None and (not isinstance(chain_by, str) or chain_by not in names):
+        raise ExportError(f"chain_by {chain_by!r} is not one of the hashed columns")
+    for required in ("seq", "prev_hash"):
+        if required not in names:
+            raise ExportError(f"the hashed columns lack {required!r}")
+    return Header(chain_by, columns)
+
+
+def parse_record(header: Header, line: str, line_number: int) -> Record:
+    row = _json_line(line)
+    if not isinstance(row, list):
+        raise ExportError("a record must be a JSON array")
+    if len(row) != len(header.columns) + 1:
+        raise ExportError(f"expected {len(header.columns) + 1} values "
+                          f"({len(header.columns)} columns and the hash), got {len(row)}")
+    if not all(value is None or isinstance(value, str) for value in row):
+        raise ExportError("every value must be a JSON string or null")
+    *values, stored_hash = row
+    by_name = {column.name: (column, value) for column, value in zip(header.columns, values)}
+    seq_text = by_name["seq"][1]
+    if seq_text is not None and not _INTEGER.fullmatch(seq_text):
+        raise ExportError(f"seq is not an integer: {seq_text!r}")
+    if header.chain_by is None:
+        chain_key, chain_text = b"", None
+    else:
+        chain_column, chain_text = by_name[header.chain_by]
+        chain_key = presence_octets(chain_column.type, chain_text)
+    return Record(
+        line_number=line_number,
+        chain_key=chain_key,
+        chain_text=chain_text,
+        seq=None if seq_text is None else int(seq_text),
+        prev_hash=by_name["prev_hash"][1],
+        stored_hash=stored_hash,
+        computed_hash=record_hash(header.columns, values),
+    )
+
+
+def read_export(lines: Iterable[str]) -> tuple[Header, list[Record]]:
+    """Parse an export (header line, then one JSON array per record). Blank lines are ignored.
+    Raises ExportError, naming the line, on malformed input."""
+    header = None
+    records = []
+    line_number = 0
+    try:
+        for line_number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            if header is None:
+                header = parse_header(line)
+            else:
+                records.append(parse_record(header, line, line_number))
+    except ExportError as error:
+        raise ExportError(f"line {line_number}: {error}") from None
+    if header is None:
+        raise ExportError("empty input: no export header")
+    return header, records
+
+
+def _json_line(line: str):
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError) as error:
+        raise ExportError(f"invalid JSON: {error}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    chain: str | None
+    seq: int | None
+    problem: str
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"chain": self.chain, "seq": self.seq, "problem": self.problem, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Report:
+    problems: list[Problem]
+    record_count: int
+    chain_count: int
+
+
+def _verification_order(record: Record):
+    """Order of FORMAT.md: by seq, NULL seq last; ties: well-formed hashes by octets, then
+    malformed ones (by their text), then NULL."""
+    if record.stored_hash is None:
+        category, key = 2, b""
+    elif HASH_PATTERN.fullmatch(record.stored_hash):
+        category, key = 0, bytes.fromhex(record.stored_hash)
+    else:
+        category, key = 1, record.stored_hash.encode("utf-8")
+    return (record.seq is None, record.seq or 0, category, key)
+
+
+def verify_chain(chain: str | None, records: Iterable[Record]) -> list[Problem]:
+    """Apply FORMAT.md "Verification" to the records of one chain."""
+    problems = []
+
+    def report(record: Record, problem: str, detail: str) -> None:
+        problems.append(Problem(chain, record.seq, problem, detail))
+
+    def check_hash(record: Record) -> None:
+        if record.stored_hash is None:
+            report(record, "hash_mismatch", "stored hash is NULL")
+        elif not HASH_PATTERN.fullmatch(record.stored_hash):
+            report(record, "hash_mismatch", f"stored hash is malformed: {record.stored_hash!r}")
+        elif record.stored_hash != record.computed_hash:
+            report(record, "hash_mismatch",
+                   f"stored {record.stored_hash}, computed {record.computed_hash}")
+
+    is_first = True
+    expected_seq = 1
+    expected_prev_hash = None  # the previous record's stored hash, once there is a previous record
+    previous_seq = None
+    for record in sorted(records, key=_verification_order):
+        if record.seq is None:
+            report(record, "seq_gap", f"seq is NULL (line {record.line_number})")
+            check_hash(record)
+            continue
+        if record.seq == previous_seq:
+            report(record, "duplicate_seq", f"seq {record.seq} appears again (line {record.line_number})")
+            check_hash(record)
+            continue
+        previous_seq = record.seq
+        if record.seq != expected_seq:
+            report(record, "seq_gap", f"expected seq {expected_seq}, found {record.seq}")
+        check_hash(record)
+        if is_first:
+            if record.prev_hash is not None:
+                report(record, "prev_hash_mismatch",
+                       f"first record's prev_hash should be NULL, is {record.prev_hash!r}")
+        elif not (expected_prev_hash is not None and HASH_PATTERN.fullmatch(expected_prev_hash)
+                  and record.prev_hash == expected_prev_hash):
+            report(record, "prev_hash_mismatch",
+                   f"prev_hash {record.prev_hash!r}, previous record's hash {expected_prev_hash!r}")
+        is_first = False
+        expected_seq = record.seq + 1
+        expected_prev_hash = record.stored_hash
+    return problems
+
+
+def check_export(lines: Iterable[str]) -> Report:
+    """Read and verify an export; problems come sorted by chain text, then in rule order."""
+    _, records = read_export(lines)
+    chains: dict[bytes, list[Record]] = {}
+    for record in records:
+        chains.setdefault(record.chain_key, []).append(record)
+    # A NULL chain value (shown as empty) sorts first, like the empty string.
+    ordered = sorted(chains.values(), key=lambda chain: (chain[0].chain_text is not None,
+                                                         chain[0].chain_text or ""))
+    problems = [problem for chain in ordered for problem in verify_chain(chain[0].chain_text, chain)]
+    return Report(problems, len(records), len(chains))
+
+
+def verify_export(lines: Iterable[str]) -> list[Problem]:
+    """The problems of an export, as ledger.verify would report them."""
+    return check_export(lines).problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+def _tsv_field(value) -> str:
+    """Escape like PostgreSQL's COPY text format, so a chain value with a tab or newline keeps the
+    output one line per problem."""
+    text = "" if value is None else str(value)
+    return (text.replace("\\", "\\\\").replace("\t", "\\t")
+            .replace("\n", "\\n").replace("\r", "\\r"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Verify a ledger export (docs/FORMAT.md) offline.",
+        epilog="Exit status: 0 no problems, 1 problems found, 2 malformed input.")
+    parser.add_argument("export", help="export file (JSON lines from ledger.export), or - for stdin")
+    parser.add_argument("--json", action="store_true",
+                        help="print problems as a JSON array of {chain, seq, problem, detail}")
+    arguments = parser.parse_args(argv)
+
+    try:
+        if arguments.export == "-":
+            report = check_export(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8"))
+        else:
+            with open(arguments.export, encoding="utf-8") as export:
+                report = check_export(export)
+    except (ExportError, OSError, UnicodeDecodeError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+
+    if arguments.json:
+        print(json.dumps([problem.as_dict() for problem in report.problems], ensure_ascii=False))
+    else:
+        for problem in report.problems:
+            print("\t".join(_tsv_field(field) for field in
+                            (problem.chain, problem.seq, problem.problem, problem.detail)))
+    print(f"verified {report.record_count} records in {report.chain_count} chains: "
+          f"{len(report.problems)} problems", file=sys.stderr)
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

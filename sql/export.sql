@@ -1,0 +1,49 @@
+-- ledger.export(tbl): the documented export (docs/FORMAT.md, "Export"). A header line, then one JSON
+-- array per record with each hashed column's text output and the stored hash. The SET clauses pin
+-- every setting that shapes text output, so exports from any session are identical.
+CREATE FUNCTION ledger.export(tbl regclass)
+RETURNS SETOF text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'iso_8601'
+SET extra_float_digits = 3
+SET bytea_output = 'hex'
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    entry ledger.ledgers;
+    table_name text;
+    value_list text;
+BEGIN
+    SELECT * INTO entry FROM ledger.ledgers l WHERE l.tbl = export.tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not a ledger', tbl USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT format('%I.%I', n.nspname, c.relname) INTO table_name
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+
+    RETURN NEXT json_build_object(
+        'format', 'ledger-export',
+        'version', 1,
+        'table', table_name,
+        'chain_by', entry.chain_by,
+        'columns', (SELECT json_agg(json_build_object('name', c, 'type', t) ORDER BY o)
+                      FROM unnest(entry.columns, entry.column_types) WITH ORDINALITY AS x(c, t, o))
+    )::text;
+
+    -- format('%s', v) prints through the type's output function (so char(n) keeps its blanks).
+    SELECT string_agg(
+               format('CASE WHEN %1$I IS NULL THEN NULL ELSE format(''%%s'', %1$I%2$s) END',
+                      c, CASE WHEN t = 'real' THEN '::float8' ELSE '' END),
+               ', ' ORDER BY o)
+      INTO value_list
+      FROM unnest(entry.columns, entry.column_types) WITH ORDINALITY AS x(c, t, o);
+
+    RETURN QUERY EXECUTE format(
+        'SELECT json_build_array(%s, hash::text)::text FROM ONLY %s ORDER BY %s seq',
+        value_list, table_name,
+        CASE WHEN entry.chain_by IS NULL THEN '' ELSE quote_ident(entry.chain_by) || ', ' END);
+END
+$$;
+COMMENT ON FUNCTION ledger.export(regclass) IS 'the documented JSON-lines export that offline verifiers read';

@@ -1,0 +1,53 @@
+-- Tables of the ledger extension. The extension's own ledgers are enabled in finalize.sql, once the
+-- functions exist.
+
+-- The registry: one row per ledger table. `columns` fixes the hashed columns and their order.
+CREATE TABLE ledger.ledgers (
+    tbl          regclass PRIMARY KEY,
+    chain_by     name,
+    columns      name[] NOT NULL,
+    column_types text[] NOT NULL,
+    enabled_at   timestamptz NOT NULL DEFAULT now(),
+    enabled_by   name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE ledger.ledgers IS 'ledger tables: chain column and the hashed columns, in encoding order';
+
+-- The built-in ledger: one chain per anchor_id.
+CREATE TABLE ledger.records (
+    rid       uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    anchor_id uuid NOT NULL,
+    slot      text NOT NULL,
+    kind      text NOT NULL,
+    ts        timestamptz NOT NULL DEFAULT now(),
+    seq       bigint NOT NULL,
+    prev_hash char(64),
+    hash      char(64) UNIQUE NOT NULL,
+    payload   jsonb NOT NULL,
+    sig       bytea,
+    producer  text,
+    version   text DEFAULT 'v1'
+);
+CREATE INDEX records_anchor_id_ts_idx ON ledger.records (anchor_id, ts);
+COMMENT ON TABLE ledger.records IS 'the built-in ledger: one hash chain per anchor_id';
+
+-- Merkle checkpoints of chains. Itself a ledger (one chain); `prev_checkpoint` links the
+-- checkpoints of one ledger chain.
+CREATE TABLE ledger.checkpoints (
+    cid             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    ledger          text NOT NULL,
+    chain           text,
+    range_start     text NOT NULL,
+    range_end       text NOT NULL,
+    record_count    integer NOT NULL,
+    merkle_root     char(64) NOT NULL,
+    prev_checkpoint char(64),
+    definition      char(64),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    public_key      bytea,
+    sig             bytea,
+    seq             bigint NOT NULL,
+    prev_hash       char(64),
+    hash            char(64) UNIQUE NOT NULL
+);
+CREATE INDEX checkpoints_ledger_chain_idx ON ledger.checkpoints (ledger, chain, created_at);
+COMMENT ON TABLE ledger.checkpoints IS 'Merkle checkpoints of ledger chains; itself a ledger';

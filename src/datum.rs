@@ -1,0 +1,228 @@
+//! Reading stored datums as canonical [`Value`]s: PostgreSQL's binary values, never text that
+//! session settings could shape (numeric's output has no such settings).
+
+use crate::error::raise;
+use ledger_core::canonical::{ColumnType, Value};
+use ledger_core::json::{JsonCanonicalizer, JsonToken};
+use ledger_core::{LedgerError, SqlState};
+use pgrx::pg_sys::{self, Datum, Oid};
+use std::ffi::CStr;
+
+/// The format type of a column type (domains resolve to their base type), or `None`.
+pub fn column_type_of(type_oid: Oid) -> Option<ColumnType> {
+    // SAFETY: a catalog lookup; errors are PostgreSQL errors.
+    let base = unsafe { pg_sys::getBaseType(type_oid) };
+    Some(match base {
+        pg_sys::BOOLOID => ColumnType::Boolean,
+        pg_sys::INT2OID => ColumnType::Smallint,
+        pg_sys::INT4OID => ColumnType::Integer,
+        pg_sys::INT8OID => ColumnType::Bigint,
+        pg_sys::FLOAT4OID => ColumnType::Real,
+        pg_sys::FLOAT8OID => ColumnType::DoublePrecision,
+        pg_sys::NUMERICOID => ColumnType::Numeric,
+        pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID => ColumnType::Text,
+        pg_sys::BYTEAOID => ColumnType::Bytea,
+        pg_sys::UUIDOID => ColumnType::Uuid,
+        pg_sys::JSONBOID => ColumnType::Jsonb,
+        pg_sys::DATEOID => ColumnType::Date,
+        pg_sys::TIMEOID => ColumnType::Time,
+        pg_sys::TIMESTAMPOID => ColumnType::Timestamp,
+        pg_sys::TIMESTAMPTZOID => ColumnType::Timestamptz,
+        pg_sys::INTERVALOID => ColumnType::Interval,
+        _ => return None,
+    })
+}
+
+/// Reusable buffers for turning one record's datums into values.
+#[derive(Default)]
+pub struct DatumReader {
+    json: JsonCanonicalizer,
+    /// Canonical jsonb bytes, one buffer per jsonb column of the record.
+    json_out: Vec<Vec<u8>>,
+    json_used: usize,
+}
+
+impl DatumReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Call before reading a new record: jsonb buffers are reused from here on.
+    pub fn begin_record(&mut self) {
+        self.json_used = 0;
+    }
+
+    /// Reads a non-null datum of `column_type`. Pointers into detoasted data live as long as the
+    /// current memory context; jsonb bytes live until the next `begin_record`.
+    ///
+    /// # Safety
+    /// `datum` must be a valid, non-null datum of a type that `column_type_of` mapped to `column_type`.
+    pub unsafe fn read<'a>(&'a mut self, column_type: ColumnType, datum: Datum) -> Value<'a> {
+        match column_type {
+            ColumnType::Boolean => Value::Boolean(datum.value() != 0),
+            ColumnType::Smallint => Value::Smallint(datum.value() as i16),
+            ColumnType::Integer => Value::Integer(datum.value() as i32),
+            ColumnType::Bigint => Value::Bigint(datum.value() as i64),
+            ColumnType::Real => Value::Real(f32::from_bits(datum.value() as u32)),
+            ColumnType::DoublePrecision => {
+                Value::DoublePrecision(f64::from_bits(datum.value() as u64))
+            }
+            ColumnType::Numeric => Value::Numeric(numeric_text(datum)),
+            ColumnType::Text => Value::Text(text_datum_to_str(datum)),
+            ColumnType::Bytea => Value::Bytea(varlena_bytes(datum)),
+            ColumnType::Uuid => Value::Uuid(&*(datum.cast_mut_ptr::<[u8; 16]>())),
+            ColumnType::Jsonb => Value::Jsonb(self.canonical_jsonb(datum)),
+            ColumnType::Date => Value::Date(datum.value() as i32),
+            ColumnType::Time => Value::Time(datum.value() as i64),
+            ColumnType::Timestamp => Value::Timestamp(datum.value() as i64),
+            ColumnType::Timestamptz => Value::Timestamptz(datum.value() as i64),
+            ColumnType::Interval => {
+                let interval = &*(datum.cast_mut_ptr::<pg_sys::Interval>());
+                Value::Interval {
+                    months: interval.month,
+                    days: interval.day,
+                    microseconds: interval.time,
+                }
+            }
+        }
+    }
+
+    unsafe fn canonical_jsonb(&mut self, datum: Datum) -> &[u8] {
+        let jsonb = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+        let mut iterator = pg_sys::JsonbIteratorInit(&mut (*jsonb).root);
+        let mut value: pg_sys::JsonbValue = std::mem::zeroed();
+        // jsonb stores a top-level scalar as a one-element "raw scalar" array; it is not an array.
+        let mut raw_scalar_arrays: Vec<bool> = Vec::new();
+        self.json.reset();
+        loop {
+            let token = pg_sys::JsonbIteratorNext(&mut iterator, &mut value, false);
+            let pushed = match token {
+                pg_sys::JsonbIteratorToken::WJB_DONE => break,
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY => {
+                    let raw = value.val.array.rawScalar;
+                    raw_scalar_arrays.push(raw);
+                    if raw {
+                        Ok(())
+                    } else {
+                        self.json.push(JsonToken::BeginArray)
+                    }
+                }
+                pg_sys::JsonbIteratorToken::WJB_END_ARRAY => {
+                    if raw_scalar_arrays.pop() == Some(true) {
+                        Ok(())
+                    } else {
+                        self.json.push(JsonToken::EndArray)
+                    }
+                }
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT => {
+                    self.json.push(JsonToken::BeginObject)
+                }
+                pg_sys::JsonbIteratorToken::WJB_END_OBJECT => self.json.push(JsonToken::EndObject),
+                pg_sys::JsonbIteratorToken::WJB_KEY => {
+                    self.json.push(JsonToken::Key(jsonb_string(&value)))
+                }
+                _ => match value.type_ {
+                    pg_sys::jbvType::jbvNull => self.json.push(JsonToken::Null),
+                    pg_sys::jbvType::jbvBool => self.json.push(JsonToken::Bool(value.val.boolean)),
+                    pg_sys::jbvType::jbvString => {
+                        self.json.push(JsonToken::String(jsonb_string(&value)))
+                    }
+                    pg_sys::jbvType::jbvNumeric => self.json.push(JsonToken::Number(numeric_text(
+                        Datum::from(value.val.numeric),
+                    ))),
+                    other => Err(LedgerError::new(
+                        SqlState::DataCorrupted,
+                        "unexpected jsonb value",
+                    )
+                    .detail(format!("jsonb value type {other}"))),
+                },
+            };
+            if let Err(e) = pushed {
+                raise(e);
+            }
+        }
+        let bytes = match self.json.finish() {
+            Ok(bytes) => bytes,
+            Err(e) => raise(e),
+        };
+        if self.json_used == self.json_out.len() {
+            self.json_out.push(Vec::new());
+        }
+        let slot = &mut self.json_out[self.json_used];
+        self.json_used += 1;
+        slot.clear();
+        slot.extend_from_slice(bytes);
+        slot
+    }
+}
+
+unsafe fn jsonb_string<'a>(value: &pg_sys::JsonbValue) -> &'a str {
+    let s = value.val.string;
+    let bytes = std::slice::from_raw_parts(s.val as *const u8, s.len as usize);
+    server_bytes_to_str(bytes)
+}
+
+/// numeric's output: plain ASCII decimal (never an exponent), NaN or [-]Infinity.
+unsafe fn numeric_text<'a>(numeric: Datum) -> &'a str {
+    let text = pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_out, &[Some(numeric)])
+        .expect("numeric_out never returns NULL");
+    std::str::from_utf8_unchecked(CStr::from_ptr(text.cast_mut_ptr()).to_bytes())
+}
+
+/// The bytes of a (possibly toasted or short-header) varlena datum.
+///
+/// # Safety
+/// `datum` must be a valid varlena datum.
+pub unsafe fn varlena_bytes<'a>(datum: Datum) -> &'a [u8] {
+    let detoasted = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+    let len = pgrx::varlena::varsize_any_exhdr(detoasted);
+    let data = pgrx::varlena::vardata_any(detoasted) as *const u8;
+    std::slice::from_raw_parts(data, len)
+}
+
+/// A text, varchar or bpchar datum as UTF-8.
+///
+/// # Safety
+/// `datum` must be a valid text-like datum.
+pub unsafe fn text_datum_to_str<'a>(datum: Datum) -> &'a str {
+    server_bytes_to_str(varlena_bytes(datum))
+}
+
+/// Server-encoded bytes as UTF-8, converting when the database is not UTF-8.
+unsafe fn server_bytes_to_str<'a>(bytes: &'a [u8]) -> &'a str {
+    if pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 {
+        // PostgreSQL validates text against the database encoding on input.
+        return std::str::from_utf8_unchecked(bytes);
+    }
+    let converted = pg_sys::pg_server_to_any(
+        bytes.as_ptr() as *const std::ffi::c_char,
+        bytes.len() as i32,
+        pg_sys::pg_enc::PG_UTF8 as i32,
+    );
+    let converted: &'a [u8] = if converted as *const u8 == bytes.as_ptr() {
+        bytes
+    } else {
+        CStr::from_ptr(converted).to_bytes()
+    };
+    match std::str::from_utf8(converted) {
+        Ok(s) => s,
+        Err(_) => raise(
+            LedgerError::new(
+                SqlState::FeatureNotSupported,
+                "text that is not valid UTF-8 cannot be hashed",
+            )
+            .hint("Use a UTF8 database, or a bytea column for binary data."),
+        ),
+    }
+}
+
+/// A text datum holding `text` (also valid as bpchar and varchar), in the current memory context.
+pub fn text_datum(text: &str) -> Datum {
+    // SAFETY: copies `text` into a palloc'd varlena.
+    unsafe {
+        Datum::from(pg_sys::cstring_to_text_with_len(
+            text.as_ptr() as *const std::ffi::c_char,
+            text.len() as i32,
+        ))
+    }
+}

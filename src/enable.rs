@@ -1,0 +1,395 @@
+//! `ledger.enable(tbl, chain_by)`: makes a table a ledger. Everything happens in the caller's
+//! transaction, so an error leaves the table exactly as it was.
+
+use crate::datum::column_type_of;
+use crate::error::raise;
+use crate::layout::{self, quote_ident};
+use crate::trigger::RecordScratch;
+use ledger_core::canonical::{chain_key_bytes, ColumnType};
+use ledger_core::hash::{to_hex, Digest};
+use ledger_core::{LedgerError, SqlState};
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::PgRelation;
+
+const LEDGER_COLUMNS: [(&str, &str, &str); 3] = [
+    ("seq", "bigint", "bigint"),
+    ("prev_hash", "character(64)", "char(64)"),
+    ("hash", "character(64)", "char(64)"),
+];
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
+    let relid = tbl.oid();
+    let name = layout::qualified_name(relid);
+    spi_run(&format!(
+        "LOCK TABLE ONLY {name} IN SHARE ROW EXCLUSIVE MODE"
+    ));
+    check_enableable(&tbl, &name);
+
+    let mut attributes = layout::attributes(relid);
+    if let Some(chain) = chain_by {
+        let Some((_, _, type_oid)) = attributes.iter().find(|(_, n, _)| n == chain) else {
+            raise(
+                LedgerError::new(
+                    SqlState::UndefinedColumn,
+                    format!("column \"{chain}\" of relation {name} does not exist"),
+                )
+                .hint("chain_by names the column whose value selects a record's chain."),
+            );
+        };
+        if LEDGER_COLUMNS.iter().any(|(c, _, _)| *c == chain) {
+            raise(
+                LedgerError::new(
+                    SqlState::InvalidParameterValue,
+                    format!("\"{chain}\" cannot select the chain"),
+                )
+                .detail("seq, prev_hash and hash are computed by the ledger."),
+            );
+        }
+        if column_type_of(*type_oid).is_none() {
+            raise(unsupported(
+                &name,
+                &[(chain.to_string(), format_type(*type_oid))],
+            ));
+        }
+    }
+    for (column, type_name, sql_type) in LEDGER_COLUMNS {
+        match attributes.iter().find(|(_, n, _)| n == column) {
+            Some((index, _, _)) => {
+                let actual = column_format_type(relid, *index);
+                if actual != type_name {
+                    raise(
+                        LedgerError::new(
+                            SqlState::DatatypeMismatch,
+                            format!("column \"{column}\" of {name} must be {type_name}"),
+                        )
+                        .detail(format!("It is {actual}.")),
+                    );
+                }
+            }
+            None => spi_run(&format!(
+                "ALTER TABLE ONLY {name} ADD COLUMN {column} {sql_type}"
+            )),
+        }
+    }
+    attributes = layout::attributes(relid);
+
+    let hashed: Vec<&(usize, String, Oid)> =
+        attributes.iter().filter(|(_, n, _)| n != "hash").collect();
+    let unsupported_columns: Vec<(String, String)> = hashed
+        .iter()
+        .filter(|(_, _, t)| column_type_of(*t).is_none())
+        .map(|(_, n, t)| (n.clone(), format_type(*t)))
+        .collect();
+    if !unsupported_columns.is_empty() {
+        raise(unsupported(&name, &unsupported_columns));
+    }
+    let column_names: Vec<String> = hashed.iter().map(|(_, n, _)| n.clone()).collect();
+    let column_types: Vec<String> = hashed
+        .iter()
+        .map(|(_, _, t)| {
+            column_type_of(*t)
+                .map(ColumnType::name)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+
+    Spi::run_with_args(
+        "INSERT INTO ledger.ledgers (tbl, chain_by, columns, column_types) VALUES ($1, $2, $3::name[], $4)",
+        &[relid.into(), chain_by.into(), column_names.into(), column_types.into()],
+    )
+    .unwrap_or_else(|e| raise(LedgerError::new(SqlState::DataCorrupted, "cannot register the ledger").detail(e.to_string())));
+
+    chain_existing_rows(&tbl, &name);
+
+    let chain_column = chain_by
+        .map(|c| format!("{}, ", quote_ident(c)))
+        .unwrap_or_default();
+    spi_run(&format!(
+        "ALTER TABLE ONLY {name} ALTER COLUMN seq SET NOT NULL, ALTER COLUMN hash SET NOT NULL"
+    ));
+    spi_run(&format!(
+        "CREATE UNIQUE INDEX ON ONLY {name} ({chain_column}seq)"
+    ));
+    // BEFORE triggers fire in name order; the append trigger must see the final row, so it sorts last.
+    spi_run(&format!("CREATE TRIGGER zz_ledger_append BEFORE INSERT ON {name} FOR EACH ROW EXECUTE FUNCTION ledger.append_row()"));
+    spi_run(&format!("CREATE TRIGGER ledger_refuse_change BEFORE UPDATE OR DELETE ON {name} FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change()"));
+    spi_run(&format!("CREATE TRIGGER ledger_refuse_truncate BEFORE TRUNCATE ON {name} FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change()"));
+    // ENABLE ALWAYS: session_replication_role = replica must not switch them off.
+    for trigger in [
+        "zz_ledger_append",
+        "ledger_refuse_change",
+        "ledger_refuse_truncate",
+    ] {
+        spi_run(&format!(
+            "ALTER TABLE ONLY {name} ENABLE ALWAYS TRIGGER {trigger}"
+        ));
+    }
+}
+
+fn check_enableable(tbl: &PgRelation, name: &str) {
+    // SAFETY: reading the open relation's pg_class row.
+    let relkind = unsafe { (*(*tbl.as_ptr()).rd_rel).relkind } as u8;
+    if relkind != pg_sys::RELKIND_RELATION {
+        raise(LedgerError::new(SqlState::WrongObjectType, format!("{name} is not an ordinary table"))
+            .detail("Only ordinary tables can be ledgers; views, partitioned tables and foreign tables cannot."));
+    }
+    if layout::registry_entry(tbl.oid()).is_some() {
+        raise(LedgerError::new(
+            SqlState::DuplicateObject,
+            format!("table {name} is already a ledger"),
+        ));
+    }
+    let has_primary_key = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisprimary)",
+        &[tbl.oid().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !has_primary_key {
+        raise(LedgerError::new(SqlState::InvalidTableDefinition, format!("table {name} has no primary key"))
+            .hint("Add a primary key: it identifies records and orders the rows already in the table when they are chained."));
+    }
+    let generated = Spi::get_one_with_args::<String>(
+        "SELECT string_agg(quote_ident(attname), ', ') FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''",
+        &[tbl.oid().into()],
+    )
+    .ok()
+    .flatten();
+    if let Some(columns) = generated {
+        raise(LedgerError::new(SqlState::InvalidTableDefinition, format!("table {name} has generated columns"))
+            .detail(format!("Generated columns are computed after the ledger's trigger hashes the row: {columns}.")));
+    }
+}
+
+fn unsupported(name: &str, columns: &[(String, String)]) -> LedgerError {
+    let list: Vec<String> = columns
+        .iter()
+        .map(|(n, t)| format!("\"{n}\" ({t})"))
+        .collect();
+    LedgerError::new(
+        SqlState::FeatureNotSupported,
+        format!("table {name} has columns of types the ledger cannot hash"),
+    )
+    .detail(format!("Unsupported: {}.", list.join(", ")))
+    .hint(format!(
+        "Supported types: {}.",
+        ColumnType::supported_list()
+    ))
+}
+
+fn format_type(type_oid: Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT format_type($1, NULL)", &[type_oid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn column_format_type(relid: Oid, index: usize) -> String {
+    Spi::get_one_with_args::<String>(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1 AND attnum = $2",
+        &[relid.into(), (index as i16 + 1).into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+fn spi_run(sql: &str) {
+    if let Err(e) = Spi::run(sql) {
+        raise(
+            LedgerError::new(
+                SqlState::DataCorrupted,
+                "ledger.enable could not change the table",
+            )
+            .detail(format!("{sql}: {e}")),
+        );
+    }
+}
+
+/// The one-time migration: rows already in the table are chained in primary-key order (within
+/// each chain). A table whose rows already carry hashes must already be a valid chain.
+fn chain_existing_rows(tbl: &PgRelation, name: &str) {
+    let counts =
+        Spi::get_two::<i64, i64>(&format!("SELECT count(*), count(hash) FROM ONLY {name}"))
+            .unwrap_or_else(|e| {
+                raise(
+                    LedgerError::new(SqlState::DataCorrupted, "cannot count rows")
+                        .detail(e.to_string()),
+                )
+            });
+    let (total, hashed) = (counts.0.unwrap_or(0), counts.1.unwrap_or(0));
+    if total == 0 {
+        return;
+    }
+    if hashed == total {
+        let findings = crate::verify::verify_table(tbl, None);
+        if let Some((chain, seq, problem, detail)) = findings.first() {
+            raise(
+                LedgerError::new(
+                    SqlState::CheckViolation,
+                    format!(
+                        "the rows of {name} already carry hashes that do not form valid chains"
+                    ),
+                )
+                .detail(format!(
+                    "First problem: {problem} at chain {}, seq {}: {detail}",
+                    chain.as_deref().unwrap_or("-"),
+                    seq.map_or("null".into(), |s| s.to_string())
+                )),
+            );
+        }
+        return;
+    }
+    if hashed > 0 {
+        raise(
+            LedgerError::new(
+                SqlState::CheckViolation,
+                format!("some rows of {name} already have hashes and some do not"),
+            )
+            .detail(format!("{hashed} of {total} rows have a hash.")),
+        );
+    }
+    let layout = layout::for_relation(tbl.oid());
+    let primary_key = Spi::get_one_with_args::<String>(
+        "SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord) FROM pg_index i \
+         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+         WHERE i.indrelid = $1 AND i.indisprimary",
+        &[tbl.oid().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    let chain_order = layout
+        .chain
+        .as_ref()
+        .map(|c| format!("{}, ", quote_ident(&c.name)))
+        .unwrap_or_default();
+    let query =
+        format!("SELECT t, ctid::text FROM ONLY {name} t ORDER BY {chain_order}{primary_key}");
+
+    let mut updates: Vec<(String, i64, Option<String>, String)> =
+        Vec::with_capacity(total as usize);
+    let mut scratch = RecordScratch::default();
+    let mut current_chain: Option<Vec<u8>> = None;
+    let mut head: Option<(i64, Digest)> = None;
+    Spi::connect(|client| {
+        let mut cursor = client.open_cursor(query.as_str(), &[]);
+        loop {
+            let batch = cursor.fetch(1000).unwrap_or_else(|e| {
+                raise(
+                    LedgerError::new(SqlState::DataCorrupted, "cannot read rows")
+                        .detail(e.to_string()),
+                )
+            });
+            if batch.is_empty() {
+                break;
+            }
+            let mut batch = batch;
+            while batch.next().is_some() {
+                let whole = batch
+                    .get_datum_by_ordinal(1)
+                    .ok()
+                    .flatten()
+                    .expect("a whole-row value is never null");
+                let ctid: String = batch.get(2).ok().flatten().unwrap_or_default();
+                // SAFETY: a whole-row value of the table has the table's tuple layout.
+                unsafe {
+                    let (mut values, mut nulls) = deform_whole_row(tbl, whole);
+                    if let Some(chain) = &layout.chain {
+                        if nulls[chain.index] {
+                            raise(
+                                LedgerError::new(
+                                    SqlState::NotNullViolation,
+                                    format!(
+                                        "null value in chain column \"{}\" of {name}",
+                                        chain.name
+                                    ),
+                                )
+                                .detail(format!("Row {ctid} has no chain.")),
+                            );
+                        }
+                        scratch.reader.begin_record();
+                        let value = scratch.reader.read(chain.column_type, values[chain.index]);
+                        chain_key_bytes(&value, &mut scratch.chain_key);
+                    }
+                    if current_chain.as_deref() != Some(scratch.chain_key.as_slice()) {
+                        current_chain = Some(scratch.chain_key.clone());
+                        head = None;
+                    }
+                    let seq = head.map_or(1, |(s, _)| s + 1);
+                    let prev_hex = head.map(|(_, h)| to_hex(&h));
+                    values[layout.seq] = Datum::from(seq);
+                    nulls[layout.seq] = false;
+                    match &prev_hex {
+                        Some(hex) => {
+                            values[layout.prev_hash] = crate::datum::text_datum(hex);
+                            nulls[layout.prev_hash] = false;
+                        }
+                        None => nulls[layout.prev_hash] = true,
+                    }
+                    scratch.encode(&layout, &values, &nulls);
+                    let hash = scratch.encoder.hash();
+                    head = Some((seq, hash));
+                    updates.push((ctid, seq, prev_hex, to_hex(&hash)));
+                }
+            }
+        }
+    });
+    let update =
+        format!("UPDATE ONLY {name} SET seq = $1, prev_hash = $2, hash = $3 WHERE ctid = $4::tid");
+    Spi::connect_mut(|client: &mut SpiClient| {
+        let statement = client
+            .prepare_mut(
+                update.as_str(),
+                &[
+                    PgOid::from(pg_sys::INT8OID),
+                    PgOid::from(pg_sys::TEXTOID),
+                    PgOid::from(pg_sys::TEXTOID),
+                    PgOid::from(pg_sys::TEXTOID),
+                ],
+            )
+            .unwrap_or_else(|e| {
+                raise(
+                    LedgerError::new(SqlState::DataCorrupted, "cannot prepare the migration")
+                        .detail(e.to_string()),
+                )
+            });
+        for (ctid, seq, prev, hash) in updates {
+            client
+                .update(
+                    &statement,
+                    None,
+                    &[seq.into(), prev.into(), hash.into(), ctid.into()],
+                )
+                .unwrap_or_else(|e| {
+                    raise(
+                        LedgerError::new(SqlState::DataCorrupted, "cannot chain an existing row")
+                            .detail(e.to_string()),
+                    )
+                });
+        }
+    });
+}
+
+/// Deforms a whole-row datum of `tbl` into the table's positions.
+///
+/// # Safety
+/// `whole` must be a composite datum of `tbl`'s row type.
+pub unsafe fn deform_whole_row(tbl: &PgRelation, whole: Datum) -> (Vec<Datum>, Vec<bool>) {
+    let header = pg_sys::pg_detoast_datum(whole.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
+    let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+    tuple.t_len = pgrx::varlena::varsize_any(header as *const pg_sys::varlena) as u32;
+    tuple.t_data = header;
+    let tupdesc = (*tbl.as_ptr()).rd_att;
+    let natts = (*tupdesc).natts as usize;
+    let mut values = vec![Datum::from(0); natts];
+    let mut nulls = vec![false; natts];
+    pg_sys::heap_deform_tuple(&mut tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+    (values, nulls)
+}

@@ -1,0 +1,37 @@
+//! Raising [`LedgerError`] as a PostgreSQL error with its SQLSTATE, detail and hint.
+
+use ledger_core::LedgerError;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+/// Packs a five-character SQLSTATE the way PostgreSQL's MAKE_SQLSTATE does.
+fn make_sqlstate(code: &str) -> i32 {
+    code.bytes().enumerate().fold(0, |acc, (i, c)| {
+        acc | ((((c - b'0') & 0x3F) as i32) << (6 * i))
+    })
+}
+
+/// Reports the error at ERROR level; never returns.
+pub fn raise(error: LedgerError) -> ! {
+    let code = PgSqlErrorCode::from(make_sqlstate(error.state.code()));
+    let mut report = ErrorReport::new(code, error.message, "ledger");
+    if let Some(detail) = error.detail {
+        report = report.set_detail(detail);
+    }
+    if let Some(hint) = error.hint {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// `result.unwrap_or_raise()`: the value, or the error raised in PostgreSQL.
+pub trait OrRaise<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T, LedgerError> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| raise(e))
+    }
+}

@@ -1,0 +1,371 @@
+//! Where each chain's next record goes, without forks and without per-row lookups.
+//!
+//! The first append to a chain in a transaction takes a transaction-scoped lock on that chain (an
+//! advisory-type lock keyed on table and chain, so other chains never wait) and then reads the head
+//! with a snapshot taken after the lock: the previous holder's commit is visible by then. From there
+//! the head is cached for the rest of the transaction, because nobody else can append while we hold
+//! the lock. Subtransaction aborts roll the cache back to what it was when the subtransaction began.
+//!
+//! Under REPEATABLE READ and SERIALIZABLE the transaction snapshot may predate the head; appending
+//! after a record the transaction cannot see would be an anomaly, so that is a serialization failure.
+//!
+//! A row can be dropped after our BEFORE trigger chained it (INSERT ... ON CONFLICT DO NOTHING). The
+//! cache is re-checked against the table at each new command, and before commit every chain this
+//! transaction appended to is checked to be dense, so such a row can never leave a hole.
+
+use crate::datum::text_datum_to_str;
+use crate::error::raise;
+use crate::layout::Layout;
+use ledger_core::hash::{parse_hex, Digest};
+use ledger_core::{LedgerError, SqlState};
+use pgrx::pg_sys::{self, CommandId, Datum, Oid};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// `locktag_field4` of ledger chain locks, so they never collide with users' advisory locks.
+/// Shows in pg_locks as an advisory lock with objsubid 19527.
+const CHAIN_LOCK_SPACE: u16 = 0x4C47;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Head {
+    seq: i64,
+    hash: Digest,
+    /// The command that appended it: a later command re-reads the table to catch dropped rows.
+    command_id: CommandId,
+    /// The first seq this transaction appended to the chain.
+    first_seq: i64,
+    /// The chain value (copied into the transaction's memory) for the pre-commit check.
+    chain_datum: Option<Datum>,
+}
+
+#[derive(Default)]
+struct State {
+    heads: HashMap<Oid, HashMap<Vec<u8>, Head>>,
+    /// Per open subtransaction level (>= 2) that changed the cache: the values it overwrote.
+    undo: Vec<(i32, HashMap<(Oid, Vec<u8>), Option<Head>>)>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// The (seq, prev_hash) the next record of this chain gets.
+///
+/// # Safety
+/// `chain_datum` must be a valid datum of the layout's chain column type, or `None` without one.
+pub unsafe fn next_link(
+    layout: &Layout,
+    chain_key: &[u8],
+    chain_datum: Option<Datum>,
+) -> (i64, Option<Digest>) {
+    let cached = STATE.with(|s| {
+        s.borrow()
+            .heads
+            .get(&layout.relid)
+            .and_then(|h| h.get(chain_key))
+            .copied()
+    });
+    let command_id = pg_sys::GetCurrentCommandId(false);
+    if let Some(head) = cached {
+        if head.command_id == command_id {
+            return (head.seq + 1, Some(head.hash));
+        }
+        // A new command: rows chained by an earlier one may have been dropped after our trigger ran.
+        let actual = lookup(layout, chain_datum, pg_sys::GetLatestSnapshot());
+        return match actual {
+            Some((seq, hash)) => (seq + 1, Some(hash)),
+            None => (1, None),
+        };
+    }
+    lock_chain(layout.relid, chain_key);
+    let latest = lookup(layout, chain_datum, pg_sys::GetLatestSnapshot());
+    if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        let visible = lookup(layout, chain_datum, pg_sys::GetTransactionSnapshot());
+        if visible != latest {
+            raise(
+                LedgerError::new(SqlState::SerializationFailure, "could not serialize access due to a concurrent append to a ledger chain")
+                    .detail(format!(
+                        "Another transaction appended to this chain of {} after this transaction's snapshot was taken.",
+                        layout.qualified_name
+                    ))
+                    .hint("The transaction might succeed if retried."),
+            );
+        }
+    }
+    match latest {
+        Some((seq, hash)) => (seq + 1, Some(hash)),
+        None => (1, None),
+    }
+}
+
+/// Records that `seq` with `hash` is now the chain's head in this transaction.
+///
+/// # Safety
+/// `chain_datum` as for [`next_link`].
+pub unsafe fn appended(
+    layout: &Layout,
+    chain_key: &[u8],
+    chain_datum: Option<Datum>,
+    seq: i64,
+    hash: Digest,
+) {
+    let command_id = pg_sys::GetCurrentCommandId(false);
+    let level = pg_sys::GetCurrentTransactionNestLevel();
+    STATE.with(|s| {
+        let mut state = s.borrow_mut();
+        let previous = state
+            .heads
+            .get(&layout.relid)
+            .and_then(|h| h.get(chain_key))
+            .copied();
+        if level >= 2 {
+            if state.undo.last().is_none_or(|(l, _)| *l != level) {
+                state.undo.push((level, HashMap::new()));
+            }
+            let frame = &mut state.undo.last_mut().unwrap().1;
+            frame
+                .entry((layout.relid, chain_key.to_vec()))
+                .or_insert(previous);
+        }
+        let (first_seq, chain_datum) = match previous {
+            Some(p) => (p.first_seq.min(seq), p.chain_datum),
+            None => (
+                seq,
+                chain_datum.map(|d| copy_to_transaction_memory(layout, d)),
+            ),
+        };
+        let head = Head {
+            seq,
+            hash,
+            command_id,
+            first_seq,
+            chain_datum,
+        };
+        match state.heads.get_mut(&layout.relid) {
+            Some(chains) => match chains.get_mut(chain_key) {
+                Some(slot) => *slot = head,
+                None => {
+                    chains.insert(chain_key.to_vec(), head);
+                }
+            },
+            None => {
+                state
+                    .heads
+                    .insert(layout.relid, HashMap::from([(chain_key.to_vec(), head)]));
+            }
+        }
+    });
+}
+
+unsafe fn copy_to_transaction_memory(layout: &Layout, datum: Datum) -> Datum {
+    let chain = layout
+        .chain
+        .as_ref()
+        .expect("a chain datum implies a chain column");
+    let mut typlen: i16 = 0;
+    let mut typbyval = false;
+    pg_sys::get_typlenbyval(chain.type_oid, &mut typlen, &mut typbyval);
+    if typbyval {
+        return datum;
+    }
+    let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopTransactionContext);
+    let copy = if typlen == -1 {
+        Datum::from(pg_sys::pg_detoast_datum_copy(datum.cast_mut_ptr()))
+    } else {
+        let len = typlen as usize;
+        let target = pg_sys::palloc(len) as *mut u8;
+        std::ptr::copy_nonoverlapping(datum.cast_mut_ptr::<u8>(), target, len);
+        Datum::from(target)
+    };
+    pg_sys::MemoryContextSwitchTo(old);
+    copy
+}
+
+unsafe fn lock_chain(relid: Oid, chain_key: &[u8]) {
+    let tag = pg_sys::LOCKTAG {
+        locktag_field1: pg_sys::MyDatabaseId.to_u32(),
+        locktag_field2: relid.to_u32(),
+        locktag_field3: fnv1a(chain_key),
+        locktag_field4: CHAIN_LOCK_SPACE,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    };
+    pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
+}
+
+/// 32-bit FNV-1a: stable across builds, cheap, and a collision only makes two chains share a lock.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811C_9DC5u32, |h, b| {
+        (h ^ *b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The chain's last record (seq, hash) as `snapshot` sees it.
+unsafe fn lookup(
+    layout: &Layout,
+    chain_datum: Option<Datum>,
+    snapshot: pg_sys::Snapshot,
+) -> Option<(i64, Digest)> {
+    pg_sys::SPI_connect();
+    let mut values = [chain_datum.unwrap_or(Datum::from(0))];
+    let nulls = [b' ' as std::ffi::c_char];
+    let status = pg_sys::SPI_execute_snapshot(
+        layout.head_plan(),
+        values.as_mut_ptr(),
+        nulls.as_ptr(),
+        snapshot,
+        std::ptr::null_mut(),
+        true,
+        false,
+        1,
+    );
+    if status != pg_sys::SPI_OK_SELECT as i32 {
+        raise(
+            LedgerError::new(SqlState::DataCorrupted, "cannot read the chain head")
+                .detail(format!("SPI status {status}")),
+        );
+    }
+    let head = if pg_sys::SPI_processed == 0 {
+        None
+    } else {
+        let table = &*pg_sys::SPI_tuptable;
+        let row = *table.vals;
+        let mut seq_null = false;
+        let mut hash_null = false;
+        let seq = pg_sys::SPI_getbinval(row, table.tupdesc, 1, &mut seq_null);
+        let hash = pg_sys::SPI_getbinval(row, table.tupdesc, 2, &mut hash_null);
+        if seq_null || hash_null {
+            raise(corrupt_head(layout, "a null seq or hash"));
+        }
+        let hash = parse_hex(text_datum_to_str(hash), "hash")
+            .unwrap_or_else(|_| raise(corrupt_head(layout, "a malformed hash")));
+        Some((seq.value() as i64, hash))
+    };
+    pg_sys::SPI_finish();
+    head
+}
+
+fn corrupt_head(layout: &Layout, what: &str) -> LedgerError {
+    LedgerError::new(
+        SqlState::DataCorrupted,
+        format!(
+            "the chain head of ledger {} has {what}",
+            layout.qualified_name
+        ),
+    )
+    .hint("Run ledger.verify() on the table to find the tampered records.")
+}
+
+/// Registered in _PG_init.
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn on_xact(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
+            check_dense()
+        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            STATE.with(|s| *s.borrow_mut() = State::default())
+        }
+        _ => {}
+    }
+}
+
+/// Registered in _PG_init.
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    let level = pg_sys::GetCurrentTransactionNestLevel();
+    STATE.with(|s| {
+        let mut state = s.borrow_mut();
+        match event {
+            pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+                while state.undo.last().is_some_and(|(l, _)| *l >= level) {
+                    let (_, saved) = state.undo.pop().unwrap();
+                    for ((relid, key), previous) in saved {
+                        let chains = state.heads.entry(relid).or_default();
+                        match previous {
+                            Some(head) => {
+                                chains.insert(key, head);
+                            }
+                            None => {
+                                chains.remove(&key);
+                            }
+                        }
+                    }
+                }
+            }
+            pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
+                if state.undo.last().is_some_and(|(l, _)| *l == level) {
+                    let (_, saved) = state.undo.pop().unwrap();
+                    if level - 1 >= 2 {
+                        if state.undo.last().is_none_or(|(l, _)| *l != level - 1) {
+                            state.undo.push((level - 1, HashMap::new()));
+                        }
+                        let parent = &mut state.undo.last_mut().unwrap().1;
+                        for (key, previous) in saved {
+                            parent.entry(key).or_insert(previous);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    });
+}
+
+/// Before commit: every chain this transaction appended more than one record to must hold all of
+/// them, or a row dropped after chaining would leave a hole.
+unsafe fn check_dense() {
+    let spans: Vec<(Oid, Option<Datum>, i64, i64)> = STATE.with(|s| {
+        s.borrow()
+            .heads
+            .iter()
+            .flat_map(|(relid, chains)| {
+                chains
+                    .values()
+                    .map(move |h| (*relid, h.chain_datum, h.first_seq, h.seq))
+            })
+            .filter(|(_, _, first, last)| last > first)
+            .collect()
+    });
+    for (relid, chain_datum, first, last) in spans {
+        let layout = crate::layout::for_relation(relid);
+        let filter = match &layout.chain {
+            Some(c) => format!("{} = $3 AND", crate::layout::quote_ident(&c.name)),
+            None => String::new(),
+        };
+        let query = format!(
+            "SELECT count(*) FROM ONLY {} WHERE {filter} seq >= $1 AND seq < $2",
+            layout.qualified_name
+        );
+        let mut args: Vec<pgrx::datum::DatumWithOid> = vec![first.into(), last.into()];
+        if let (Some(c), Some(d)) = (&layout.chain, chain_datum) {
+            args.push(pgrx::datum::DatumWithOid::new(d, c.type_oid));
+        }
+        let present = pgrx::spi::Spi::get_one_with_args::<i64>(&query, &args)
+            .ok()
+            .flatten()
+            .unwrap_or(-1);
+        if present != last - first {
+            raise(
+                LedgerError::new(SqlState::CheckViolation, format!("a row chained into ledger {} was not stored", layout.qualified_name))
+                    .detail(format!(
+                        "Seqs {first} to {} were chained in this transaction but only {present} of them are in the table; a later row links to a missing one.",
+                        last - 1
+                    ))
+                    .hint("A row skipped after chaining (by INSERT ... ON CONFLICT DO NOTHING, or a trigger returning NULL) must be the last of its chain in the statement; retry with one row per statement."),
+            );
+        }
+    }
+}

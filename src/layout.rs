@@ -1,0 +1,255 @@
+//! A ledger's definition as the hot path needs it: which tuple positions are hashed, with which
+//! format types, and where seq, prev_hash, hash and the chain key are. Loaded once per backend per
+//! table from `ledger.ledgers` and dropped when PostgreSQL invalidates the table's relcache entry.
+
+use crate::datum::column_type_of;
+use crate::error::raise;
+use ledger_core::canonical::ColumnType;
+use ledger_core::{LedgerError, SqlState};
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::rc::Rc;
+
+pub struct HashedColumn {
+    pub name: String,
+    pub column_type: ColumnType,
+    /// Zero-based position in the table's tuple descriptor.
+    pub index: usize,
+}
+
+pub struct ChainColumn {
+    pub index: usize,
+    pub column_type: ColumnType,
+    pub type_oid: Oid,
+    pub name: String,
+}
+
+pub struct Layout {
+    pub relid: Oid,
+    pub qualified_name: String,
+    pub columns: Vec<HashedColumn>,
+    pub chain: Option<ChainColumn>,
+    pub seq: usize,
+    pub prev_hash: usize,
+    pub hash: usize,
+    /// `SELECT seq, hash ... ORDER BY seq DESC LIMIT 1` for one chain, kept across transactions.
+    head_plan: pg_sys::SPIPlanPtr,
+}
+
+impl Drop for Layout {
+    fn drop(&mut self) {
+        if !self.head_plan.is_null() {
+            // SAFETY: the plan was kept with SPI_keepplan and nobody else holds it.
+            unsafe { pg_sys::SPI_freeplan(self.head_plan) };
+        }
+    }
+}
+
+impl Layout {
+    pub fn head_plan(&self) -> pg_sys::SPIPlanPtr {
+        self.head_plan
+    }
+}
+
+thread_local! {
+    static LAYOUTS: RefCell<HashMap<Oid, Rc<Layout>>> = RefCell::new(HashMap::new());
+}
+
+/// The layout of a registered ledger table, from the cache or the registry.
+pub fn for_relation(relid: Oid) -> Rc<Layout> {
+    if let Some(layout) = LAYOUTS.with(|l| l.borrow().get(&relid).cloned()) {
+        return layout;
+    }
+    let layout = Rc::new(load(relid).unwrap_or_else(|e| raise(e)));
+    LAYOUTS.with(|l| l.borrow_mut().insert(relid, layout.clone()));
+    layout
+}
+
+/// Relcache invalidation: forget the table (or everything, for InvalidOid).
+#[pg_guard]
+pub unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, relid: Oid) {
+    LAYOUTS.with(|l| {
+        if let Ok(mut layouts) = l.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid {
+                layouts.clear();
+            } else {
+                layouts.remove(&relid);
+            }
+        }
+    });
+}
+
+/// Always-quoted SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub fn qualified_name(relid: Oid) -> String {
+    // SAFETY: catalog lookups of an open relation.
+    unsafe {
+        let rel_name = pg_sys::get_rel_name(relid);
+        let nsp_name = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        if rel_name.is_null() || nsp_name.is_null() {
+            raise(LedgerError::new(
+                SqlState::UndefinedObject,
+                format!("relation with OID {} does not exist", relid.to_u32()),
+            ));
+        }
+        let rel_name = CStr::from_ptr(rel_name).to_string_lossy();
+        let nsp_name = CStr::from_ptr(nsp_name).to_string_lossy();
+        format!("{}.{}", quote_ident(&nsp_name), quote_ident(&rel_name))
+    }
+}
+
+/// Registry entry of a table: (chain_by, hashed columns, their format types).
+pub fn registry_entry(relid: Oid) -> Option<(Option<String>, Vec<String>, Vec<String>)> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT chain_by::text, columns::text[], column_types FROM ledger.ledgers WHERE tbl = $1",
+            Some(1),
+            &[relid.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok::<_, pgrx::spi::Error>(None);
+        }
+        let row = rows.first();
+        let chain_by: Option<String> = row.get(1)?;
+        let columns: Vec<String> = row.get::<Vec<String>>(2)?.unwrap_or_default();
+        let types: Vec<String> = row.get::<Vec<String>>(3)?.unwrap_or_default();
+        Ok(Some((chain_by, columns, types)))
+    })
+    .unwrap_or_else(|e| raise(LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger registry").detail(e.to_string())))
+}
+
+/// Attributes of a relation: (zero-based index, name, type oid) of live columns.
+pub fn attributes(relid: Oid) -> Vec<(usize, String, Oid)> {
+    // SAFETY: the relation is opened and closed here under AccessShareLock.
+    unsafe {
+        let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as i32);
+        let desc = (*rel).rd_att;
+        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let out = attrs
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !a.attisdropped)
+            .map(|(i, a)| {
+                (
+                    i,
+                    CStr::from_ptr(a.attname.data.as_ptr())
+                        .to_string_lossy()
+                        .into_owned(),
+                    a.atttypid,
+                )
+            })
+            .collect();
+        pg_sys::relation_close(rel, pg_sys::AccessShareLock as i32);
+        out
+    }
+}
+
+fn load(relid: Oid) -> Result<Layout, LedgerError> {
+    let qualified_name = qualified_name(relid);
+    let Some((chain_by, names, types)) = registry_entry(relid) else {
+        return Err(LedgerError::new(
+            SqlState::UndefinedObject,
+            format!("table {qualified_name} is not a ledger"),
+        )
+        .hint("Make it one with ledger.enable()."));
+    };
+    let attributes = attributes(relid);
+    let find = |name: &str| -> Result<(usize, Oid), LedgerError> {
+        attributes
+            .iter()
+            .find(|(_, n, _)| n == name)
+            .map(|(i, _, t)| (*i, *t))
+            .ok_or_else(|| {
+                LedgerError::new(
+                    SqlState::InvalidTableDefinition,
+                    format!("ledger {qualified_name} has lost column \"{name}\""),
+                )
+                .detail("The column is in the ledger's registered definition but not in the table.")
+            })
+    };
+    let mut columns = Vec::with_capacity(names.len());
+    for (name, type_name) in names.iter().zip(&types) {
+        let (index, type_oid) = find(name)?;
+        let registered = ColumnType::from_name(type_name);
+        let actual = column_type_of(type_oid);
+        if registered.is_none() || registered != actual {
+            return Err(LedgerError::new(
+                SqlState::InvalidTableDefinition,
+                format!("column \"{name}\" of ledger {qualified_name} has changed type"),
+            )
+            .detail(format!("registered as {type_name}")));
+        }
+        columns.push(HashedColumn {
+            name: name.clone(),
+            column_type: registered.unwrap(),
+            index,
+        });
+    }
+    let chain = match &chain_by {
+        None => None,
+        Some(name) => {
+            let (index, type_oid) = find(name)?;
+            let column_type = column_type_of(type_oid).ok_or_else(|| {
+                LedgerError::new(
+                    SqlState::InvalidTableDefinition,
+                    format!("chain column \"{name}\" has an unsupported type"),
+                )
+            })?;
+            Some(ChainColumn {
+                index,
+                column_type,
+                type_oid,
+                name: name.clone(),
+            })
+        }
+    };
+    let (seq, _) = find("seq")?;
+    let (prev_hash, _) = find("prev_hash")?;
+    let (hash, _) = find("hash")?;
+    let head_plan = prepare_head_plan(&qualified_name, chain.as_ref());
+    Ok(Layout {
+        relid,
+        qualified_name,
+        columns,
+        chain,
+        seq,
+        prev_hash,
+        hash,
+        head_plan,
+    })
+}
+
+fn prepare_head_plan(qualified_name: &str, chain: Option<&ChainColumn>) -> pg_sys::SPIPlanPtr {
+    let filter = match chain {
+        Some(c) => format!("WHERE {} = $1", quote_ident(&c.name)),
+        None => String::new(),
+    };
+    let query = format!(
+        "SELECT seq, hash::text FROM ONLY {qualified_name} {filter} ORDER BY seq DESC LIMIT 1"
+    );
+    let query = std::ffi::CString::new(query).expect("identifiers contain no NUL");
+    let mut arg_types = chain.map(|c| vec![c.type_oid]).unwrap_or_default();
+    // SAFETY: plain SPI calls; the plan outlives the connection through SPI_keepplan.
+    unsafe {
+        pg_sys::SPI_connect();
+        let plan = pg_sys::SPI_prepare(
+            query.as_ptr(),
+            arg_types.len() as i32,
+            arg_types.as_mut_ptr(),
+        );
+        if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+            raise(LedgerError::new(
+                SqlState::DataCorrupted,
+                "cannot prepare the chain head lookup",
+            ));
+        }
+        pg_sys::SPI_finish();
+        plan
+    }
+}

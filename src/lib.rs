@@ -1,0 +1,45 @@
+//! `ledger`: tamper-evident, append-only, SHA3-256 hash-chained tables enforced by PostgreSQL.
+//!
+//! The pure logic (canonical encoding, hashing, chain checks) is the `ledger-core` crate; this
+//! crate is the PostgreSQL glue: triggers, SQL functions, and the hand-written SQL in `sql/`.
+
+use pgrx::prelude::*;
+
+mod datum;
+mod enable;
+mod error;
+mod head;
+mod layout;
+mod trigger;
+mod verify;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/export.sql", name = "export", requires = ["schema"]);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: registering process-lifetime callbacks once, at library load.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(head::on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(head::on_subxact), std::ptr::null_mut());
+        pg_sys::CacheRegisterRelcacheCallback(Some(layout::invalidate), pg_sys::Datum::from(0));
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,238 @@
+//! The triggers every ledger table carries: `append_row` chains each inserted row, `refuse_change`
+//! refuses UPDATE, DELETE and TRUNCATE.
+
+use crate::datum::{text_datum, text_datum_to_str, DatumReader};
+use crate::error::raise;
+use crate::head;
+use crate::layout::{self, Layout};
+use ledger_core::canonical::{chain_key_bytes, RecordEncoder, Value};
+use ledger_core::hash::{parse_hex, to_hex, Digest};
+use ledger_core::{LedgerError, SqlState};
+use pgrx::pg_sys::{self, Datum};
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::convert::Infallible;
+
+/// Buffers reused from row to row.
+#[derive(Default)]
+pub struct RecordScratch {
+    pub reader: DatumReader,
+    pub encoder: RecordEncoder,
+    pub chain_key: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<RecordScratch> = RefCell::new(RecordScratch::default());
+}
+
+impl RecordScratch {
+    /// The canonical bytes of a record given its datums (seq and prev_hash already set).
+    ///
+    /// # Safety
+    /// `values`/`nulls` must be the deformed datums of a tuple of the layout's table.
+    pub unsafe fn encode(&mut self, layout: &Layout, values: &[Datum], nulls: &[bool]) -> &[u8] {
+        self.reader.begin_record();
+        self.encoder.begin(layout.columns.len() as u32);
+        for column in &layout.columns {
+            let value = if nulls[column.index] {
+                Value::Null
+            } else {
+                self.reader.read(column.column_type, values[column.index])
+            };
+            if let Err(e) = self
+                .encoder
+                .column(&column.name, column.column_type, &value)
+            {
+                raise(e);
+            }
+        }
+        self.encoder.bytes()
+    }
+
+    /// The chain key bytes of a record (empty for a single-chain table).
+    ///
+    /// # Safety
+    /// As for [`Self::encode`].
+    pub unsafe fn chain_key(
+        &mut self,
+        layout: &Layout,
+        values: &[Datum],
+        nulls: &[bool],
+    ) -> Option<Datum> {
+        let Some(chain) = &layout.chain else {
+            self.chain_key.clear();
+            return None;
+        };
+        if nulls[chain.index] {
+            raise(
+                LedgerError::new(
+                    SqlState::NotNullViolation,
+                    format!(
+                        "null value in chain column \"{}\" of ledger {}",
+                        chain.name, layout.qualified_name
+                    ),
+                )
+                .detail("Every record of a ledger belongs to a chain chosen by this column."),
+            );
+        }
+        self.reader.begin_record();
+        let value = self.reader.read(chain.column_type, values[chain.index]);
+        chain_key_bytes(&value, &mut self.chain_key);
+        Some(values[chain.index])
+    }
+}
+
+#[pg_trigger]
+fn append_row<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, Infallible> {
+    let data = trigger.trigger_data();
+    // SAFETY: PostgreSQL hands a BEFORE INSERT row trigger a valid relation and tuple.
+    unsafe {
+        let rel = data.tg_relation;
+        let tupdesc = (*rel).rd_att;
+        let layout = layout::for_relation((*rel).rd_id);
+        let natts = (*tupdesc).natts as usize;
+        let mut values = vec![Datum::from(0); natts];
+        let mut nulls = vec![false; natts];
+        pg_sys::heap_deform_tuple(
+            data.tg_trigtuple,
+            tupdesc,
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+        );
+
+        let new_tuple = SCRATCH.with(|s| {
+            let mut scratch = s.borrow_mut();
+            let chain_datum = scratch.chain_key(&layout, &values, &nulls);
+            let chain_key = scratch.chain_key.clone();
+            let (seq, prev_hash) = head::next_link(&layout, &chain_key, chain_datum);
+            let supplied = Supplied::read(&layout, &values, &nulls);
+            supplied.check_seq(&layout, seq);
+            supplied.check_prev_hash(&layout, prev_hash.as_ref());
+
+            values[layout.seq] = Datum::from(seq);
+            nulls[layout.seq] = false;
+            match &prev_hash {
+                Some(h) => {
+                    values[layout.prev_hash] = text_datum(&to_hex(h));
+                    nulls[layout.prev_hash] = false;
+                }
+                None => nulls[layout.prev_hash] = true,
+            }
+            let hash = scratch.encoder_hash(&layout, &values, &nulls);
+            supplied.check_hash(&layout, &hash);
+            values[layout.hash] = text_datum(&to_hex(&hash));
+            nulls[layout.hash] = false;
+
+            let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            head::appended(&layout, &chain_key, chain_datum, seq, hash);
+            tuple
+        });
+        Ok(Some(PgHeapTuple::from_heap_tuple(
+            pgrx::PgTupleDesc::from_pg_unchecked(tupdesc),
+            new_tuple,
+        )))
+    }
+}
+
+impl RecordScratch {
+    unsafe fn encoder_hash(&mut self, layout: &Layout, values: &[Datum], nulls: &[bool]) -> Digest {
+        self.encode(layout, values, nulls);
+        self.encoder.hash()
+    }
+}
+
+/// What the client put in seq, prev_hash and hash: accepted only if equal to what we compute,
+/// so a client can assert the head it saw.
+struct Supplied {
+    seq: Option<i64>,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+}
+
+impl Supplied {
+    unsafe fn read(layout: &Layout, values: &[Datum], nulls: &[bool]) -> Supplied {
+        let text = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]).to_string());
+        Supplied {
+            seq: (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
+            prev_hash: text(layout.prev_hash),
+            hash: text(layout.hash),
+        }
+    }
+
+    fn check_seq(&self, layout: &Layout, seq: i64) {
+        if let Some(given) = self.seq {
+            if given != seq {
+                raise(mismatch(
+                    layout,
+                    "seq",
+                    &given.to_string(),
+                    &seq.to_string(),
+                ));
+            }
+        }
+    }
+
+    fn check_prev_hash(&self, layout: &Layout, prev_hash: Option<&Digest>) {
+        if let Some(given) = &self.prev_hash {
+            let given_digest = parse_hex(given, "prev_hash").unwrap_or_else(|e| raise(e));
+            if Some(&given_digest) != prev_hash {
+                let expected = prev_hash.map_or(
+                    "null (this is the chain's first record)".to_string(),
+                    to_hex,
+                );
+                raise(mismatch(layout, "prev_hash", given, &expected));
+            }
+        }
+    }
+
+    fn check_hash(&self, layout: &Layout, hash: &Digest) {
+        if let Some(given) = &self.hash {
+            let given_digest = parse_hex(given, "hash").unwrap_or_else(|e| raise(e));
+            if &given_digest != hash {
+                raise(mismatch(layout, "hash", given, &to_hex(hash)));
+            }
+        }
+    }
+}
+
+fn mismatch(layout: &Layout, column: &str, given: &str, expected: &str) -> LedgerError {
+    LedgerError::new(
+        SqlState::CheckViolation,
+        format!(
+            "supplied {column} does not match the chain of ledger {}",
+            layout.qualified_name
+        ),
+    )
+    .detail(format!("Supplied {given}, the chain requires {expected}."))
+    .hint(format!(
+        "Leave {column} out of the INSERT and the ledger computes it."
+    ))
+}
+
+#[pg_trigger]
+fn refuse_change<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, Infallible> {
+    let data = trigger.trigger_data();
+    // SAFETY: PostgreSQL hands a trigger a valid relation.
+    let relid = unsafe { (*data.tg_relation).rd_id };
+    let operation = match trigger.op() {
+        Ok(PgTriggerOperation::Update) => "UPDATE",
+        Ok(PgTriggerOperation::Delete) => "DELETE",
+        Ok(PgTriggerOperation::Truncate) => "TRUNCATE",
+        _ => "this change",
+    };
+    raise(
+        LedgerError::new(
+            SqlState::RestrictViolation,
+            format!(
+                "{operation} is not allowed on ledger {}",
+                layout::qualified_name(relid)
+            ),
+        )
+        .detail("Ledger tables are append-only: records can be added, never changed or removed.")
+        .hint("Append a new record that corrects or reverses the old one."),
+    )
+}
