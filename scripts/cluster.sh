@@ -6,6 +6,7 @@
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-$(/usr/lib/postgresql/15/bin/pg_config --bindir)}
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 as_postgres() { if [[ $(id -un) == postgres ]]; then "$@"; else runuser -u postgres -- "$@"; fi; }
 
 case ${1:-} in

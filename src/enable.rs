@@ -21,12 +21,16 @@ const LEDGER_COLUMNS: [(&str, &str, &str); 3] = [
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
+    // Our own ALTER TABLE refuses a relation this session holds open, so work by OID from here.
     let relid = tbl.oid();
+    // SAFETY: an open relation's pg_class row.
+    let relkind = unsafe { (*(*tbl.as_ptr()).rd_rel).relkind as u8 };
+    drop(tbl);
     let name = layout::qualified_name(relid);
     spi_run(&format!(
         "LOCK TABLE ONLY {name} IN SHARE ROW EXCLUSIVE MODE"
     ));
-    check_enableable(&tbl, &name);
+    check_enableable(relid, relkind, &name);
 
     let mut attributes = layout::attributes(relid);
     if let Some(chain) = chain_by {
@@ -103,7 +107,11 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
     )
     .unwrap_or_else(|e| raise(LedgerError::new(SqlState::DataCorrupted, "cannot register the ledger").detail(e.to_string())));
 
-    chain_existing_rows(&tbl, &name);
+    {
+        // SAFETY: the table exists and is locked by this transaction.
+        let tbl = unsafe { PgRelation::with_lock(relid, pg_sys::AccessShareLock as i32) };
+        chain_existing_rows(&tbl, &name);
+    }
 
     let chain_column = chain_by
         .map(|c| format!("{}, ", quote_ident(c)))
@@ -130,14 +138,12 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
     }
 }
 
-fn check_enableable(tbl: &PgRelation, name: &str) {
-    // SAFETY: reading the open relation's pg_class row.
-    let relkind = unsafe { (*(*tbl.as_ptr()).rd_rel).relkind } as u8;
+fn check_enableable(relid: Oid, relkind: u8, name: &str) {
     if relkind != pg_sys::RELKIND_RELATION {
         raise(LedgerError::new(SqlState::WrongObjectType, format!("{name} is not an ordinary table"))
             .detail("Only ordinary tables can be ledgers; views, partitioned tables and foreign tables cannot."));
     }
-    if layout::registry_entry(tbl.oid()).is_some() {
+    if layout::registry_entry(relid).is_some() {
         raise(LedgerError::new(
             SqlState::DuplicateObject,
             format!("table {name} is already a ledger"),
@@ -145,7 +151,7 @@ fn check_enableable(tbl: &PgRelation, name: &str) {
     }
     let has_primary_key = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisprimary)",
-        &[tbl.oid().into()],
+        &[relid.into()],
     )
     .ok()
     .flatten()
@@ -156,7 +162,7 @@ fn check_enableable(tbl: &PgRelation, name: &str) {
     }
     let generated = Spi::get_one_with_args::<String>(
         "SELECT string_agg(quote_ident(attname), ', ') FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''",
-        &[tbl.oid().into()],
+        &[relid.into()],
     )
     .ok()
     .flatten();

@@ -339,6 +339,11 @@ unsafe fn check_dense() {
             .filter(|(_, _, first, last)| last > first)
             .collect()
     });
+    if spans.is_empty() {
+        return;
+    }
+    // Portals are closed by PRE_COMMIT, taking their snapshots with them.
+    pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     for (relid, chain_datum, first, last) in spans {
         let layout = crate::layout::for_relation(relid);
         let filter = match &layout.chain {
@@ -368,4 +373,5 @@ unsafe fn check_dense() {
             );
         }
     }
+    pg_sys::PopActiveSnapshot();
 }

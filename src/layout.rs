@@ -82,9 +82,17 @@ pub unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, relid: Oid) {
     });
 }
 
-/// Always-quoted SQL identifier.
+/// An SQL identifier, quoted only where PostgreSQL needs it.
 pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let Ok(c_name) = std::ffi::CString::new(name) else {
+        return format!("\"{}\"", name.replace('"', "\"\""));
+    };
+    // SAFETY: quote_identifier returns its input or a palloc'd quoted copy.
+    unsafe {
+        CStr::from_ptr(pg_sys::quote_identifier(c_name.as_ptr()))
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 pub fn qualified_name(relid: Oid) -> String {

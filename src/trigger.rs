@@ -153,7 +153,14 @@ struct Supplied {
 
 impl Supplied {
     unsafe fn read(layout: &Layout, values: &[Datum], nulls: &[bool]) -> Supplied {
-        let text = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]).to_string());
+        // char(64) pads with blanks; they are not part of the value.
+        let text = |i: usize| {
+            (!nulls[i]).then(|| {
+                text_datum_to_str(values[i])
+                    .trim_end_matches(' ')
+                    .to_string()
+            })
+        };
         Supplied {
             seq: (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
             prev_hash: text(layout.prev_hash),
