@@ -1,7 +1,7 @@
 //! Reading stored datums as canonical [`Value`]s: PostgreSQL's binary values, never text that
 //! session settings could shape (numeric's output has no such settings).
 
-use crate::error::raise;
+use crate::error::{raise, OrRaise};
 use ledger_core::canonical::{ColumnType, Value};
 use ledger_core::json::{JsonCanonicalizer, JsonToken};
 use ledger_core::{LedgerError, SqlState};
@@ -64,9 +64,7 @@ impl DatumReader {
             ColumnType::Integer => Value::Integer(datum.value() as i32),
             ColumnType::Bigint => Value::Bigint(datum.value() as i64),
             ColumnType::Real => Value::Real(f32::from_bits(datum.value() as u32)),
-            ColumnType::DoublePrecision => {
-                Value::DoublePrecision(f64::from_bits(datum.value() as u64))
-            }
+            ColumnType::DoublePrecision => Value::DoublePrecision(f64::from_bits(datum.value() as u64)),
             ColumnType::Numeric => Value::Numeric(numeric_text(datum)),
             ColumnType::Text => Value::Text(text_datum_to_str(datum)),
             ColumnType::Bytea => Value::Bytea(varlena_bytes(datum)),
@@ -78,11 +76,7 @@ impl DatumReader {
             ColumnType::Timestamptz => Value::Timestamptz(datum.value() as i64),
             ColumnType::Interval => {
                 let interval = &*(datum.cast_mut_ptr::<pg_sys::Interval>());
-                Value::Interval {
-                    months: interval.month,
-                    days: interval.day,
-                    microseconds: interval.time,
-                }
+                Value::Interval { months: interval.month, days: interval.day, microseconds: interval.time }
             }
         }
     }
@@ -114,37 +108,23 @@ impl DatumReader {
                         self.json.push(JsonToken::EndArray)
                     }
                 }
-                pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT => {
-                    self.json.push(JsonToken::BeginObject)
-                }
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT => self.json.push(JsonToken::BeginObject),
                 pg_sys::JsonbIteratorToken::WJB_END_OBJECT => self.json.push(JsonToken::EndObject),
-                pg_sys::JsonbIteratorToken::WJB_KEY => {
-                    self.json.push(JsonToken::Key(jsonb_string(&value)))
-                }
+                pg_sys::JsonbIteratorToken::WJB_KEY => self.json.push(JsonToken::Key(jsonb_string(&value))),
                 _ => match value.type_ {
                     pg_sys::jbvType::jbvNull => self.json.push(JsonToken::Null),
                     pg_sys::jbvType::jbvBool => self.json.push(JsonToken::Bool(value.val.boolean)),
-                    pg_sys::jbvType::jbvString => {
-                        self.json.push(JsonToken::String(jsonb_string(&value)))
+                    pg_sys::jbvType::jbvString => self.json.push(JsonToken::String(jsonb_string(&value))),
+                    pg_sys::jbvType::jbvNumeric => {
+                        self.json.push(JsonToken::Number(numeric_text(Datum::from(value.val.numeric))))
                     }
-                    pg_sys::jbvType::jbvNumeric => self.json.push(JsonToken::Number(numeric_text(
-                        Datum::from(value.val.numeric),
-                    ))),
-                    other => Err(LedgerError::new(
-                        SqlState::DataCorrupted,
-                        "unexpected jsonb value",
-                    )
-                    .detail(format!("jsonb value type {other}"))),
+                    other => Err(LedgerError::new(SqlState::DataCorrupted, "unexpected jsonb value")
+                        .detail(format!("jsonb value type {other}"))),
                 },
             };
-            if let Err(e) = pushed {
-                raise(e);
-            }
+            pushed.or_raise();
         }
-        let bytes = match self.json.finish() {
-            Ok(bytes) => bytes,
-            Err(e) => raise(e),
-        };
+        let bytes = self.json.finish().or_raise();
         if self.json_used == self.json_out.len() {
             self.json_out.push(Vec::new());
         }
@@ -199,19 +179,13 @@ unsafe fn server_bytes_to_str<'a>(bytes: &'a [u8]) -> &'a str {
         bytes.len() as i32,
         pg_sys::pg_enc::PG_UTF8 as i32,
     );
-    let converted: &'a [u8] = if converted as *const u8 == bytes.as_ptr() {
-        bytes
-    } else {
-        CStr::from_ptr(converted).to_bytes()
-    };
+    let converted: &'a [u8] =
+        if converted as *const u8 == bytes.as_ptr() { bytes } else { CStr::from_ptr(converted).to_bytes() };
     match std::str::from_utf8(converted) {
         Ok(s) => s,
         Err(_) => raise(
-            LedgerError::new(
-                SqlState::FeatureNotSupported,
-                "text that is not valid UTF-8 cannot be hashed",
-            )
-            .hint("Use a UTF8 database, or a bytea column for binary data."),
+            LedgerError::new(SqlState::FeatureNotSupported, "text that is not valid UTF-8 cannot be hashed")
+                .hint("Use a UTF8 database, or a bytea column for binary data."),
         ),
     }
 }
@@ -220,9 +194,40 @@ unsafe fn server_bytes_to_str<'a>(bytes: &'a [u8]) -> &'a str {
 pub fn text_datum(text: &str) -> Datum {
     // SAFETY: copies `text` into a palloc'd varlena.
     unsafe {
-        Datum::from(pg_sys::cstring_to_text_with_len(
-            text.as_ptr() as *const std::ffi::c_char,
-            text.len() as i32,
-        ))
+        Datum::from(pg_sys::cstring_to_text_with_len(text.as_ptr() as *const std::ffi::c_char, text.len() as i32))
     }
+}
+
+/// A stored row's datums, read in place from its heap page (kept pinned while this lives).
+pub struct StoredRow {
+    pub values: Vec<Datum>,
+    pub nulls: Vec<bool>,
+    buffer: pg_sys::Buffer,
+}
+
+impl Drop for StoredRow {
+    fn drop(&mut self) {
+        // SAFETY: the buffer was pinned by heap_fetch.
+        unsafe { pg_sys::ReleaseBuffer(self.buffer) };
+    }
+}
+
+/// The row at `tid` of `rel` as the active snapshot sees it. A ctid names the row itself, which a
+/// whole-row reference in SQL cannot do when a column has the table's alias for a name.
+///
+/// # Safety
+/// `rel` must be an open heap relation and `tid_datum` a tid datum.
+pub unsafe fn fetch_row(rel: pg_sys::Relation, tid_datum: Datum) -> Option<StoredRow> {
+    let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+    tuple.t_self = *tid_datum.cast_mut_ptr::<pg_sys::ItemPointerData>();
+    let mut buffer: pg_sys::Buffer = 0;
+    if !pg_sys::heap_fetch(rel, pg_sys::GetActiveSnapshot(), &mut tuple, &mut buffer, false) {
+        return None;
+    }
+    let tupdesc = (*rel).rd_att;
+    let natts = (*tupdesc).natts as usize;
+    let mut values = vec![Datum::from(0); natts];
+    let mut nulls = vec![false; natts];
+    pg_sys::heap_deform_tuple(&mut tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+    Some(StoredRow { values, nulls, buffer })
 }

@@ -13,11 +13,8 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgRelation;
 
-const LEDGER_COLUMNS: [(&str, &str, &str); 3] = [
-    ("seq", "bigint", "bigint"),
-    ("prev_hash", "character(64)", "char(64)"),
-    ("hash", "character(64)", "char(64)"),
-];
+const LEDGER_COLUMNS: [(&str, &str, &str); 3] =
+    [("seq", "bigint", "bigint"), ("prev_hash", "character(64)", "char(64)"), ("hash", "character(64)", "char(64)")];
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
@@ -27,9 +24,7 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
     let relkind = unsafe { (*(*tbl.as_ptr()).rd_rel).relkind as u8 };
     drop(tbl);
     let name = layout::qualified_name(relid);
-    spi_run(&format!(
-        "LOCK TABLE ONLY {name} IN SHARE ROW EXCLUSIVE MODE"
-    ));
+    spi_run(&format!("LOCK TABLE ONLY {name} IN SHARE ROW EXCLUSIVE MODE"));
     check_enableable(relid, relkind, &name);
 
     let mut attributes = layout::attributes(relid);
@@ -45,18 +40,12 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
         };
         if LEDGER_COLUMNS.iter().any(|(c, _, _)| *c == chain) {
             raise(
-                LedgerError::new(
-                    SqlState::InvalidParameterValue,
-                    format!("\"{chain}\" cannot select the chain"),
-                )
-                .detail("seq, prev_hash and hash are computed by the ledger."),
+                LedgerError::new(SqlState::InvalidParameterValue, format!("\"{chain}\" cannot select the chain"))
+                    .detail("seq, prev_hash and hash are computed by the ledger."),
             );
         }
         if column_type_of(*type_oid).is_none() {
-            raise(unsupported(
-                &name,
-                &[(chain.to_string(), format_type(*type_oid))],
-            ));
+            raise(unsupported(&name, &[(chain.to_string(), format_type(*type_oid))]));
         }
     }
     for (column, type_name, sql_type) in LEDGER_COLUMNS {
@@ -73,15 +62,12 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
                     );
                 }
             }
-            None => spi_run(&format!(
-                "ALTER TABLE ONLY {name} ADD COLUMN {column} {sql_type}"
-            )),
+            None => spi_run(&format!("ALTER TABLE ONLY {name} ADD COLUMN {column} {sql_type}")),
         }
     }
     attributes = layout::attributes(relid);
 
-    let hashed: Vec<&(usize, String, Oid)> =
-        attributes.iter().filter(|(_, n, _)| n != "hash").collect();
+    let hashed: Vec<&(usize, String, Oid)> = attributes.iter().filter(|(_, n, _)| n != "hash").collect();
     let unsupported_columns: Vec<(String, String)> = hashed
         .iter()
         .filter(|(_, _, t)| column_type_of(*t).is_none())
@@ -93,19 +79,16 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
     let column_names: Vec<String> = hashed.iter().map(|(_, n, _)| n.clone()).collect();
     let column_types: Vec<String> = hashed
         .iter()
-        .map(|(_, _, t)| {
-            column_type_of(*t)
-                .map(ColumnType::name)
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|(_, _, t)| column_type_of(*t).map(ColumnType::name).unwrap_or_default().to_string())
         .collect();
 
     Spi::run_with_args(
         "INSERT INTO ledger.ledgers (tbl, chain_by, columns, column_types) VALUES ($1, $2, $3::name[], $4)",
         &[relid.into(), chain_by.into(), column_names.into(), column_types.into()],
     )
-    .unwrap_or_else(|e| raise(LedgerError::new(SqlState::DataCorrupted, "cannot register the ledger").detail(e.to_string())));
+    .unwrap_or_else(|e| {
+        raise(LedgerError::new(SqlState::DataCorrupted, "cannot register the ledger").detail(e.to_string()))
+    });
 
     {
         // SAFETY: the table exists and is locked by this transaction.
@@ -113,41 +96,30 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
         chain_existing_rows(&tbl, &name);
     }
 
-    let chain_column = chain_by
-        .map(|c| format!("{}, ", quote_ident(c)))
-        .unwrap_or_default();
-    spi_run(&format!(
-        "ALTER TABLE ONLY {name} ALTER COLUMN seq SET NOT NULL, ALTER COLUMN hash SET NOT NULL"
-    ));
-    spi_run(&format!(
-        "CREATE UNIQUE INDEX ON ONLY {name} ({chain_column}seq)"
-    ));
+    let chain_column = chain_by.map(|c| format!("{}, ", quote_ident(c))).unwrap_or_default();
+    spi_run(&format!("ALTER TABLE ONLY {name} ALTER COLUMN seq SET NOT NULL, ALTER COLUMN hash SET NOT NULL"));
+    spi_run(&format!("CREATE UNIQUE INDEX ON ONLY {name} ({chain_column}seq)"));
     // BEFORE triggers fire in name order; the append trigger must see the final row, so it sorts last.
-    spi_run(&format!("CREATE TRIGGER zz_ledger_append BEFORE INSERT ON {name} FOR EACH ROW EXECUTE FUNCTION ledger.append_row()"));
+    spi_run(&format!(
+        "CREATE TRIGGER zz_ledger_append BEFORE INSERT ON {name} FOR EACH ROW EXECUTE FUNCTION ledger.append_row()"
+    ));
     spi_run(&format!("CREATE TRIGGER ledger_refuse_change BEFORE UPDATE OR DELETE ON {name} FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change()"));
     spi_run(&format!("CREATE TRIGGER ledger_refuse_truncate BEFORE TRUNCATE ON {name} FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change()"));
     // ENABLE ALWAYS: session_replication_role = replica must not switch them off.
-    for trigger in [
-        "zz_ledger_append",
-        "ledger_refuse_change",
-        "ledger_refuse_truncate",
-    ] {
-        spi_run(&format!(
-            "ALTER TABLE ONLY {name} ENABLE ALWAYS TRIGGER {trigger}"
-        ));
+    for trigger in ["zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate"] {
+        spi_run(&format!("ALTER TABLE ONLY {name} ENABLE ALWAYS TRIGGER {trigger}"));
     }
 }
 
 fn check_enableable(relid: Oid, relkind: u8, name: &str) {
     if relkind != pg_sys::RELKIND_RELATION {
-        raise(LedgerError::new(SqlState::WrongObjectType, format!("{name} is not an ordinary table"))
-            .detail("Only ordinary tables can be ledgers; views, partitioned tables and foreign tables cannot."));
+        raise(
+            LedgerError::new(SqlState::WrongObjectType, format!("{name} is not an ordinary table"))
+                .detail("Only ordinary tables can be ledgers; views, partitioned tables and foreign tables cannot."),
+        );
     }
     if layout::registry_entry(relid).is_some() {
-        raise(LedgerError::new(
-            SqlState::DuplicateObject,
-            format!("table {name} is already a ledger"),
-        ));
+        raise(LedgerError::new(SqlState::DuplicateObject, format!("table {name} is already a ledger")));
     }
     let has_primary_key = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisprimary)",
@@ -157,8 +129,9 @@ fn check_enableable(relid: Oid, relkind: u8, name: &str) {
     .flatten()
     .unwrap_or(false);
     if !has_primary_key {
-        raise(LedgerError::new(SqlState::InvalidTableDefinition, format!("table {name} has no primary key"))
-            .hint("Add a primary key: it identifies records and orders the rows already in the table when they are chained."));
+        raise(LedgerError::new(SqlState::InvalidTableDefinition, format!("table {name} has no primary key")).hint(
+            "Add a primary key: it identifies records and orders the rows already in the table when they are chained.",
+        ));
     }
     let generated = Spi::get_one_with_args::<String>(
         "SELECT string_agg(quote_ident(attname), ', ') FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''",
@@ -167,25 +140,19 @@ fn check_enableable(relid: Oid, relkind: u8, name: &str) {
     .ok()
     .flatten();
     if let Some(columns) = generated {
-        raise(LedgerError::new(SqlState::InvalidTableDefinition, format!("table {name} has generated columns"))
-            .detail(format!("Generated columns are computed after the ledger's trigger hashes the row: {columns}.")));
+        raise(
+            LedgerError::new(SqlState::InvalidTableDefinition, format!("table {name} has generated columns")).detail(
+                format!("Generated columns are computed after the ledger's trigger hashes the row: {columns}."),
+            ),
+        );
     }
 }
 
 fn unsupported(name: &str, columns: &[(String, String)]) -> LedgerError {
-    let list: Vec<String> = columns
-        .iter()
-        .map(|(n, t)| format!("\"{n}\" ({t})"))
-        .collect();
-    LedgerError::new(
-        SqlState::FeatureNotSupported,
-        format!("table {name} has columns of types the ledger cannot hash"),
-    )
-    .detail(format!("Unsupported: {}.", list.join(", ")))
-    .hint(format!(
-        "Supported types: {}.",
-        ColumnType::supported_list()
-    ))
+    let list: Vec<String> = columns.iter().map(|(n, t)| format!("\"{n}\" ({t})")).collect();
+    LedgerError::new(SqlState::FeatureNotSupported, format!("table {name} has columns of types the ledger cannot hash"))
+        .detail(format!("Unsupported: {}.", list.join(", ")))
+        .hint(format!("Supported types: {}.", ColumnType::supported_list()))
 }
 
 fn format_type(type_oid: Oid) -> String {
@@ -208,11 +175,8 @@ fn column_format_type(relid: Oid, index: usize) -> String {
 fn spi_run(sql: &str) {
     if let Err(e) = Spi::run(sql) {
         raise(
-            LedgerError::new(
-                SqlState::DataCorrupted,
-                "ledger.enable could not change the table",
-            )
-            .detail(format!("{sql}: {e}")),
+            LedgerError::new(SqlState::DataCorrupted, "ledger.enable could not change the table")
+                .detail(format!("{sql}: {e}")),
         );
     }
 }
@@ -221,13 +185,9 @@ fn spi_run(sql: &str) {
 /// each chain). A table whose rows already carry hashes must already be a valid chain.
 fn chain_existing_rows(tbl: &PgRelation, name: &str) {
     let counts =
-        Spi::get_two::<i64, i64>(&format!("SELECT count(*), count(hash) FROM ONLY {name}"))
-            .unwrap_or_else(|e| {
-                raise(
-                    LedgerError::new(SqlState::DataCorrupted, "cannot count rows")
-                        .detail(e.to_string()),
-                )
-            });
+        Spi::get_two::<i64, i64>(&format!("SELECT count(*), count(hash) FROM ONLY {name}")).unwrap_or_else(|e| {
+            raise(LedgerError::new(SqlState::DataCorrupted, "cannot count rows").detail(e.to_string()))
+        });
     let (total, hashed) = (counts.0.unwrap_or(0), counts.1.unwrap_or(0));
     if total == 0 {
         return;
@@ -238,9 +198,7 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
             raise(
                 LedgerError::new(
                     SqlState::CheckViolation,
-                    format!(
-                        "the rows of {name} already carry hashes that do not form valid chains"
-                    ),
+                    format!("the rows of {name} already carry hashes that do not form valid chains"),
                 )
                 .detail(format!(
                     "First problem: {problem} at chain {}, seq {}: {detail}",
@@ -271,16 +229,10 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
     .ok()
     .flatten()
     .unwrap_or_default();
-    let chain_order = layout
-        .chain
-        .as_ref()
-        .map(|c| format!("{}, ", quote_ident(&c.name)))
-        .unwrap_or_default();
-    let query =
-        format!("SELECT t, ctid::text FROM ONLY {name} t ORDER BY {chain_order}{primary_key}");
+    let chain_order = layout.chain.as_ref().map(|c| format!("{}, ", quote_ident(&c.name))).unwrap_or_default();
+    let query = format!("SELECT ctid, ctid::text FROM ONLY {name} ORDER BY {chain_order}{primary_key}");
 
-    let mut updates: Vec<(String, i64, Option<String>, String)> =
-        Vec::with_capacity(total as usize);
+    let mut updates: Vec<(String, i64, Option<String>, String)> = Vec::with_capacity(total as usize);
     let mut scratch = RecordScratch::default();
     let mut current_chain: Option<Vec<u8>> = None;
     let mut head: Option<(i64, Digest)> = None;
@@ -288,36 +240,29 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
         let mut cursor = client.open_cursor(query.as_str(), &[]);
         loop {
             let batch = cursor.fetch(1000).unwrap_or_else(|e| {
-                raise(
-                    LedgerError::new(SqlState::DataCorrupted, "cannot read rows")
-                        .detail(e.to_string()),
-                )
+                raise(LedgerError::new(SqlState::DataCorrupted, "cannot read rows").detail(e.to_string()))
             });
             if batch.is_empty() {
                 break;
             }
             let mut batch = batch;
             while batch.next().is_some() {
-                let whole = batch
-                    .get_datum_by_ordinal(1)
-                    .ok()
-                    .flatten()
-                    .expect("a whole-row value is never null");
+                let tid = batch.get_datum_by_ordinal(1).ok().flatten().expect("ctid is never null");
                 let ctid: String = batch.get(2).ok().flatten().unwrap_or_default();
-                // SAFETY: a whole-row value of the table has the table's tuple layout.
+                // SAFETY: a ctid the query just read from this table.
                 unsafe {
-                    let (mut values, mut nulls) = deform_whole_row(tbl, whole);
+                    let Some(row) = crate::datum::fetch_row(tbl.as_ptr(), tid) else {
+                        continue;
+                    };
+                    let (mut values, mut nulls) = (row.values.clone(), row.nulls.clone());
                     if let Some(chain) = &layout.chain {
                         if nulls[chain.index] {
                             raise(
                                 LedgerError::new(
                                     SqlState::NotNullViolation,
-                                    format!(
-                                        "null value in chain column \"{}\" of {name}",
-                                        chain.name
-                                    ),
+                                    format!("null value in chain column \"{}\" of {name}", chain.name),
                                 )
-                                .detail(format!("Row {ctid} has no chain.")),
+                                .detail(format!("The row at ctid {ctid} has a null {}.", chain.name)),
                             );
                         }
                         scratch.reader.begin_record();
@@ -347,8 +292,7 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
             }
         }
     });
-    let update =
-        format!("UPDATE ONLY {name} SET seq = $1, prev_hash = $2, hash = $3 WHERE ctid = $4::tid");
+    let update = format!("UPDATE ONLY {name} SET seq = $1, prev_hash = $2, hash = $3 WHERE ctid = $4::tid");
     Spi::connect_mut(|client: &mut SpiClient| {
         let statement = client
             .prepare_mut(
@@ -361,41 +305,12 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
                 ],
             )
             .unwrap_or_else(|e| {
-                raise(
-                    LedgerError::new(SqlState::DataCorrupted, "cannot prepare the migration")
-                        .detail(e.to_string()),
-                )
+                raise(LedgerError::new(SqlState::DataCorrupted, "cannot prepare the migration").detail(e.to_string()))
             });
         for (ctid, seq, prev, hash) in updates {
-            client
-                .update(
-                    &statement,
-                    None,
-                    &[seq.into(), prev.into(), hash.into(), ctid.into()],
-                )
-                .unwrap_or_else(|e| {
-                    raise(
-                        LedgerError::new(SqlState::DataCorrupted, "cannot chain an existing row")
-                            .detail(e.to_string()),
-                    )
-                });
+            client.update(&statement, None, &[seq.into(), prev.into(), hash.into(), ctid.into()]).unwrap_or_else(|e| {
+                raise(LedgerError::new(SqlState::DataCorrupted, "cannot chain an existing row").detail(e.to_string()))
+            });
         }
     });
-}
-
-/// Deforms a whole-row datum of `tbl` into the table's positions.
-///
-/// # Safety
-/// `whole` must be a composite datum of `tbl`'s row type.
-pub unsafe fn deform_whole_row(tbl: &PgRelation, whole: Datum) -> (Vec<Datum>, Vec<bool>) {
-    let header = pg_sys::pg_detoast_datum(whole.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
-    let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
-    tuple.t_len = pgrx::varlena::varsize_any(header as *const pg_sys::varlena) as u32;
-    tuple.t_data = header;
-    let tupdesc = (*tbl.as_ptr()).rd_att;
-    let natts = (*tupdesc).natts as usize;
-    let mut values = vec![Datum::from(0); natts];
-    let mut nulls = vec![false; natts];
-    pg_sys::heap_deform_tuple(&mut tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-    (values, nulls)
 }

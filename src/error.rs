@@ -6,9 +6,7 @@ use pgrx::prelude::*;
 
 /// Packs a five-character SQLSTATE the way PostgreSQL's MAKE_SQLSTATE does.
 fn make_sqlstate(code: &str) -> i32 {
-    code.bytes().enumerate().fold(0, |acc, (i, c)| {
-        acc | ((((c - b'0') & 0x3F) as i32) << (6 * i))
-    })
+    code.bytes().enumerate().fold(0, |acc, (i, c)| acc | ((((c - b'0') & 0x3F) as i32) << (6 * i)))
 }
 
 /// Reports the error at ERROR level; never returns.

@@ -53,18 +53,8 @@ thread_local! {
 ///
 /// # Safety
 /// `chain_datum` must be a valid datum of the layout's chain column type, or `None` without one.
-pub unsafe fn next_link(
-    layout: &Layout,
-    chain_key: &[u8],
-    chain_datum: Option<Datum>,
-) -> (i64, Option<Digest>) {
-    let cached = STATE.with(|s| {
-        s.borrow()
-            .heads
-            .get(&layout.relid)
-            .and_then(|h| h.get(chain_key))
-            .copied()
-    });
+pub unsafe fn next_link(layout: &Layout, chain_key: &[u8], chain_datum: Option<Datum>) -> (i64, Option<Digest>) {
+    let cached = STATE.with(|s| s.borrow().heads.get(&layout.relid).and_then(|h| h.get(chain_key)).copied());
     let command_id = pg_sys::GetCurrentCommandId(false);
     if let Some(head) = cached {
         if head.command_id == command_id {
@@ -83,12 +73,15 @@ pub unsafe fn next_link(
         let visible = lookup(layout, chain_datum, pg_sys::GetTransactionSnapshot());
         if visible != latest {
             raise(
-                LedgerError::new(SqlState::SerializationFailure, "could not serialize access due to a concurrent append to a ledger chain")
-                    .detail(format!(
-                        "Another transaction appended to this chain of {} after this transaction's snapshot was taken.",
-                        layout.qualified_name
-                    ))
-                    .hint("The transaction might succeed if retried."),
+                LedgerError::new(
+                    SqlState::SerializationFailure,
+                    "could not serialize access due to a concurrent append to a ledger chain",
+                )
+                .detail(format!(
+                    "Another transaction appended to this chain of {} after this transaction's snapshot was taken.",
+                    layout.qualified_name
+                ))
+                .hint("The transaction might succeed if retried."),
             );
         }
     }
@@ -102,45 +95,24 @@ pub unsafe fn next_link(
 ///
 /// # Safety
 /// `chain_datum` as for [`next_link`].
-pub unsafe fn appended(
-    layout: &Layout,
-    chain_key: &[u8],
-    chain_datum: Option<Datum>,
-    seq: i64,
-    hash: Digest,
-) {
+pub unsafe fn appended(layout: &Layout, chain_key: &[u8], chain_datum: Option<Datum>, seq: i64, hash: Digest) {
     let command_id = pg_sys::GetCurrentCommandId(false);
     let level = pg_sys::GetCurrentTransactionNestLevel();
     STATE.with(|s| {
         let mut state = s.borrow_mut();
-        let previous = state
-            .heads
-            .get(&layout.relid)
-            .and_then(|h| h.get(chain_key))
-            .copied();
+        let previous = state.heads.get(&layout.relid).and_then(|h| h.get(chain_key)).copied();
         if level >= 2 {
             if state.undo.last().is_none_or(|(l, _)| *l != level) {
                 state.undo.push((level, HashMap::new()));
             }
             let frame = &mut state.undo.last_mut().unwrap().1;
-            frame
-                .entry((layout.relid, chain_key.to_vec()))
-                .or_insert(previous);
+            frame.entry((layout.relid, chain_key.to_vec())).or_insert(previous);
         }
         let (first_seq, chain_datum) = match previous {
             Some(p) => (p.first_seq.min(seq), p.chain_datum),
-            None => (
-                seq,
-                chain_datum.map(|d| copy_to_transaction_memory(layout, d)),
-            ),
+            None => (seq, chain_datum.map(|d| copy_to_transaction_memory(layout, d))),
         };
-        let head = Head {
-            seq,
-            hash,
-            command_id,
-            first_seq,
-            chain_datum,
-        };
+        let head = Head { seq, hash, command_id, first_seq, chain_datum };
         match state.heads.get_mut(&layout.relid) {
             Some(chains) => match chains.get_mut(chain_key) {
                 Some(slot) => *slot = head,
@@ -149,19 +121,14 @@ pub unsafe fn appended(
                 }
             },
             None => {
-                state
-                    .heads
-                    .insert(layout.relid, HashMap::from([(chain_key.to_vec(), head)]));
+                state.heads.insert(layout.relid, HashMap::from([(chain_key.to_vec(), head)]));
             }
         }
     });
 }
 
 unsafe fn copy_to_transaction_memory(layout: &Layout, datum: Datum) -> Datum {
-    let chain = layout
-        .chain
-        .as_ref()
-        .expect("a chain datum implies a chain column");
+    let chain = layout.chain.as_ref().expect("a chain datum implies a chain column");
     let mut typlen: i16 = 0;
     let mut typbyval = false;
     pg_sys::get_typlenbyval(chain.type_oid, &mut typlen, &mut typbyval);
@@ -195,17 +162,11 @@ unsafe fn lock_chain(relid: Oid, chain_key: &[u8]) {
 
 /// 32-bit FNV-1a: stable across builds, cheap, and a collision only makes two chains share a lock.
 fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811C_9DC5u32, |h, b| {
-        (h ^ *b as u32).wrapping_mul(0x0100_0193)
-    })
+    bytes.iter().fold(0x811C_9DC5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
 }
 
 /// The chain's last record (seq, hash) as `snapshot` sees it.
-unsafe fn lookup(
-    layout: &Layout,
-    chain_datum: Option<Datum>,
-    snapshot: pg_sys::Snapshot,
-) -> Option<(i64, Digest)> {
+unsafe fn lookup(layout: &Layout, chain_datum: Option<Datum>, snapshot: pg_sys::Snapshot) -> Option<(i64, Digest)> {
     pg_sys::SPI_connect();
     let mut values = [chain_datum.unwrap_or(Datum::from(0))];
     let nulls = [b' ' as std::ffi::c_char];
@@ -246,33 +207,20 @@ unsafe fn lookup(
 }
 
 fn corrupt_head(layout: &Layout, what: &str) -> LedgerError {
-    LedgerError::new(
-        SqlState::DataCorrupted,
-        format!(
-            "the chain head of ledger {} has {what}",
-            layout.qualified_name
-        ),
-    )
-    .hint("Run ledger.verify() on the table to find the tampered records.")
+    LedgerError::new(SqlState::DataCorrupted, format!("the chain head of ledger {} has {what}", layout.qualified_name))
+        .hint("Run ledger.verify() on the table to find the tampered records.")
 }
 
 /// Registered in _PG_init.
 #[pgrx::pg_guard]
-pub unsafe extern "C-unwind" fn on_xact(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
-            check_dense()
-        }
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => check_dense(),
         pg_sys::XactEvent::XACT_EVENT_COMMIT
         | pg_sys::XactEvent::XACT_EVENT_ABORT
         | pg_sys::XactEvent::XACT_EVENT_PREPARE
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            STATE.with(|s| *s.borrow_mut() = State::default())
-        }
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => STATE.with(|s| *s.borrow_mut() = State::default()),
         _ => {}
     }
 }
@@ -331,11 +279,7 @@ unsafe fn check_dense() {
         s.borrow()
             .heads
             .iter()
-            .flat_map(|(relid, chains)| {
-                chains
-                    .values()
-                    .map(move |h| (*relid, h.chain_datum, h.first_seq, h.seq))
-            })
+            .flat_map(|(relid, chains)| chains.values().map(move |h| (*relid, h.chain_datum, h.first_seq, h.seq)))
             .filter(|(_, _, first, last)| last > first)
             .collect()
     });
@@ -350,18 +294,13 @@ unsafe fn check_dense() {
             Some(c) => format!("{} = $3 AND", crate::layout::quote_ident(&c.name)),
             None => String::new(),
         };
-        let query = format!(
-            "SELECT count(*) FROM ONLY {} WHERE {filter} seq >= $1 AND seq < $2",
-            layout.qualified_name
-        );
+        let query =
+            format!("SELECT count(*) FROM ONLY {} WHERE {filter} seq >= $1 AND seq < $2", layout.qualified_name);
         let mut args: Vec<pgrx::datum::DatumWithOid> = vec![first.into(), last.into()];
         if let (Some(c), Some(d)) = (&layout.chain, chain_datum) {
             args.push(pgrx::datum::DatumWithOid::new(d, c.type_oid));
         }
-        let present = pgrx::spi::Spi::get_one_with_args::<i64>(&query, &args)
-            .ok()
-            .flatten()
-            .unwrap_or(-1);
+        let present = pgrx::spi::Spi::get_one_with_args::<i64>(&query, &args).ok().flatten().unwrap_or(-1);
         if present != last - first {
             raise(
                 LedgerError::new(SqlState::CheckViolation, format!("a row chained into ledger {} was not stored", layout.qualified_name))

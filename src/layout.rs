@@ -3,7 +3,7 @@
 //! table from `ledger.ledgers` and dropped when PostgreSQL invalidates the table's relcache entry.
 
 use crate::datum::column_type_of;
-use crate::error::raise;
+use crate::error::{raise, OrRaise};
 use ledger_core::canonical::ColumnType;
 use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::{self, Oid};
@@ -63,7 +63,7 @@ pub fn for_relation(relid: Oid) -> Rc<Layout> {
     if let Some(layout) = LAYOUTS.with(|l| l.borrow().get(&relid).cloned()) {
         return layout;
     }
-    let layout = Rc::new(load(relid).unwrap_or_else(|e| raise(e)));
+    let layout = Rc::new(load(relid).or_raise());
     LAYOUTS.with(|l| l.borrow_mut().insert(relid, layout.clone()));
     layout
 }
@@ -88,11 +88,7 @@ pub fn quote_ident(name: &str) -> String {
         return format!("\"{}\"", name.replace('"', "\"\""));
     };
     // SAFETY: quote_identifier returns its input or a palloc'd quoted copy.
-    unsafe {
-        CStr::from_ptr(pg_sys::quote_identifier(c_name.as_ptr()))
-            .to_string_lossy()
-            .into_owned()
-    }
+    unsafe { CStr::from_ptr(pg_sys::quote_identifier(c_name.as_ptr())).to_string_lossy().into_owned() }
 }
 
 pub fn qualified_name(relid: Oid) -> String {
@@ -129,7 +125,9 @@ pub fn registry_entry(relid: Oid) -> Option<(Option<String>, Vec<String>, Vec<St
         let types: Vec<String> = row.get::<Vec<String>>(3)?.unwrap_or_default();
         Ok(Some((chain_by, columns, types)))
     })
-    .unwrap_or_else(|e| raise(LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger registry").detail(e.to_string())))
+    .unwrap_or_else(|e| {
+        raise(LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger registry").detail(e.to_string()))
+    })
 }
 
 /// Attributes of a relation: (zero-based index, name, type oid) of live columns.
@@ -143,15 +141,7 @@ pub fn attributes(relid: Oid) -> Vec<(usize, String, Oid)> {
             .iter()
             .enumerate()
             .filter(|(_, a)| !a.attisdropped)
-            .map(|(i, a)| {
-                (
-                    i,
-                    CStr::from_ptr(a.attname.data.as_ptr())
-                        .to_string_lossy()
-                        .into_owned(),
-                    a.atttypid,
-                )
-            })
+            .map(|(i, a)| (i, CStr::from_ptr(a.attname.data.as_ptr()).to_string_lossy().into_owned(), a.atttypid))
             .collect();
         pg_sys::relation_close(rel, pg_sys::AccessShareLock as i32);
         out
@@ -161,25 +151,18 @@ pub fn attributes(relid: Oid) -> Vec<(usize, String, Oid)> {
 fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let qualified_name = qualified_name(relid);
     let Some((chain_by, names, types)) = registry_entry(relid) else {
-        return Err(LedgerError::new(
-            SqlState::UndefinedObject,
-            format!("table {qualified_name} is not a ledger"),
-        )
-        .hint("Make it one with ledger.enable()."));
+        return Err(LedgerError::new(SqlState::UndefinedObject, format!("table {qualified_name} is not a ledger"))
+            .hint("Make it one with ledger.enable()."));
     };
     let attributes = attributes(relid);
     let find = |name: &str| -> Result<(usize, Oid), LedgerError> {
-        attributes
-            .iter()
-            .find(|(_, n, _)| n == name)
-            .map(|(i, _, t)| (*i, *t))
-            .ok_or_else(|| {
-                LedgerError::new(
-                    SqlState::InvalidTableDefinition,
-                    format!("ledger {qualified_name} has lost column \"{name}\""),
-                )
-                .detail("The column is in the ledger's registered definition but not in the table.")
-            })
+        attributes.iter().find(|(_, n, _)| n == name).map(|(i, _, t)| (*i, *t)).ok_or_else(|| {
+            LedgerError::new(
+                SqlState::InvalidTableDefinition,
+                format!("ledger {qualified_name} has lost column \"{name}\""),
+            )
+            .detail("The column is in the ledger's registered definition but not in the table.")
+        })
     };
     let mut columns = Vec::with_capacity(names.len());
     for (name, type_name) in names.iter().zip(&types) {
@@ -193,11 +176,7 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
             )
             .detail(format!("registered as {type_name}")));
         }
-        columns.push(HashedColumn {
-            name: name.clone(),
-            column_type: registered.unwrap(),
-            index,
-        });
+        columns.push(HashedColumn { name: name.clone(), column_type: registered.unwrap(), index });
     }
     let chain = match &chain_by {
         None => None,
@@ -209,28 +188,14 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
                     format!("chain column \"{name}\" has an unsupported type"),
                 )
             })?;
-            Some(ChainColumn {
-                index,
-                column_type,
-                type_oid,
-                name: name.clone(),
-            })
+            Some(ChainColumn { index, column_type, type_oid, name: name.clone() })
         }
     };
     let (seq, _) = find("seq")?;
     let (prev_hash, _) = find("prev_hash")?;
     let (hash, _) = find("hash")?;
     let head_plan = prepare_head_plan(&qualified_name, chain.as_ref());
-    Ok(Layout {
-        relid,
-        qualified_name,
-        columns,
-        chain,
-        seq,
-        prev_hash,
-        hash,
-        head_plan,
-    })
+    Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_plan })
 }
 
 fn prepare_head_plan(qualified_name: &str, chain: Option<&ChainColumn>) -> pg_sys::SPIPlanPtr {
@@ -238,24 +203,15 @@ fn prepare_head_plan(qualified_name: &str, chain: Option<&ChainColumn>) -> pg_sy
         Some(c) => format!("WHERE {} = $1", quote_ident(&c.name)),
         None => String::new(),
     };
-    let query = format!(
-        "SELECT seq, hash::text FROM ONLY {qualified_name} {filter} ORDER BY seq DESC LIMIT 1"
-    );
+    let query = format!("SELECT seq, hash::text FROM ONLY {qualified_name} {filter} ORDER BY seq DESC LIMIT 1");
     let query = std::ffi::CString::new(query).expect("identifiers contain no NUL");
     let mut arg_types = chain.map(|c| vec![c.type_oid]).unwrap_or_default();
     // SAFETY: plain SPI calls; the plan outlives the connection through SPI_keepplan.
     unsafe {
         pg_sys::SPI_connect();
-        let plan = pg_sys::SPI_prepare(
-            query.as_ptr(),
-            arg_types.len() as i32,
-            arg_types.as_mut_ptr(),
-        );
+        let plan = pg_sys::SPI_prepare(query.as_ptr(), arg_types.len() as i32, arg_types.as_mut_ptr());
         if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
-            raise(LedgerError::new(
-                SqlState::DataCorrupted,
-                "cannot prepare the chain head lookup",
-            ));
+            raise(LedgerError::new(SqlState::DataCorrupted, "cannot prepare the chain head lookup"));
         }
         pg_sys::SPI_finish();
         plan

@@ -2,7 +2,7 @@
 //! refuses UPDATE, DELETE and TRUNCATE.
 
 use crate::datum::{text_datum, text_datum_to_str, DatumReader};
-use crate::error::raise;
+use crate::error::{raise, OrRaise};
 use crate::head;
 use crate::layout::{self, Layout};
 use ledger_core::canonical::{chain_key_bytes, RecordEncoder, Value};
@@ -39,10 +39,7 @@ impl RecordScratch {
             } else {
                 self.reader.read(column.column_type, values[column.index])
             };
-            if let Err(e) = self
-                .encoder
-                .column(&column.name, column.column_type, &value)
-            {
+            if let Err(e) = self.encoder.column(&column.name, column.column_type, &value) {
                 raise(e);
             }
         }
@@ -53,12 +50,7 @@ impl RecordScratch {
     ///
     /// # Safety
     /// As for [`Self::encode`].
-    pub unsafe fn chain_key(
-        &mut self,
-        layout: &Layout,
-        values: &[Datum],
-        nulls: &[bool],
-    ) -> Option<Datum> {
+    pub unsafe fn chain_key(&mut self, layout: &Layout, values: &[Datum], nulls: &[bool]) -> Option<Datum> {
         let Some(chain) = &layout.chain else {
             self.chain_key.clear();
             return None;
@@ -67,10 +59,7 @@ impl RecordScratch {
             raise(
                 LedgerError::new(
                     SqlState::NotNullViolation,
-                    format!(
-                        "null value in chain column \"{}\" of ledger {}",
-                        chain.name, layout.qualified_name
-                    ),
+                    format!("null value in chain column \"{}\" of ledger {}", chain.name, layout.qualified_name),
                 )
                 .detail("Every record of a ledger belongs to a chain chosen by this column."),
             );
@@ -95,12 +84,7 @@ fn append_row<'a>(
         let natts = (*tupdesc).natts as usize;
         let mut values = vec![Datum::from(0); natts];
         let mut nulls = vec![false; natts];
-        pg_sys::heap_deform_tuple(
-            data.tg_trigtuple,
-            tupdesc,
-            values.as_mut_ptr(),
-            nulls.as_mut_ptr(),
-        );
+        pg_sys::heap_deform_tuple(data.tg_trigtuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
 
         let new_tuple = SCRATCH.with(|s| {
             let mut scratch = s.borrow_mut();
@@ -129,10 +113,7 @@ fn append_row<'a>(
             head::appended(&layout, &chain_key, chain_datum, seq, hash);
             tuple
         });
-        Ok(Some(PgHeapTuple::from_heap_tuple(
-            pgrx::PgTupleDesc::from_pg_unchecked(tupdesc),
-            new_tuple,
-        )))
+        Ok(Some(PgHeapTuple::from_heap_tuple(pgrx::PgTupleDesc::from_pg_unchecked(tupdesc), new_tuple)))
     }
 }
 
@@ -154,13 +135,7 @@ struct Supplied {
 impl Supplied {
     unsafe fn read(layout: &Layout, values: &[Datum], nulls: &[bool]) -> Supplied {
         // char(64) pads with blanks; they are not part of the value.
-        let text = |i: usize| {
-            (!nulls[i]).then(|| {
-                text_datum_to_str(values[i])
-                    .trim_end_matches(' ')
-                    .to_string()
-            })
-        };
+        let text = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]).trim_end_matches(' ').to_string());
         Supplied {
             seq: (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
             prev_hash: text(layout.prev_hash),
@@ -171,24 +146,16 @@ impl Supplied {
     fn check_seq(&self, layout: &Layout, seq: i64) {
         if let Some(given) = self.seq {
             if given != seq {
-                raise(mismatch(
-                    layout,
-                    "seq",
-                    &given.to_string(),
-                    &seq.to_string(),
-                ));
+                raise(mismatch(layout, "seq", &given.to_string(), &seq.to_string()));
             }
         }
     }
 
     fn check_prev_hash(&self, layout: &Layout, prev_hash: Option<&Digest>) {
         if let Some(given) = &self.prev_hash {
-            let given_digest = parse_hex(given, "prev_hash").unwrap_or_else(|e| raise(e));
+            let given_digest = parse_hex(given, "prev_hash").or_raise();
             if Some(&given_digest) != prev_hash {
-                let expected = prev_hash.map_or(
-                    "null (this is the chain's first record)".to_string(),
-                    to_hex,
-                );
+                let expected = prev_hash.map_or("null (this is the chain's first record)".to_string(), to_hex);
                 raise(mismatch(layout, "prev_hash", given, &expected));
             }
         }
@@ -196,7 +163,7 @@ impl Supplied {
 
     fn check_hash(&self, layout: &Layout, hash: &Digest) {
         if let Some(given) = &self.hash {
-            let given_digest = parse_hex(given, "hash").unwrap_or_else(|e| raise(e));
+            let given_digest = parse_hex(given, "hash").or_raise();
             if &given_digest != hash {
                 raise(mismatch(layout, "hash", given, &to_hex(hash)));
             }
@@ -207,15 +174,10 @@ impl Supplied {
 fn mismatch(layout: &Layout, column: &str, given: &str, expected: &str) -> LedgerError {
     LedgerError::new(
         SqlState::CheckViolation,
-        format!(
-            "supplied {column} does not match the chain of ledger {}",
-            layout.qualified_name
-        ),
+        format!("supplied {column} does not match the chain of ledger {}", layout.qualified_name),
     )
     .detail(format!("Supplied {given}, the chain requires {expected}."))
-    .hint(format!(
-        "Leave {column} out of the INSERT and the ledger computes it."
-    ))
+    .hint(format!("Leave {column} out of the INSERT and the ledger computes it."))
 }
 
 #[pg_trigger]
@@ -234,10 +196,7 @@ fn refuse_change<'a>(
     raise(
         LedgerError::new(
             SqlState::RestrictViolation,
-            format!(
-                "{operation} is not allowed on ledger {}",
-                layout::qualified_name(relid)
-            ),
+            format!("{operation} is not allowed on ledger {}", layout::qualified_name(relid)),
         )
         .detail("Ledger tables are append-only: records can be added, never changed or removed.")
         .hint("Append a new record that corrects or reverses the old one."),

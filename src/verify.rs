@@ -1,13 +1,13 @@
-//! `ledger.verify` and `ledger.canonical_bytes`: recompute every record's hash from what is stored
-//! and check the links. Reads only, so it runs on hot standbys too.
+//! `ledger.verify`, `ledger.canonical_bytes` and `ledger.sha3_256`: recompute every record's hash
+//! from what is stored and check the links. Reads only, so it runs on hot standbys too.
 
-use crate::datum::{text_datum_to_str, DatumReader};
+use crate::datum::{fetch_row, text_datum_to_str, DatumReader};
 use crate::error::raise;
-use crate::layout::{self, Layout};
+use crate::layout::{self, ChainColumn, Layout};
 use crate::trigger::RecordScratch;
 use ledger_core::canonical::chain_key_bytes;
 use ledger_core::chain::{check_chain, Link, StoredHash};
-use ledger_core::hash::sha3_256;
+use ledger_core::hash;
 use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
@@ -15,8 +15,9 @@ use pgrx::{PgMemoryContexts, PgRelation};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
-/// The chain key bytes for a chain given as text (None for a single-chain table).
-pub fn chain_filter(layout: &Layout, chain: Option<&str>) -> Option<Vec<u8>> {
+/// A chain given as text, parsed by the chain column's own input function. None when no chain is
+/// named; an error when the table has no chains to name.
+fn chain_datum<'l>(layout: &'l Layout, chain: Option<&str>) -> Option<(&'l ChainColumn, Datum)> {
     let text = chain?;
     let Some(column) = &layout.chain else {
         raise(
@@ -27,24 +28,27 @@ pub fn chain_filter(layout: &Layout, chain: Option<&str>) -> Option<Vec<u8>> {
             .hint("Pass chain => NULL."),
         );
     };
+    let c_text = CString::new(text).unwrap_or_else(|_| {
+        raise(LedgerError::new(SqlState::InvalidParameterValue, "chain must not contain NUL characters"))
+    });
     // SAFETY: the type's input function parses the text (raising its own error on bad input).
     unsafe {
         let mut input_fn = pg_sys::InvalidOid;
         let mut io_param = pg_sys::InvalidOid;
         pg_sys::getTypeInputInfo(column.type_oid, &mut input_fn, &mut io_param);
-        let c_text = CString::new(text).unwrap_or_else(|_| {
-            raise(LedgerError::new(
-                SqlState::InvalidParameterValue,
-                "chain must not contain NUL characters",
-            ))
-        });
-        let datum = pg_sys::OidInputFunctionCall(input_fn, c_text.as_ptr() as *mut _, io_param, -1);
-        let mut reader = DatumReader::new();
-        let value = reader.read(column.column_type, datum);
-        let mut key = Vec::new();
-        chain_key_bytes(&value, &mut key);
-        Some(key)
+        Some((column, pg_sys::OidInputFunctionCall(input_fn, c_text.as_ptr() as *mut _, io_param, -1)))
     }
+}
+
+/// The chain key bytes of a chain given as text.
+fn chain_filter(layout: &Layout, chain: Option<&str>) -> Option<Vec<u8>> {
+    let (column, datum) = chain_datum(layout, chain)?;
+    let mut reader = DatumReader::new();
+    // SAFETY: the datum was just made by the column type's input function.
+    let value = unsafe { reader.read(column.column_type, datum) };
+    let mut key = Vec::new();
+    chain_key_bytes(&value, &mut key);
+    Some(key)
 }
 
 /// The chain value as text, for reports.
@@ -65,7 +69,8 @@ struct ChainLinks {
     links: Vec<Link>,
 }
 
-type Findings = Vec<(Option<String>, Option<i64>, String, String)>;
+/// (chain, seq, problem, detail) rows, as `ledger.verify` returns them.
+pub type Findings = Vec<(Option<String>, Option<i64>, String, String)>;
 
 /// Scans the table once, recomputing each hash, then checks each chain's links.
 pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
@@ -81,8 +86,7 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
         let natts = (*tupdesc).natts as usize;
         let mut values = vec![Datum::from(0); natts];
         let mut nulls = vec![false; natts];
-        let scan =
-            pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
+        let scan = pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
         loop {
             let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
             if tuple.is_null() {
@@ -94,38 +98,28 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
             if let Some(column) = &layout.chain {
                 if !nulls[column.index] {
                     scratch.reader.begin_record();
-                    let value = scratch
-                        .reader
-                        .read(column.column_type, values[column.index]);
+                    let value = scratch.reader.read(column.column_type, values[column.index]);
                     chain_key_bytes(&value, &mut scratch.chain_key);
                 }
             }
-            if wanted.as_ref().is_some_and(|w| *w != scratch.chain_key) {
-                pg_sys::MemoryContextSwitchTo(old);
-                pg_sys::MemoryContextReset(row_memory.value());
-                continue;
+            if wanted.as_ref().is_none_or(|w| *w == scratch.chain_key) {
+                let computed = hash::sha3_256(scratch.encode(&layout, &values, &nulls));
+                let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]));
+                let link = Link::new(
+                    (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
+                    StoredHash::parse(text_at(layout.hash)),
+                    StoredHash::parse(text_at(layout.prev_hash)),
+                    &computed,
+                );
+                let entry = match chains.get_mut(scratch.chain_key.as_slice()) {
+                    Some(entry) => entry,
+                    None => {
+                        let text = chain_text(&layout, &values, &nulls);
+                        chains.entry(scratch.chain_key.clone()).or_insert(ChainLinks { text, links: Vec::new() })
+                    }
+                };
+                entry.links.push(link);
             }
-            let computed = sha3_256(scratch.encode(&layout, &values, &nulls));
-            let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]));
-            let link = Link::new(
-                (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
-                StoredHash::parse(text_at(layout.hash)),
-                StoredHash::parse(text_at(layout.prev_hash)),
-                &computed,
-            );
-            let entry = match chains.get_mut(scratch.chain_key.as_slice()) {
-                Some(entry) => entry,
-                None => {
-                    let text = chain_text(&layout, &values, &nulls);
-                    chains
-                        .entry(scratch.chain_key.clone())
-                        .or_insert(ChainLinks {
-                            text,
-                            links: Vec::new(),
-                        })
-                }
-            };
-            entry.links.push(link);
             pg_sys::MemoryContextSwitchTo(old);
             pg_sys::MemoryContextReset(row_memory.value());
         }
@@ -136,12 +130,7 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
     let mut findings = Vec::new();
     for chain in chains {
         for finding in check_chain(chain.links) {
-            findings.push((
-                chain.text.clone(),
-                finding.seq,
-                finding.problem.name().to_string(),
-                finding.detail,
-            ));
+            findings.push((chain.text.clone(), finding.seq, finding.problem.name().to_string(), finding.detail));
         }
     }
     findings
@@ -153,12 +142,7 @@ fn verify(
     chain: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
-    (
-        name!(chain, Option<String>),
-        name!(seq, Option<i64>),
-        name!(problem, String),
-        name!(detail, String),
-    ),
+    (name!(chain, Option<String>), name!(seq, Option<i64>), name!(problem, String), name!(detail, String)),
 > {
     TableIterator::new(verify_table(&tbl, chain))
 }
@@ -167,65 +151,45 @@ fn verify(
 #[pg_extern(stable, parallel_safe)]
 fn canonical_bytes(tbl: PgRelation, chain: Option<&str>, seq: i64) -> Vec<u8> {
     let layout = layout::for_relation(tbl.oid());
-    let filter = match &layout.chain {
-        Some(c) if chain.is_some() => format!("{} = $2 AND", layout::quote_ident(&c.name)),
-        Some(_) => raise(
+    if layout.chain.is_some() && chain.is_none() {
+        raise(
             LedgerError::new(
                 SqlState::InvalidParameterValue,
                 format!("ledger {} has several chains", layout.qualified_name),
             )
             .hint("Name the chain."),
-        ),
-        None => {
-            chain_filter(&layout, chain);
-            String::new()
-        }
-    };
-    let query = format!(
-        "SELECT t FROM ONLY {} t WHERE {filter} seq = $1",
-        layout.qualified_name
-    );
+        );
+    }
+    let chain = chain_datum(&layout, chain);
+    let filter = chain.map(|(c, _)| format!("{} = $2 AND", layout::quote_ident(&c.name))).unwrap_or_default();
+    let query = format!("SELECT ctid FROM ONLY {} WHERE {filter} seq = $1", layout.qualified_name);
     Spi::connect(|client| {
         let mut args: Vec<pgrx::datum::DatumWithOid> = vec![seq.into()];
-        if let (Some(c), Some(text)) = (&layout.chain, chain) {
-            // The chain column's own input function parses the text.
-            let datum = unsafe {
-                let mut input_fn = pg_sys::InvalidOid;
-                let mut io_param = pg_sys::InvalidOid;
-                pg_sys::getTypeInputInfo(c.type_oid, &mut input_fn, &mut io_param);
-                let c_text = CString::new(text).unwrap_or_default();
-                pg_sys::OidInputFunctionCall(input_fn, c_text.as_ptr() as *mut _, io_param, -1)
-            };
-            args.push(unsafe { pgrx::datum::DatumWithOid::new(datum, c.type_oid) });
+        if let Some((column, datum)) = chain {
+            // SAFETY: the datum is of the chain column's type.
+            args.push(unsafe { pgrx::datum::DatumWithOid::new(datum, column.type_oid) });
         }
-        let rows = client
-            .select(query.as_str(), Some(2), &args)
-            .unwrap_or_else(|e| {
-                raise(
-                    LedgerError::new(SqlState::DataCorrupted, "cannot read the record")
-                        .detail(e.to_string()),
-                )
-            });
+        let rows = client.select(query.as_str(), Some(1), &args).unwrap_or_else(|e| {
+            raise(LedgerError::new(SqlState::DataCorrupted, "cannot read the record").detail(e.to_string()))
+        });
         if rows.is_empty() {
             raise(LedgerError::new(
                 SqlState::UndefinedObject,
-                format!(
-                    "ledger {} has no record with seq {seq} in that chain",
-                    layout.qualified_name
-                ),
+                format!("ledger {} has no record with seq {seq} in that chain", layout.qualified_name),
             ));
         }
-        let row = rows.first();
-        let datum = row
-            .get_datum_by_ordinal(1)
-            .ok()
-            .flatten()
-            .expect("a whole-row value is never null");
-        // SAFETY: a whole-row value of the table has the table's tuple layout.
+        let tid = rows.first().get_datum_by_ordinal(1).ok().flatten().expect("ctid is never null");
+        // SAFETY: a ctid the query just read from this table.
         unsafe {
-            let (values, nulls) = crate::enable::deform_whole_row(&tbl, datum);
+            let row = fetch_row(tbl.as_ptr(), tid).expect("the row the query just saw");
             let mut scratch = RecordScratch::default();
-            scratch.encode(&layout, &values, &nulls).to_vec()
+            scratch.encode(&layout, &row.values, &row.nulls).to_vec()
         }
     })
+}
+
+/// SHA3-256 of `bytes` as lower-case hex: with `canonical_bytes`, a record's hash in plain SQL.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn sha3_256(bytes: &[u8]) -> String {
+    hash::to_hex(&hash::sha3_256(bytes))
 }

@@ -105,10 +105,7 @@ impl ColumnType {
     /// For error hints: what `ledger.enable` accepts.
     pub fn supported_list() -> String {
         let names: Vec<&str> = ColumnType::ALL.iter().map(|t| t.name()).collect();
-        format!(
-            "{}, varchar, char(n), and domains over these",
-            names.join(", ")
-        )
+        format!("{}, varchar, char(n), and domains over these", names.join(", "))
     }
 }
 
@@ -183,25 +180,15 @@ impl Value<'_> {
                 out.extend_from_slice(&bits.to_be_bytes())
             }
             Value::DoublePrecision(v) => {
-                let bits = if v.is_nan() {
-                    0x7FF8_0000_0000_0000
-                } else {
-                    v.to_bits()
-                };
+                let bits = if v.is_nan() { 0x7FF8_0000_0000_0000 } else { v.to_bits() };
                 out.extend_from_slice(&bits.to_be_bytes())
             }
             Value::Numeric(s) | Value::Text(s) => out.extend_from_slice(s.as_bytes()),
             Value::Bytea(b) | Value::Jsonb(b) => out.extend_from_slice(b),
             Value::Uuid(u) => out.extend_from_slice(u),
             Value::Date(v) => out.extend_from_slice(&v.to_be_bytes()),
-            Value::Time(v) | Value::Timestamp(v) | Value::Timestamptz(v) => {
-                out.extend_from_slice(&v.to_be_bytes())
-            }
-            Value::Interval {
-                months,
-                days,
-                microseconds,
-            } => {
+            Value::Time(v) | Value::Timestamp(v) | Value::Timestamptz(v) => out.extend_from_slice(&v.to_be_bytes()),
+            Value::Interval { months, days, microseconds } => {
                 out.extend_from_slice(&months.to_be_bytes());
                 out.extend_from_slice(&days.to_be_bytes());
                 out.extend_from_slice(&microseconds.to_be_bytes());
@@ -213,11 +200,8 @@ impl Value<'_> {
 /// Appends `bytes` with its u32 length prefix.
 pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
     let len = u32::try_from(bytes.len()).map_err(|_| {
-        LedgerError::new(
-            SqlState::InvalidParameterValue,
-            "value too long for the canonical encoding",
-        )
-        .detail(format!("{} bytes; the limit is 4294967295", bytes.len()))
+        LedgerError::new(SqlState::InvalidParameterValue, "value too long for the canonical encoding")
+            .detail(format!("{} bytes; the limit is 4294967295", bytes.len()))
     })?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(bytes);
@@ -252,11 +236,7 @@ impl RecordEncoder {
             if actual != column_type {
                 return Err(LedgerError::new(
                     SqlState::DatatypeMismatch,
-                    format!(
-                        "column \"{name}\" holds a {} value, not {}",
-                        actual.name(),
-                        column_type.name()
-                    ),
+                    format!("column \"{name}\" holds a {} value, not {}", actual.name(), column_type.name()),
                 ));
             }
         }
@@ -276,10 +256,7 @@ impl RecordEncoder {
 
     /// The finished record; panics in debug builds if fewer columns were written than announced.
     pub fn bytes(&self) -> &[u8] {
-        debug_assert_eq!(
-            self.written, self.columns,
-            "record encoder: column count mismatch"
-        );
+        debug_assert_eq!(self.written, self.columns, "record encoder: column count mismatch");
         &self.buf
     }
 
@@ -314,10 +291,7 @@ mod tests {
 
     #[test]
     fn layout_matches_the_format_document() {
-        let bytes = encode(&[
-            ("a", ColumnType::Integer, Value::Integer(7)),
-            ("b", ColumnType::Text, Value::Null),
-        ]);
+        let bytes = encode(&[("a", ColumnType::Integer, Value::Integer(7)), ("b", ColumnType::Text, Value::Null)]);
         let expected: Vec<u8> = [
             &[0x01][..],
             &[0, 0, 0, 2],
@@ -330,14 +304,8 @@ mod tests {
 
     #[test]
     fn length_prefixes_keep_adjacent_texts_apart() {
-        let ab_c = encode(&[
-            ("x", ColumnType::Text, Value::Text("ab")),
-            ("y", ColumnType::Text, Value::Text("c")),
-        ]);
-        let a_bc = encode(&[
-            ("x", ColumnType::Text, Value::Text("a")),
-            ("y", ColumnType::Text, Value::Text("bc")),
-        ]);
+        let ab_c = encode(&[("x", ColumnType::Text, Value::Text("ab")), ("y", ColumnType::Text, Value::Text("c"))]);
+        let a_bc = encode(&[("x", ColumnType::Text, Value::Text("a")), ("y", ColumnType::Text, Value::Text("bc"))]);
         assert_ne!(ab_c, a_bc);
     }
 
@@ -346,39 +314,19 @@ mod tests {
         let null = encode(&[("x", ColumnType::Text, Value::Null)]);
         let empty = encode(&[("x", ColumnType::Text, Value::Text(""))]);
         assert_ne!(null, empty);
-        let zero = encode(&[(
-            "x",
-            ColumnType::DoublePrecision,
-            Value::DoublePrecision(0.0),
-        )]);
-        let neg_zero = encode(&[(
-            "x",
-            ColumnType::DoublePrecision,
-            Value::DoublePrecision(-0.0),
-        )]);
+        let zero = encode(&[("x", ColumnType::DoublePrecision, Value::DoublePrecision(0.0))]);
+        let neg_zero = encode(&[("x", ColumnType::DoublePrecision, Value::DoublePrecision(-0.0))]);
         assert_ne!(zero, neg_zero);
     }
 
     #[test]
     fn every_nan_encodes_alike() {
-        let quiet = encode(&[(
-            "x",
-            ColumnType::DoublePrecision,
-            Value::DoublePrecision(f64::NAN),
-        )]);
+        let quiet = encode(&[("x", ColumnType::DoublePrecision, Value::DoublePrecision(f64::NAN))]);
         let other = f64::from_bits(0x7FF0_0000_0000_0001);
         assert!(other.is_nan());
-        let signalling = encode(&[(
-            "x",
-            ColumnType::DoublePrecision,
-            Value::DoublePrecision(other),
-        )]);
+        let signalling = encode(&[("x", ColumnType::DoublePrecision, Value::DoublePrecision(other))]);
         assert_eq!(quiet, signalling);
-        let real_nan = encode(&[(
-            "x",
-            ColumnType::Real,
-            Value::Real(f32::from_bits(0xFFC0_0001)),
-        )]);
+        let real_nan = encode(&[("x", ColumnType::Real, Value::Real(f32::from_bits(0xFFC0_0001)))]);
         assert_eq!(real_nan[real_nan.len() - 4..], [0x7F, 0xC0, 0, 0]);
     }
 
@@ -393,9 +341,7 @@ mod tests {
     fn a_value_of_another_type_is_refused() {
         let mut enc = RecordEncoder::new();
         enc.begin(1);
-        let err = enc
-            .column("x", ColumnType::Text, &Value::Integer(1))
-            .unwrap_err();
+        let err = enc.column("x", ColumnType::Text, &Value::Integer(1)).unwrap_err();
         assert_eq!(err.state, SqlState::DatatypeMismatch);
     }
 
@@ -412,10 +358,7 @@ mod tests {
     /// The vector in docs/FORMAT.md; the Python verifier's tests check the same one.
     #[test]
     fn format_document_vector() {
-        let uuid = [
-            0x6f, 0x1c, 0x2a, 0x54, 0x6c, 0x0e, 0x4e, 0x8b, 0x9d, 0x3e, 0x2b, 0x0f, 0x5a, 0x7c,
-            0x11, 0x01,
-        ];
+        let uuid = [0x6f, 0x1c, 0x2a, 0x54, 0x6c, 0x0e, 0x4e, 0x8b, 0x9d, 0x3e, 0x2b, 0x0f, 0x5a, 0x7c, 0x11, 0x01];
         let payload = crate::json::tests::canonical(r#"{"b": [1.50, null, true], "a": "x"}"#);
         let bytes = encode(&[
             ("id", ColumnType::Uuid, Value::Uuid(&uuid)),
@@ -428,6 +371,5 @@ mod tests {
         assert_eq!(to_hex(&sha3_256(&bytes)), FORMAT_VECTOR_HASH);
     }
 
-    pub(crate) const FORMAT_VECTOR_HASH: &str =
-        "6d2a65fb15cbabc02a832b99b01f9e411de07ae50bf97789fa25cbf7ac88d07e";
+    pub(crate) const FORMAT_VECTOR_HASH: &str = "6d2a65fb15cbabc02a832b99b01f9e411de07ae50bf97789fa25cbf7ac88d07e";
 }

@@ -18,9 +18,7 @@ impl StoredHash {
     pub fn parse(text: Option<&str>) -> StoredHash {
         match text {
             None => StoredHash::Null,
-            Some(t) => {
-                crate::hash::parse_hex(t, "hash").map_or(StoredHash::Malformed, StoredHash::Digest)
-            }
+            Some(t) => crate::hash::parse_hex(t, "hash").map_or(StoredHash::Malformed, StoredHash::Digest),
         }
     }
 
@@ -45,29 +43,15 @@ pub struct Link {
 
 impl Link {
     /// Compares the stored hash with the recomputed one.
-    pub fn new(
-        seq: Option<i64>,
-        hash: StoredHash,
-        prev_hash: StoredHash,
-        computed: &Digest,
-    ) -> Link {
+    pub fn new(seq: Option<i64>, hash: StoredHash, prev_hash: StoredHash, computed: &Digest) -> Link {
         let hash_problem = match hash {
             StoredHash::Digest(d) if d == *computed => None,
             other => Some(
-                format!(
-                    "stored hash is {}, the record's values hash to {}",
-                    other.describe(),
-                    to_hex(computed)
-                )
-                .into_boxed_str(),
+                format!("stored hash is {}, the record's values hash to {}", other.describe(), to_hex(computed))
+                    .into_boxed_str(),
             ),
         };
-        Link {
-            seq,
-            hash,
-            prev_hash,
-            hash_problem,
-        }
+        Link { seq, hash, prev_hash, hash_problem }
     }
 }
 
@@ -99,26 +83,16 @@ pub struct Finding {
 
 /// Checks one chain. Records are taken in (seq, stored hash) order; records with a null seq last.
 pub fn check_chain(mut links: Vec<Link>) -> Vec<Finding> {
-    links.sort_unstable_by(|a, b| {
-        (a.seq.is_none(), a.seq, a.hash).cmp(&(b.seq.is_none(), b.seq, b.hash))
-    });
+    links.sort_unstable_by(|a, b| (a.seq.is_none(), a.seq, a.hash).cmp(&(b.seq.is_none(), b.seq, b.hash)));
     let mut findings = Vec::new();
     let mut expected_seq: i64 = 1;
     let mut expected_prev = StoredHash::Null;
     let mut last_seq: Option<i64> = None;
     for link in links {
         let Some(seq) = link.seq else {
-            findings.push(Finding {
-                seq: None,
-                problem: Problem::SeqGap,
-                detail: "record has a null seq".into(),
-            });
+            findings.push(Finding { seq: None, problem: Problem::SeqGap, detail: "record has a null seq".into() });
             if let Some(detail) = link.hash_problem {
-                findings.push(Finding {
-                    seq: None,
-                    problem: Problem::HashMismatch,
-                    detail: detail.into(),
-                });
+                findings.push(Finding { seq: None, problem: Problem::HashMismatch, detail: detail.into() });
             }
             continue;
         };
@@ -129,11 +103,7 @@ pub fn check_chain(mut links: Vec<Link>) -> Vec<Finding> {
                 detail: format!("another record also has seq {seq}"),
             });
             if let Some(detail) = link.hash_problem {
-                findings.push(Finding {
-                    seq: Some(seq),
-                    problem: Problem::HashMismatch,
-                    detail: detail.into(),
-                });
+                findings.push(Finding { seq: Some(seq), problem: Problem::HashMismatch, detail: detail.into() });
             }
             continue;
         }
@@ -145,11 +115,7 @@ pub fn check_chain(mut links: Vec<Link>) -> Vec<Finding> {
             });
         }
         if let Some(detail) = link.hash_problem {
-            findings.push(Finding {
-                seq: Some(seq),
-                problem: Problem::HashMismatch,
-                detail: detail.into(),
-            });
+            findings.push(Finding { seq: Some(seq), problem: Problem::HashMismatch, detail: detail.into() });
         }
         // The first record links to nothing; every other one to a well-formed previous hash.
         let linked = match expected_prev {
@@ -197,10 +163,7 @@ mod tests {
     }
 
     fn links(records: &[(i64, Digest, StoredHash)]) -> Vec<Link> {
-        records
-            .iter()
-            .map(|(s, h, p)| Link::new(Some(*s), StoredHash::Digest(*h), *p, h))
-            .collect()
+        records.iter().map(|(s, h, p)| Link::new(Some(*s), StoredHash::Digest(*h), *p, h)).collect()
     }
 
     fn problems(findings: &[Finding]) -> Vec<(Option<i64>, &'static str)> {
@@ -219,12 +182,7 @@ mod tests {
     fn an_edited_record_is_a_hash_mismatch_at_its_seq() {
         let records = chain(5);
         let mut l = links(&records);
-        l[2] = Link::new(
-            Some(3),
-            StoredHash::Digest(records[2].1),
-            records[2].2,
-            &sha3_256(b"edited"),
-        );
+        l[2] = Link::new(Some(3), StoredHash::Digest(records[2].1), records[2].2, &sha3_256(b"edited"));
         assert_eq!(problems(&check_chain(l)), vec![(Some(3), "hash_mismatch")]);
     }
 
@@ -234,30 +192,21 @@ mod tests {
         let mut l = links(&records);
         l[1].hash = StoredHash::Digest([7; 32]);
         l[1] = Link::new(Some(2), l[1].hash, l[1].prev_hash, &records[1].1);
-        assert_eq!(
-            problems(&check_chain(l)),
-            vec![(Some(2), "hash_mismatch"), (Some(3), "prev_hash_mismatch")]
-        );
+        assert_eq!(problems(&check_chain(l)), vec![(Some(2), "hash_mismatch"), (Some(3), "prev_hash_mismatch")]);
     }
 
     #[test]
     fn a_deleted_middle_record_is_a_gap_and_a_broken_link() {
         let mut l = links(&chain(5));
         l.remove(2);
-        assert_eq!(
-            problems(&check_chain(l)),
-            vec![(Some(4), "seq_gap"), (Some(4), "prev_hash_mismatch")]
-        );
+        assert_eq!(problems(&check_chain(l)), vec![(Some(4), "seq_gap"), (Some(4), "prev_hash_mismatch")]);
     }
 
     #[test]
     fn a_deleted_first_record_is_caught() {
         let mut l = links(&chain(3));
         l.remove(0);
-        assert_eq!(
-            problems(&check_chain(l)),
-            vec![(Some(2), "seq_gap"), (Some(2), "prev_hash_mismatch")]
-        );
+        assert_eq!(problems(&check_chain(l)), vec![(Some(2), "seq_gap"), (Some(2), "prev_hash_mismatch")]);
     }
 
     #[test]
@@ -267,10 +216,7 @@ mod tests {
         l[0] = Link::new(Some(1), StoredHash::Null, StoredHash::Null, &records[0].1);
         l[1].prev_hash = StoredHash::Null;
         let found = problems(&check_chain(l));
-        assert_eq!(
-            found,
-            vec![(Some(1), "hash_mismatch"), (Some(2), "prev_hash_mismatch")]
-        );
+        assert_eq!(found, vec![(Some(1), "hash_mismatch"), (Some(2), "prev_hash_mismatch")]);
     }
 
     #[test]
@@ -285,18 +231,8 @@ mod tests {
         let records = chain(5);
         let mut l = links(&records);
         // Rows 3 and 4 trade seq numbers; seq is hashed, so both hashes stop matching.
-        l[2] = Link::new(
-            Some(4),
-            StoredHash::Digest(records[2].1),
-            records[2].2,
-            &sha3_256(b"3 as 4"),
-        );
-        l[3] = Link::new(
-            Some(3),
-            StoredHash::Digest(records[3].1),
-            records[3].2,
-            &sha3_256(b"4 as 3"),
-        );
+        l[2] = Link::new(Some(4), StoredHash::Digest(records[2].1), records[2].2, &sha3_256(b"3 as 4"));
+        l[3] = Link::new(Some(3), StoredHash::Digest(records[3].1), records[3].2, &sha3_256(b"4 as 3"));
         let found = problems(&check_chain(l));
         assert_eq!(found[0], (Some(3), "hash_mismatch"));
         assert!(found.contains(&(Some(3), "prev_hash_mismatch")));
@@ -306,17 +242,9 @@ mod tests {
     fn null_and_malformed_stored_hashes_are_findings() {
         let records = chain(3);
         let mut l = links(&records);
-        l[0] = Link::new(
-            Some(1),
-            StoredHash::Malformed,
-            StoredHash::Null,
-            &records[0].1,
-        );
+        l[0] = Link::new(Some(1), StoredHash::Malformed, StoredHash::Null, &records[0].1);
         let found = problems(&check_chain(l));
-        assert_eq!(
-            found,
-            vec![(Some(1), "hash_mismatch"), (Some(2), "prev_hash_mismatch")]
-        );
+        assert_eq!(found, vec![(Some(1), "hash_mismatch"), (Some(2), "prev_hash_mismatch")]);
         let mut l = links(&records);
         l[2].seq = None;
         assert_eq!(problems(&check_chain(l)), vec![(None, "seq_gap")]);

@@ -68,12 +68,7 @@ pub struct LedgerError {
 
 impl LedgerError {
     pub fn new(state: SqlState, message: impl Into<String>) -> Self {
-        LedgerError {
-            state,
-            message: message.into(),
-            detail: None,
-            hint: None,
-        }
+        LedgerError { state, message: message.into(), detail: None, hint: None }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {

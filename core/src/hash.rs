@@ -25,14 +25,8 @@ pub fn to_hex(digest: &Digest) -> String {
 pub fn parse_hex(text: &str, what: &str) -> Result<Digest> {
     let bytes = text.as_bytes();
     let malformed = || {
-        LedgerError::new(
-            SqlState::InvalidTextRepresentation,
-            format!("malformed {what}"),
-        )
-        .detail(format!(
-            "\"{}\" is not 64 lower-case hexadecimal digits",
-            truncate(text, 80)
-        ))
+        LedgerError::new(SqlState::InvalidTextRepresentation, format!("malformed {what}"))
+            .detail(format!("\"{}\" is not 64 lower-case hexadecimal digits", truncate(text, 80)))
     };
     if bytes.len() != 64 {
         return Err(malformed());
@@ -67,10 +61,7 @@ mod tests {
 
     #[test]
     fn sha3_of_empty_input_is_the_fips_202_value() {
-        assert_eq!(
-            to_hex(&sha3_256(b"")),
-            "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a"
-        );
+        assert_eq!(to_hex(&sha3_256(b"")), "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a");
     }
 
     #[test]
@@ -78,10 +69,7 @@ mod tests {
         let digest = sha3_256(b"abc");
         assert_eq!(parse_hex(&to_hex(&digest), "hash").unwrap(), digest);
         let upper = to_hex(&digest).to_uppercase();
-        assert_eq!(
-            parse_hex(&upper, "hash").unwrap_err().state,
-            SqlState::InvalidTextRepresentation
-        );
+        assert_eq!(parse_hex(&upper, "hash").unwrap_err().state, SqlState::InvalidTextRepresentation);
         assert!(parse_hex("abc", "hash").is_err());
         assert!(parse_hex(&"g".repeat(64), "hash").is_err());
         assert!(parse_hex(&"é".repeat(32), "hash").is_err());

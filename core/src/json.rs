@@ -56,11 +56,7 @@ pub struct JsonCanonicalizer {
 }
 
 fn malformed(what: &str) -> LedgerError {
-    LedgerError::new(
-        SqlState::InvalidParameterValue,
-        "malformed json token stream",
-    )
-    .detail(what.to_string())
+    LedgerError::new(SqlState::InvalidParameterValue, "malformed json token stream").detail(what.to_string())
 }
 
 impl JsonCanonicalizer {
@@ -78,10 +74,7 @@ impl JsonCanonicalizer {
                 self.out.push(0x06);
                 let start = self.out.len();
                 self.out.extend_from_slice(&[0; 4]);
-                self.stack.push(Frame::Object {
-                    start,
-                    members: Vec::new(),
-                });
+                self.stack.push(Frame::Object { start, members: Vec::new() });
             }
             JsonToken::BeginArray => {
                 self.value_starts()?;
@@ -109,14 +102,8 @@ impl JsonCanonicalizer {
                 write_bytes(&mut self.out, key.as_bytes())?;
                 let key_end = self.out.len();
                 match self.stack.last_mut() {
-                    Some(Frame::Object { members, .. })
-                        if members.last().is_none_or(|m| m.end != usize::MAX) =>
-                    {
-                        members.push(Member {
-                            key_start,
-                            key_end,
-                            end: usize::MAX,
-                        });
+                    Some(Frame::Object { members, .. }) if members.last().is_none_or(|m| m.end != usize::MAX) => {
+                        members.push(Member { key_start, key_end, end: usize::MAX });
                     }
                     _ => return Err(malformed("key outside an object")),
                 }
@@ -193,18 +180,13 @@ impl JsonCanonicalizer {
         let body = start + 4;
         let out = &self.out;
         // Keys carry a length prefix; compare the key octets after it.
-        members
-            .sort_by(|a, b| out[a.key_start + 4..a.key_end].cmp(&out[b.key_start + 4..b.key_end]));
-        if members
-            .windows(2)
-            .any(|w| out[w[0].key_start + 4..w[0].key_end] == out[w[1].key_start + 4..w[1].key_end])
-        {
+        members.sort_by(|a, b| out[a.key_start + 4..a.key_end].cmp(&out[b.key_start + 4..b.key_end]));
+        if members.windows(2).any(|w| out[w[0].key_start + 4..w[0].key_end] == out[w[1].key_start + 4..w[1].key_end]) {
             return Err(malformed("duplicate object key"));
         }
         self.scratch.clear();
         for m in &members {
-            self.scratch
-                .extend_from_slice(&self.out[m.key_start..m.end]);
+            self.scratch.extend_from_slice(&self.out[m.key_start..m.end]);
         }
         self.out.truncate(body);
         self.out.extend_from_slice(&self.scratch);
@@ -301,10 +283,7 @@ pub(crate) mod tests {
 
     #[test]
     fn number_forms_that_jsonb_considers_equal_encode_alike() {
-        assert_eq!(
-            canonical("[1.0, 1.50, 0.000, -0.0]"),
-            canonical("[1, 1.5, 0, 0]")
-        );
+        assert_eq!(canonical("[1.0, 1.50, 0.000, -0.0]"), canonical("[1, 1.5, 0, 0]"));
         assert_ne!(canonical("[1]"), canonical("[\"1\"]"));
         assert_ne!(canonical("[10]"), canonical("[1]"));
     }
@@ -314,9 +293,7 @@ pub(crate) mod tests {
         let expected: Vec<u8> = [
             &[0x06, 0, 0, 0, 2][..],
             &[0, 0, 0, 1, b'a', 0x04, 0, 0, 0, 1, b'x'],
-            &[
-                0, 0, 0, 1, b'b', 0x05, 0, 0, 0, 2, 0x03, 0, 0, 0, 3, b'1', b'.', b'5', 0x00,
-            ],
+            &[0, 0, 0, 1, b'b', 0x05, 0, 0, 0, 2, 0x03, 0, 0, 0, 3, b'1', b'.', b'5', 0x00],
         ]
         .concat();
         assert_eq!(canonical(r#"{"b": [1.50, null], "a": "x"}"#), expected);
