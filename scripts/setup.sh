@@ -22,7 +22,7 @@ fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
   echo "setup: installing cargo-pgrx $PGRX_VERSION (takes several minutes)"
-  cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+  cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --quiet
 fi
 
 pgrx_home=${PGRX_HOME:-$HOME/.pgrx}
@@ -31,5 +31,6 @@ if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "$pgrx_home/config.toml"; then
   cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG"
 fi
 
-# The offline verifier checks Ed25519 signatures with PyPI's cryptography (chains need only the stdlib).
-python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
+# Test runners and drivers (the offline verifier itself needs only the standard library).
+here=$(cd "$(dirname "$0")/.." && pwd)
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$here/requirements-test.txt"

@@ -42,7 +42,51 @@ struct Head {
 struct State {
     heads: HashMap<Oid, HashMap<Vec<u8>, Head>>,
     /// Per open subtransaction level (>= 2) that changed the cache: the values it overwrote.
-    undo: Vec<(i32, HashMap<(Oid, Vec<u8>), Option<Head>>)>,
+    undo: Vec<UndoFrame>,
+}
+
+/// The cache entries a subtransaction level overwrote, as they were before it touched them.
+struct UndoFrame {
+    level: i32,
+    saved: HashMap<(Oid, Vec<u8>), Option<Head>>,
+}
+
+impl State {
+    /// The undo frame of `level`, created on first use (frames stay ordered by level).
+    fn undo_frame(&mut self, level: i32) -> &mut HashMap<(Oid, Vec<u8>), Option<Head>> {
+        if self.undo.last().is_none_or(|f| f.level != level) {
+            self.undo.push(UndoFrame { level, saved: HashMap::new() });
+        }
+        &mut self.undo.last_mut().expect("just ensured").saved
+    }
+
+    /// A subtransaction aborted: put back what it and its children changed.
+    fn roll_back_to(&mut self, level: i32) {
+        while self.undo.last().is_some_and(|f| f.level >= level) {
+            let frame = self.undo.pop().expect("just checked");
+            for ((relid, key), previous) in frame.saved {
+                let chains = self.heads.entry(relid).or_default();
+                match previous {
+                    Some(head) => chains.insert(key, head),
+                    None => chains.remove(&key),
+                };
+            }
+        }
+    }
+
+    /// A subtransaction committed: its changes now belong to its parent (level 1 needs no undo).
+    fn merge_into_parent(&mut self, level: i32) {
+        if self.undo.last().is_none_or(|f| f.level != level) {
+            return;
+        }
+        let frame = self.undo.pop().expect("just checked");
+        if level > 2 {
+            let parent = self.undo_frame(level - 1);
+            for (key, previous) in frame.saved {
+                parent.entry(key).or_insert(previous);
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -102,11 +146,7 @@ pub unsafe fn appended(layout: &Layout, chain_key: &[u8], chain_datum: Option<Da
         let mut state = s.borrow_mut();
         let previous = state.heads.get(&layout.relid).and_then(|h| h.get(chain_key)).copied();
         if level >= 2 {
-            if state.undo.last().is_none_or(|(l, _)| *l != level) {
-                state.undo.push((level, HashMap::new()));
-            }
-            let frame = &mut state.undo.last_mut().unwrap().1;
-            frame.entry((layout.relid, chain_key.to_vec())).or_insert(previous);
+            state.undo_frame(level).entry((layout.relid, chain_key.to_vec())).or_insert(previous);
         }
         let (first_seq, chain_datum) = match previous {
             Some(p) => (p.first_seq.min(seq), p.chain_datum),
@@ -234,41 +274,10 @@ pub unsafe extern "C-unwind" fn on_subxact(
     _arg: *mut std::ffi::c_void,
 ) {
     let level = pg_sys::GetCurrentTransactionNestLevel();
-    STATE.with(|s| {
-        let mut state = s.borrow_mut();
-        match event {
-            pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
-                while state.undo.last().is_some_and(|(l, _)| *l >= level) {
-                    let (_, saved) = state.undo.pop().unwrap();
-                    for ((relid, key), previous) in saved {
-                        let chains = state.heads.entry(relid).or_default();
-                        match previous {
-                            Some(head) => {
-                                chains.insert(key, head);
-                            }
-                            None => {
-                                chains.remove(&key);
-                            }
-                        }
-                    }
-                }
-            }
-            pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
-                if state.undo.last().is_some_and(|(l, _)| *l == level) {
-                    let (_, saved) = state.undo.pop().unwrap();
-                    if level - 1 >= 2 {
-                        if state.undo.last().is_none_or(|(l, _)| *l != level - 1) {
-                            state.undo.push((level - 1, HashMap::new()));
-                        }
-                        let parent = &mut state.undo.last_mut().unwrap().1;
-                        for (key, previous) in saved {
-                            parent.entry(key).or_insert(previous);
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
+    STATE.with(|s| match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => s.borrow_mut().roll_back_to(level),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => s.borrow_mut().merge_into_parent(level),
+        _ => {}
     });
 }
 

@@ -1,1 +1,124 @@
+//! In-database unit tests of the glue: datums to canonical values, and the chain head cache.
+//! (The SQL contract is in tests/pg_regress; concurrency in tests/integration.)
 
+#[pgrx::pg_schema]
+mod tests {
+    use crate::datum::{column_type_of, DatumReader};
+    use ledger_core::canonical::{ColumnType, Value};
+    use pgrx::prelude::*;
+
+    /// Canonical bytes of a jsonb literal, read through the jsonb iterator.
+    fn jsonb_bytes(literal: &str) -> Vec<u8> {
+        Spi::connect(|client| {
+            let rows = client.select(&format!("SELECT '{literal}'::jsonb"), None, &[])?;
+            let datum = rows.first().get_datum_by_ordinal(1)?.unwrap();
+            let mut reader = DatumReader::new();
+            // SAFETY: a jsonb datum, read while the SPI result lives.
+            match unsafe { reader.read(ColumnType::Jsonb, datum) } {
+                Value::Jsonb(bytes) => Ok::<_, pgrx::spi::Error>(bytes.to_vec()),
+                other => panic!("not jsonb: {other:?}"),
+            }
+        })
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn jsonb_is_read_in_canonical_form() {
+        let expected: Vec<u8> = [
+            &[0x06, 0, 0, 0, 2][..],
+            &[0, 0, 0, 1, b'a', 0x04, 0, 0, 0, 1, b'x'],
+            &[0, 0, 0, 1, b'b', 0x05, 0, 0, 0, 2, 0x03, 0, 0, 0, 3, b'1', b'.', b'5', 0x00],
+        ]
+        .concat();
+        assert_eq!(jsonb_bytes(r#"{"b": [1.50, null], "a": "x"}"#), expected);
+        // jsonb keeps keys shortest first; the canonical order is by bytes.
+        assert_eq!(jsonb_bytes(r#"{"bb": 1, "a": 2}"#), jsonb_bytes(r#"{"a": 2.0, "bb": 1.00}"#));
+    }
+
+    #[pg_test]
+    fn a_top_level_jsonb_scalar_is_not_an_array() {
+        assert_eq!(jsonb_bytes("5"), vec![0x03, 0, 0, 0, 1, b'5']);
+        assert_eq!(jsonb_bytes("[5]"), vec![0x05, 0, 0, 0, 1, 0x03, 0, 0, 0, 1, b'5']);
+        assert_eq!(jsonb_bytes("null"), vec![0x00]);
+    }
+
+    #[pg_test]
+    fn deeply_nested_jsonb_is_read_without_recursion() {
+        let depth = 5000;
+        let literal = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(jsonb_bytes(&literal).len(), depth * 5);
+    }
+
+    #[pg_test]
+    fn every_supported_type_maps_and_reads() {
+        let cases = [
+            ("true", "boolean", Value::Boolean(true)),
+            ("-2", "smallint", Value::Smallint(-2)),
+            ("-2", "integer", Value::Integer(-2)),
+            ("-2", "bigint", Value::Bigint(-2)),
+            ("1.5", "real", Value::Real(1.5)),
+            ("-0", "double precision", Value::DoublePrecision(-0.0)),
+            ("1.50", "numeric", Value::Numeric("1.50")),
+            ("ab", "varchar(5)", Value::Text("ab")),
+            ("ab", "char(3)", Value::Text("ab ")),
+            ("2000-01-02", "date", Value::Date(1)),
+            ("00:00:01", "time", Value::Time(1_000_000)),
+            ("2000-01-01 00:00:01", "timestamp", Value::Timestamp(1_000_000)),
+            ("2000-01-01 01:00:00+01", "timestamptz", Value::Timestamptz(0)),
+            ("1 mon 2 days 00:00:03", "interval", Value::Interval { months: 1, days: 2, microseconds: 3_000_000 }),
+        ];
+        for (literal, sql_type, expected) in cases {
+            let (datum, type_oid) = Spi::connect(|client| {
+                let row =
+                    client.select(&format!("SELECT '{literal}'::{sql_type}, '{sql_type}'::regtype::oid"), None, &[])?;
+                let row = row.first();
+                Ok::<_, pgrx::spi::Error>((row.get_datum_by_ordinal(1)?.unwrap(), row.get::<pg_sys::Oid>(2)?.unwrap()))
+            })
+            .unwrap();
+            let column_type = column_type_of(type_oid).unwrap_or_else(|| panic!("{sql_type} unsupported"));
+            let mut reader = DatumReader::new();
+            // SAFETY: a datum of the mapped type.
+            let value = unsafe { reader.read(column_type, datum) };
+            assert_eq!(value, expected, "{literal}::{sql_type}");
+        }
+        assert_eq!(column_type_of(pg_sys::POINTOID), None);
+        assert_eq!(column_type_of(pg_sys::INT4ARRAYOID), None);
+    }
+
+    #[pg_test]
+    fn a_row_skipped_by_a_subtransaction_leaves_no_gap() {
+        Spi::run("CREATE TABLE sub (id int PRIMARY KEY, account text NOT NULL)").unwrap();
+        Spi::run("SELECT ledger.enable('sub', 'account')").unwrap();
+        // Every third row fails inside its own subtransaction, in the middle of one INSERT ... SELECT.
+        Spi::run(
+            "CREATE FUNCTION add(i int) RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO sub VALUES (i, 'a');
+                 IF i % 3 = 0 THEN RAISE EXCEPTION 'skip'; END IF;
+                 RETURN true;
+             EXCEPTION WHEN raise_exception THEN
+                 RETURN false;
+             END $$",
+        )
+        .unwrap();
+        Spi::run("SELECT add(i) FROM generate_series(1, 10) i").unwrap();
+        Spi::run("SAVEPOINT s; INSERT INTO sub VALUES (100, 'a'); ROLLBACK TO SAVEPOINT s").ok();
+        Spi::run("INSERT INTO sub VALUES (11, 'a')").unwrap();
+        let (count, max) = Spi::get_two::<i64, i64>("SELECT count(*), max(seq) FROM sub").unwrap();
+        assert_eq!(count, Some(8));
+        assert_eq!(max, Some(8));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM ledger.verify('sub')").unwrap(), Some(0));
+    }
+
+    #[pg_test]
+    fn the_head_is_reread_when_a_later_command_finds_a_skipped_row() {
+        Spi::run("CREATE TABLE idem (id int PRIMARY KEY, body text)").unwrap();
+        Spi::run("SELECT ledger.enable('idem')").unwrap();
+        Spi::run("INSERT INTO idem VALUES (1, 'first')").unwrap();
+        // The conflicting row is chained by the trigger, then dropped by ON CONFLICT.
+        Spi::run("INSERT INTO idem VALUES (1, 'again') ON CONFLICT (id) DO NOTHING").unwrap();
+        Spi::run("INSERT INTO idem VALUES (2, 'second')").unwrap();
+        assert_eq!(Spi::get_one::<i64>("SELECT max(seq) FROM idem").unwrap(), Some(2));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM ledger.verify('idem')").unwrap(), Some(0));
+    }
+}

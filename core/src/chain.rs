@@ -83,7 +83,7 @@ pub struct Finding {
 
 /// Checks one chain. Records are taken in (seq, stored hash) order; records with a null seq last.
 pub fn check_chain(mut links: Vec<Link>) -> Vec<Finding> {
-    links.sort_unstable_by(|a, b| (a.seq.is_none(), a.seq, a.hash).cmp(&(b.seq.is_none(), b.seq, b.hash)));
+    links.sort_unstable_by_key(|a| (a.seq.is_none(), a.seq, a.hash));
     let mut findings = Vec::new();
     let mut expected_seq: i64 = 1;
     let mut expected_prev = StoredHash::Null;

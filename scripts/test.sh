@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test tier against a real PostgreSQL: pure Rust, in-database (#[pg_test]), the pg_regress
+# contract, the offline verifier, and the multi-connection integration suite.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+
+passed=0 failed=0
+tier() {
+  local name=$1; shift
+  echo "=== $name"
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "=== $name FAILED"; fi
+}
+
+install_extension() {
+  local log
+  log=$(mktemp)
+  cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >"$log" 2>&1 || { cat "$log"; return 1; }
+  rm -f "$log"
+}
+
+regress() {
+  local dir port=${LEDGER_REGRESS_PORT:-55431}
+  dir=$(mktemp -d /tmp/ledger-regress-XXXXXX)
+  scripts/cluster.sh start "$dir" "$port" || return 1
+  REGRESS_OUT="$dir/out" scripts/regress.sh "$dir/socket" "$port"
+  local status=$?
+  scripts/cluster.sh stop "$dir"
+  [[ $status == 0 ]] && rm -rf "$dir"
+  return $status
+}
+
+tier "pure logic (cargo test)" cargo test -p ledger-core --quiet
+tier "install into PostgreSQL 15" install_extension
+tier "in-database unit tests (cargo pgrx test)" scripts/pg-test.sh
+tier "SQL contract (pg_regress)" regress
+tier "offline verifier (pytest)" python3 -m pytest -q tests/python
+tier "multi-connection integration (pytest)" python3 -m pytest -q tests/integration
+
+echo "tiers: $passed passed, $failed failed"
+[[ $failed == 0 ]]
