@@ -345,7 +345,7 @@ for config in "${PGB_CONFIGS[@]}"; do
   PGB_BEST[$config]=$(max_of ${PGB_TPS[$config]})
 done
 C=$PGBENCH_CLIENTS
-tps() { printf '%.0f' "${PGB_BEST[$1]}"; }
+tps_of() { printf '%.0f' "${PGB_BEST[$1]}"; }
 PGB_R1=$(calc "${PGB_BEST[ledger random 1]} / ${PGB_BEST[plain random 1]}" 2)
 PGB_RC=$(calc "${PGB_BEST[ledger random $C]} / ${PGB_BEST[plain random $C]}" 2)
 PGB_RONE=$(calc "${PGB_BEST[ledger one $C]} / ${PGB_BEST[plain random $C]}" 2)
@@ -382,12 +382,14 @@ SQL
 }
 VERIFY_TIMES="" HAND_VERIFY_TIMES=""
 for ((run = 1; run <= VERIFY_RUNS; run++)); do
-  read -r problems secs <<<"$(timed_query "SELECT count(*) FROM ledger.verify('verify_ledger')")"
+  res=$(timed_query "SELECT count(*) FROM ledger.verify('verify_ledger')")
+  read -r problems secs <<<"$res"
   no_crash "ledger.verify"
   [[ $problems == 0 ]] || die "ledger.verify reported $problems problems on an intact ledger"
   VERIFY_TIMES+="$secs "
   log "verify run $run/$VERIFY_RUNS: ledger.verify ${secs}s"
-  read -r _ secs <<<"$(timed_query "$HAND_VERIFY_SQL")"
+  res=$(timed_query "$HAND_VERIFY_SQL")
+  read -r _ secs <<<"$res"
   HAND_VERIFY_TIMES+="$secs "
   log "verify run $run/$VERIFY_RUNS: hand-written SQL ${secs}s"
 done
@@ -485,9 +487,9 @@ run(s); -j = min(clients, nproc).
 
 | clients | chains | plain tps | ledger tps | ledger/plain | target | | hand tps | hand/plain |
 |---:|---|---:|---:|---:|---|---|---:|---:|
-| 1 | random | $(tps "plain random 1") | $(tps "ledger random 1") | **$PGB_R1** | ≥ 0.9 | $(met "$PGB_R1" ">=" 0.9) | $(tps "hand random 1") | $PGB_H1 |
-| $C | random | $(tps "plain random $C") | $(tps "ledger random $C") | **$PGB_RC** | ≥ 0.9 | $(met "$PGB_RC" ">=" 0.9) | $(tps "hand random $C") | $PGB_HC |
-| $C | one | (random: $(tps "plain random $C")) | $(tps "ledger one $C") | **$PGB_RONE** | ≥ 0.9 | $(met "$PGB_RONE" ">=" 0.9) | $(tps "hand one $C") | $PGB_HONE |
+| 1 | random | $(tps_of "plain random 1") | $(tps_of "ledger random 1") | **$PGB_R1** | ≥ 0.9 | $(met "$PGB_R1" ">=" 0.9) | $(tps_of "hand random 1") | $PGB_H1 |
+| $C | random | $(tps_of "plain random $C") | $(tps_of "ledger random $C") | **$PGB_RC** | ≥ 0.9 | $(met "$PGB_RC" ">=" 0.9) | $(tps_of "hand random $C") | $PGB_HC |
+| $C | one | (random: $(tps_of "plain random $C")) | $(tps_of "ledger one $C") | **$PGB_RONE** | ≥ 0.9 | $(met "$PGB_RONE" ">=" 0.9) | $(tps_of "hand one $C") | $PGB_HONE |
 
 All runs (tps): $(for config in "${PGB_CONFIGS[@]}"; do printf '%s: %s; ' "$config" "$(per_run ${PGB_TPS[$config]})"; done)
 

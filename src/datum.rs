@@ -231,3 +231,40 @@ pub unsafe fn fetch_row(rel: pg_sys::Relation, tid_datum: Datum) -> Option<Store
     pg_sys::heap_deform_tuple(&mut tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
     Some(StoredRow { values, nulls, buffer })
 }
+
+/// A value of SQL type `name` (PostgreSQL's identifier type), as a function argument.
+pub struct SqlName(pub String);
+
+impl pgrx::datum::FromDatum for SqlName {
+    unsafe fn from_polymorphic_datum(datum: Datum, is_null: bool, _type_oid: Oid) -> Option<SqlName> {
+        // A name datum points at a NUL-terminated NameData.
+        (!is_null).then(|| SqlName(CStr::from_ptr(datum.cast_mut_ptr()).to_string_lossy().into_owned()))
+    }
+}
+
+// SAFETY: SqlName is read from a `name` datum.
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for SqlName {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(SqlName);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("name"));
+    const RETURN_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+    > = Err(pgrx::pgrx_sql_entity_graph::metadata::ReturnsError::Datum);
+}
+
+// SAFETY: reads the argument through FromDatum, as pgrx does for its own types.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for SqlName {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        arg.unbox_arg_using_from_datum().unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(arg: pgrx::callconv::Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
+        arg.unbox_arg_using_from_datum().into()
+    }
+}

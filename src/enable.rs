@@ -1,7 +1,7 @@
 //! `ledger.enable(tbl, chain_by)`: makes a table a ledger. Everything happens in the caller's
 //! transaction, so an error leaves the table exactly as it was.
 
-use crate::datum::column_type_of;
+use crate::datum::{column_type_of, SqlName};
 use crate::error::raise;
 use crate::layout::{self, quote_ident};
 use crate::trigger::RecordScratch;
@@ -17,7 +17,8 @@ const LEDGER_COLUMNS: [(&str, &str, &str); 3] =
     [("seq", "bigint", "bigint"), ("prev_hash", "character(64)", "char(64)"), ("hash", "character(64)", "char(64)")];
 
 #[pg_extern(volatile, parallel_unsafe)]
-fn enable(tbl: PgRelation, chain_by: default!(Option<&str>, "NULL")) {
+fn enable(tbl: PgRelation, chain_by: default!(Option<SqlName>, "NULL")) {
+    let chain_by = chain_by.as_ref().map(|n| n.0.as_str());
     // Our own ALTER TABLE refuses a relation this session holds open, so work by OID from here.
     let relid = tbl.oid();
     // SAFETY: an open relation's pg_class row.
