@@ -7,5 +7,6 @@ pub mod chain;
 pub mod error;
 pub mod hash;
 pub mod json;
+pub mod merkle;
 
 pub use error::{LedgerError, SqlState};
