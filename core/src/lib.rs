@@ -8,5 +8,7 @@ pub mod error;
 pub mod hash;
 pub mod json;
 pub mod merkle;
+pub mod note;
+pub mod proof;
 
 pub use error::{LedgerError, SqlState};
