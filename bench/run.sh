@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — the ledger extension's performance benchmark, in one run on one throwaway cluster.
 #
-#   bench/run.sh                  full run (roughly 10 minutes on 2 cores), writes bench/RESULTS.md
+#   bench/run.sh                  full run (roughly 12 minutes on 2 cores), writes bench/RESULTS.md
 #   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (about 1 minute), writes
 #                                 bench/out/RESULTS-quick.md so it never clobbers the full results
 #
@@ -34,7 +34,7 @@
 #   BENCH_RESULTS [bench/RESULTS.md / bench/out/RESULTS-quick.md]
 #   BENCH_KEEP [0]             1 = keep the cluster's data directory after the run
 #   BULK_ROWS [200000/20000]  BULK_ANCHORS [100]  BULK_RUNS [3/2]
-#   PGBENCH_SECONDS [20/3]  PGBENCH_CLIENTS [8]  PGBENCH_ANCHORS [1000]  PGBENCH_RUNS [2/1]
+#   PGBENCH_SECONDS [20/3]  PGBENCH_CLIENTS [8]  PGBENCH_ANCHORS [1000]  PGBENCH_RUNS [3/1]
 #   VERIFY_ROWS [1000000/50000]  VERIFY_CHAINS [100]  VERIFY_RUNS [3/2]
 #   LIMIT_SAMPLE [10000/2000]  LIMIT_HASHES [1000000/200000]
 #
@@ -73,7 +73,7 @@ BULK_RUNS=${BULK_RUNS:-$(q 3 2)}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-$(q 20 3)}
 PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-8}
 PGBENCH_ANCHORS=${PGBENCH_ANCHORS:-1000}
-PGBENCH_RUNS=${PGBENCH_RUNS:-$(q 2 1)}
+PGBENCH_RUNS=${PGBENCH_RUNS:-$(q 3 1)}
 VERIFY_ROWS=${VERIFY_ROWS:-$(q 1000000 50000)}
 VERIFY_CHAINS=${VERIFY_CHAINS:-100}
 VERIFY_RUNS=${VERIFY_RUNS:-$(q 3 2)}
@@ -354,6 +354,18 @@ PGB_H1=$(calc "${PGB_BEST[hand random 1]} / ${PGB_BEST[plain random 1]}" 2)
 PGB_HC=$(calc "${PGB_BEST[hand random $C]} / ${PGB_BEST[plain random $C]}" 2)
 PGB_HONE=$(calc "${PGB_BEST[hand one $C]} / ${PGB_BEST[plain random $C]}" 2)
 PGB_LH_ONE=$(calc "${PGB_BEST[ledger one $C]} / ${PGB_BEST[hand one $C]}" 2)
+# Paired ratios: ledger run k / plain run k (the two ran back to back, so they share the noise).
+paired_ratios() {
+  local -a l p
+  read -r -a l <<<"${PGB_TPS[$1]}"
+  read -r -a p <<<"${PGB_TPS[$2]}"
+  for i in "${!l[@]}"; do calc "${l[$i]} / ${p[$i]}" 2; echo; done
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+PAIRED_1=$(paired_ratios "ledger random 1" "plain random 1" | paste -sd' ')
+PAIRED_C=$(paired_ratios "ledger random $C" "plain random $C" | paste -sd' ')
+MEDIAN_1=$(echo "$PAIRED_1" | tr ' ' '\n' | median)
+MEDIAN_C=$(echo "$PAIRED_C" | tr ' ' '\n' | median)
 
 # ------------------------------------------------------------------------------------------------
 # 3. ledger.verify vs the SHA3 limit and hand-written SQL
@@ -439,9 +451,11 @@ DIRTY_NOTE=""
 ((DIRTY == 0)) || DIRTY_NOTE=" (working tree has $DIRTY uncommitted change(s) under src/, core/, sql/ or the manifests; the installed build may include them)"
 SO_NOTE=""
 [[ $SO_SUM == "$SO_SUM_END" ]] || SO_NOTE="
+
 > **Warning:** ledger.so changed during the run ($SO_SUM → $SO_SUM_END): backends started after the change ran a different build. Re-run."
 QUICK_NOTE=""
 [[ $QUICK != 1 ]] || QUICK_NOTE="
+
 > **Quick mode** (BENCH_QUICK=1): sizes are too small for the numbers to mean much; this run only checks that the benchmark works."
 per_run() { echo "$*" | sed 's/ *$//; s/ /, /g'; }
 
@@ -449,8 +463,7 @@ mkdir -p "$(dirname "$BENCH_RESULTS")"
 cat >"$BENCH_RESULTS.tmp" <<EOF
 # ledger benchmark results
 
-Written by \`bench/run.sh\`; re-run it to refresh this file (it overwrites it).
-$QUICK_NOTE$SO_NOTE
+Written by \`bench/run.sh\`; re-run it to refresh this file (it overwrites it).$QUICK_NOTE$SO_NOTE
 
 | | |
 |---|---|
@@ -499,11 +512,17 @@ run(s); -j = min(clients, nproc).
 | $C | random | $(tps_of "plain random $C") | $(tps_of "ledger random $C") | **$PGB_RC** | ≥ 0.9 | $(met "$PGB_RC" ">=" 0.9) | $(tps_of "hand random $C") | $PGB_HC |
 | $C | one | (random: $(tps_of "plain random $C")) | $(tps_of "ledger one $C") | **$PGB_RONE** | ≥ 0.9 | $(met "$PGB_RONE" ">=" 0.9) | $(tps_of "hand one $C") | $PGB_HONE |
 
+Robustness check (not the headline): the ledger and plain runs of each round ran back to back, so
+their ratio per round shares the noise. Per-round ledger/plain, 1 client: $(per_run $PAIRED_1) (median
+$MEDIAN_1); $C clients: $(per_run $PAIRED_C) (median $MEDIAN_C).
+
 All runs (tps): $(for config in "${PGB_CONFIGS[@]}"; do printf '%s: %s; ' "$config" "$(per_run $(printf '%.0f ' ${PGB_TPS[$config]}))"; done | sed 's/; $/./')
 
-On one chain every append must wait for the previous one to commit (both the ledger and the
-hand-written trigger hold a per-chain lock until commit, and each commit waits for its WAL flush), so
-that row is bounded by commit latency, not by hashing; ledger/hand on one chain = $PGB_LH_ONE.
+On one chain the appends are serialized: the ledger and the hand-written trigger both hold a per-chain
+lock from the append to the end of the transaction (including its commit and WAL flush), so the next
+append to that chain waits; the one-chain row measures that serialization, not hashing. The target is
+applied to it as to the others, but no chained design can meet it there; compare it with the
+hand-written trigger instead: ledger/hand on one chain = $PGB_LH_ONE.
 
 ## 3. \`ledger.verify\` over $VERIFY_ROWS records ($VERIFY_CHAINS chains, table $VERIFY_MB MB, cached)
 
@@ -529,5 +548,5 @@ mv "$BENCH_RESULTS.tmp" "$BENCH_RESULTS"
 log "done: $BENCH_RESULTS"
 echo
 echo "bulk ledger/plain $BULK_LEDGER_RATIO (<= 1.5), hand/plain $BULK_HAND_RATIO"
-echo "pgbench ledger/plain: 1 client $PGB_R1, $C clients $PGB_RC, $C clients one chain $PGB_RONE (>= 0.9)"
+echo "pgbench ledger/plain: 1 client $PGB_R1, $C clients $PGB_RC, $C clients one chain $PGB_RONE (>= 0.9); per-round medians $MEDIAN_1, $MEDIAN_C"
 echo "verify $VERIFY_RPS rows/s; limit $LIMIT_HPS (ratio $VERIFY_LIMIT_RATIO, >= 0.5); hand SQL $HAND_VERIFY_RPS (ratio $VERIFY_HAND_RATIO, > 1)"

@@ -31,7 +31,8 @@ CREATE INDEX records_anchor_id_ts_idx ON ledger.records (anchor_id, ts);
 COMMENT ON TABLE ledger.records IS 'the built-in ledger: one hash chain per anchor_id';
 
 -- Merkle checkpoints of chains. Itself a ledger (one chain); `prev_checkpoint` links the
--- checkpoints of one ledger chain.
+-- checkpoints of one ledger chain, and `frontier` (the roots of the tree's perfect subtrees) lets
+-- the next checkpoint hash only the records added since.
 CREATE TABLE ledger.checkpoints (
     cid             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     ledger          text NOT NULL,
@@ -45,6 +46,7 @@ CREATE TABLE ledger.checkpoints (
     created_at      timestamptz NOT NULL DEFAULT now(),
     public_key      bytea,
     sig             bytea,
+    frontier        bytea NOT NULL,
     seq             bigint NOT NULL,
     prev_hash       char(64),
     hash            char(64) UNIQUE NOT NULL

@@ -168,25 +168,26 @@ pub unsafe fn text_datum_to_str<'a>(datum: Datum) -> &'a str {
     server_bytes_to_str(varlena_bytes(datum))
 }
 
-/// Server-encoded bytes as UTF-8, converting when the database is not UTF-8.
+/// Stored text as UTF-8. Ledgers live only in UTF8 databases ([`require_utf8_database`]), where
+/// PostgreSQL has already validated every text value.
 unsafe fn server_bytes_to_str<'a>(bytes: &'a [u8]) -> &'a str {
-    if pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 {
-        // PostgreSQL validates text against the database encoding on input.
-        return std::str::from_utf8_unchecked(bytes);
-    }
-    let converted = pg_sys::pg_server_to_any(
-        bytes.as_ptr() as *const std::ffi::c_char,
-        bytes.len() as i32,
-        pg_sys::pg_enc::PG_UTF8 as i32,
-    );
-    let converted: &'a [u8] =
-        if converted as *const u8 == bytes.as_ptr() { bytes } else { CStr::from_ptr(converted).to_bytes() };
-    match std::str::from_utf8(converted) {
-        Ok(s) => s,
-        Err(_) => raise(
-            LedgerError::new(SqlState::FeatureNotSupported, "text that is not valid UTF-8 cannot be hashed")
-                .hint("Use a UTF8 database, or a bytea column for binary data."),
-        ),
+    require_utf8_database();
+    std::str::from_utf8_unchecked(bytes)
+}
+
+/// Ledgers hash text and names as UTF-8, and Rust strings are UTF-8 throughout, so other database
+/// encodings are refused rather than converted.
+pub fn require_utf8_database() {
+    // SAFETY: reads the database encoding.
+    unsafe {
+        if pg_sys::GetDatabaseEncoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
+            let name = CStr::from_ptr(pg_sys::GetDatabaseEncodingName()).to_string_lossy();
+            raise(
+                LedgerError::new(SqlState::FeatureNotSupported, "ledger needs a UTF8 database")
+                    .detail(format!("This database's encoding is {name}."))
+                    .hint("Create the database with ENCODING 'UTF8'."),
+            );
+        }
     }
 }
 
@@ -230,6 +231,33 @@ pub unsafe fn fetch_row(rel: pg_sys::Relation, tid_datum: Datum) -> Option<Store
     let mut nulls = vec![false; natts];
     pg_sys::heap_deform_tuple(&mut tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
     Some(StoredRow { values, nulls, buffer })
+}
+
+/// A SHA3-256 hash as the `char(64)` lower-case hex that ledger tables store.
+pub struct Hash64(pub String);
+
+// SAFETY: returns a text datum, which is also a valid bpchar datum.
+unsafe impl pgrx::callconv::BoxRet for Hash64 {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        fcinfo.return_raw_datum(text_datum(&self.0))
+    }
+}
+
+// SAFETY: returned as character(64).
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for Hash64 {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Hash64);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("character(64)"));
+    const RETURN_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("character(64)"),
+    ));
 }
 
 /// A value of SQL type `name` (PostgreSQL's identifier type), as a function argument.

@@ -19,6 +19,7 @@ const LEDGER_COLUMNS: [(&str, &str, &str); 3] =
 #[pg_extern(volatile, parallel_unsafe)]
 fn enable(tbl: PgRelation, chain_by: default!(Option<SqlName>, "NULL")) {
     let chain_by = chain_by.as_ref().map(|n| n.0.as_str());
+    crate::datum::require_utf8_database();
     // Our own ALTER TABLE refuses a relation this session holds open, so work by OID from here.
     let relid = tbl.oid();
     // SAFETY: an open relation's pg_class row.
@@ -45,8 +46,17 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<SqlName>, "NULL")) {
                     .detail("seq, prev_hash and hash are computed by the ledger."),
             );
         }
-        if column_type_of(*type_oid).is_none() {
-            raise(unsupported(&name, &[(chain.to_string(), format_type(*type_oid))]));
+        match column_type_of(*type_oid) {
+            None => raise(unsupported(&name, &[(chain.to_string(), format_type(*type_oid))])),
+            Some(t) if !t.equality_is_identity() || !deterministic_collation(relid, chain) => raise(
+                LedgerError::new(
+                    SqlState::FeatureNotSupported,
+                    format!("column \"{chain}\" of type {} cannot select chains", format_type(*type_oid)),
+                )
+                .detail("Values that compare equal must be stored alike to name one chain; this type or collation lets equal values differ (as numeric 1.0 and 1.00 do).")
+                .hint(format!("Chain by a column of type {} with a deterministic collation.", ColumnType::chain_types_list())),
+            ),
+            Some(_) => {}
         }
     }
     for (column, type_name, sql_type) in LEDGER_COLUMNS {
@@ -147,6 +157,18 @@ fn check_enableable(relid: Oid, relkind: u8, name: &str) {
             ),
         );
     }
+}
+
+/// Non-deterministic collations make different strings equal.
+fn deterministic_collation(relid: Oid, column: &str) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT coalesce((SELECT c.collisdeterministic FROM pg_collation c WHERE c.oid = a.attcollation), true) \
+         FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = $2",
+        &[relid.into(), column.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }
 
 fn unsupported(name: &str, columns: &[(String, String)]) -> LedgerError {

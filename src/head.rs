@@ -188,7 +188,11 @@ unsafe fn copy_to_transaction_memory(layout: &Layout, datum: Datum) -> Datum {
     copy
 }
 
-unsafe fn lock_chain(relid: Oid, chain_key: &[u8]) {
+/// Takes the transaction-scoped lock of one chain of a table.
+///
+/// # Safety
+/// Must run inside a transaction.
+pub unsafe fn lock_chain(relid: Oid, chain_key: &[u8]) {
     let tag = pg_sys::LOCKTAG {
         locktag_field1: pg_sys::MyDatabaseId.to_u32(),
         locktag_field2: relid.to_u32(),

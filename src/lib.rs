@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+mod checkpoint;
 mod datum;
 mod enable;
 mod error;
@@ -21,6 +22,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    checkpoint::register_settings();
     // SAFETY: registering process-lifetime callbacks once, at library load.
     unsafe {
         pg_sys::RegisterXactCallback(Some(head::on_xact), std::ptr::null_mut());

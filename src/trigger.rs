@@ -81,6 +81,7 @@ fn append_row<'a>(
         let rel = data.tg_relation;
         let tupdesc = (*rel).rd_att;
         let layout = layout::for_relation((*rel).rd_id);
+        check_fires_last(data, &layout);
         let natts = (*tupdesc).natts as usize;
         let mut values = vec![Datum::from(0); natts];
         let mut nulls = vec![false; natts];
@@ -114,6 +115,43 @@ fn append_row<'a>(
             tuple
         });
         Ok(Some(PgHeapTuple::from_heap_tuple(pgrx::PgTupleDesc::from_pg_unchecked(tupdesc), new_tuple)))
+    }
+}
+
+/// BEFORE triggers fire in name order, and one that fired after this one could change the row after
+/// it was hashed: refuse the insert while such a trigger is enabled.
+unsafe fn check_fires_last(data: &pg_sys::TriggerData, layout: &Layout) {
+    let desc = (*data.tg_relation).trigdesc;
+    if desc.is_null() {
+        return;
+    }
+    let ours = (*data.tg_trigger).tgoid;
+    let triggers = std::slice::from_raw_parts((*desc).triggers, (*desc).numtriggers as usize);
+    let before_insert_row = pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_INSERT;
+    let replica = pg_sys::SessionReplicationRole == pg_sys::SESSION_REPLICATION_ROLE_REPLICA as i32;
+    let after_ours = triggers.iter().skip_while(|t| t.tgoid != ours).skip(1);
+    for trigger in after_ours {
+        let kind = trigger.tgtype as u32;
+        let fires = match trigger.tgenabled as u8 {
+            pg_sys::TRIGGER_DISABLED => false,
+            pg_sys::TRIGGER_FIRES_ALWAYS => true,
+            pg_sys::TRIGGER_FIRES_ON_REPLICA => replica,
+            _ => !replica,
+        };
+        if fires && kind & before_insert_row == before_insert_row && kind & pg_sys::TRIGGER_TYPE_INSTEAD == 0 {
+            let name = std::ffi::CStr::from_ptr(trigger.tgname).to_string_lossy();
+            raise(
+                LedgerError::new(
+                    SqlState::InvalidTableDefinition,
+                    format!(
+                        "trigger \"{name}\" on ledger {} fires after the ledger's append trigger",
+                        layout.qualified_name
+                    ),
+                )
+                .detail("It could change the row after the ledger hashed it.")
+                .hint("Rename it to sort before \"zz_ledger_append\", or make it an AFTER trigger."),
+            );
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::ffi::{CStr, CString};
 
 /// A chain given as text, parsed by the chain column's own input function. None when no chain is
 /// named; an error when the table has no chains to name.
-fn chain_datum<'l>(layout: &'l Layout, chain: Option<&str>) -> Option<(&'l ChainColumn, Datum)> {
+pub fn chain_datum<'l>(layout: &'l Layout, chain: Option<&str>) -> Option<(&'l ChainColumn, Datum)> {
     let text = chain?;
     let Some(column) = &layout.chain else {
         raise(

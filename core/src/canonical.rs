@@ -102,6 +102,27 @@ impl ColumnType {
         ColumnType::ALL.into_iter().find(|t| t.name() == name)
     }
 
+    /// Whether two values of this type that SQL calls equal are always stored alike. Only such
+    /// types can select chains: the chain's lock, head lookup and unique index use SQL equality,
+    /// the canonical encoding uses the stored value (numeric 1.0 = 1.00, float 0 = -0, interval
+    /// '1 day' = '24 hours' are equal but stored differently).
+    pub fn equality_is_identity(self) -> bool {
+        !matches!(
+            self,
+            ColumnType::Real
+                | ColumnType::DoublePrecision
+                | ColumnType::Numeric
+                | ColumnType::Interval
+                | ColumnType::Jsonb
+        )
+    }
+
+    /// For error hints: the types that can select chains.
+    pub fn chain_types_list() -> String {
+        let names: Vec<&str> = ColumnType::ALL.iter().filter(|t| t.equality_is_identity()).map(|t| t.name()).collect();
+        format!("{}, varchar, char(n), and domains over these", names.join(", "))
+    }
+
     /// For error hints: what `ledger.enable` accepts.
     pub fn supported_list() -> String {
         let names: Vec<&str> = ColumnType::ALL.iter().map(|t| t.name()).collect();

@@ -32,8 +32,10 @@ pub enum SqlState {
     FeatureNotSupported,
     /// 40001: a concurrent append under REPEATABLE READ or SERIALIZABLE.
     SerializationFailure,
-    /// XX001: stored ledger data that cannot be read back.
+    /// XX001: stored ledger data that cannot be read back, or no longer matches a checkpoint.
     DataCorrupted,
+    /// F0000: the signing key file is missing, unreadable, too widely readable or not a key.
+    ConfigFileError,
 }
 
 impl SqlState {
@@ -54,6 +56,7 @@ impl SqlState {
             SqlState::FeatureNotSupported => "0A000",
             SqlState::SerializationFailure => "40001",
             SqlState::DataCorrupted => "XX001",
+            SqlState::ConfigFileError => "F0000",
         }
     }
 }

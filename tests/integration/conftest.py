@@ -6,7 +6,6 @@ LEDGER_PYTEST_PORT to pin the port (default: the first free one of 55450-55459).
 
 import os
 
-import psycopg
 import pytest
 
 from ledgertest import Cluster, Database, database_name
@@ -22,14 +21,13 @@ def cluster():
         c.stop(keep=bool(os.environ.get("LEDGER_PYTEST_KEEP")))
 
 
-@pytest.fixture
-def db(cluster, request):
+def _fresh_database(cluster, request, options="", settings=None):
     name = database_name(request.node.name)
     with cluster.connect("postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 {options}')
     database = None
     try:
-        database = Database(cluster, name)
+        database = Database(cluster, name, settings)
         database.execute("CREATE EXTENSION ledger")
         yield database
     finally:
@@ -37,3 +35,16 @@ def db(cluster, request):
             database.close_all()
         with cluster.connect("postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(cluster, request):
+    """A fresh UTF8 database with the ledger extension."""
+    yield from _fresh_database(cluster, request)
+
+
+@pytest.fixture
+def latin1_db(cluster, request):
+    """A fresh LATIN1 database with the ledger extension (clients talk UTF8 to it)."""
+    yield from _fresh_database(cluster, request, "ENCODING LATIN1 LC_COLLATE 'C' LC_CTYPE 'C'",
+                               {"client_encoding": "UTF8"})

@@ -14,7 +14,6 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -41,11 +40,12 @@ CLUSTER_CONF = [
     "synchronous_commit = off",
     "full_page_writes = off",
     "deadlock_timeout = '100ms'",
+    "max_prepared_transactions = 10",
     "shared_buffers = '64MB'",
 ]
 
 sys.path.insert(0, str(VERIFY_EXPORT.parent))
-import verify_export as ve  # noqa: E402  the independent, offline implementation of FORMAT.md
+import verify_export as ve  # noqa: E402,F401  the independent implementation of FORMAT.md (re-exported)
 
 
 def _port_is_free(port: int) -> bool:
@@ -112,16 +112,18 @@ class Cluster:
 class Database:
     """A fresh database with the ledger extension; every connection opened here is closed after."""
 
-    def __init__(self, cluster: Cluster, name: str) -> None:
+    def __init__(self, cluster: Cluster, name: str, settings: dict | None = None) -> None:
         self.cluster = cluster
         self.name = name
+        self.settings = settings or {}  # applied to every connection to this database
         self._connections: list[psycopg.Connection] = []
         self._lock = threading.Lock()
         self.conn = self.connect(autocommit=True)
 
     def connect(self, autocommit: bool = False, settings: dict | None = None,
                 isolation_level: psycopg.IsolationLevel | None = None) -> psycopg.Connection:
-        conn = self.cluster.connect(self.name, autocommit=autocommit, settings=settings)
+        conn = self.cluster.connect(self.name, autocommit=autocommit,
+                                    settings={**self.settings, **(settings or {})})
         if isolation_level is not None:
             conn.isolation_level = isolation_level
         with self._lock:
@@ -193,7 +195,7 @@ class Database:
         order = f"{chain_col}::text, seq" if chain_col else "seq"
         chain_expr = f"{chain_col}::text" if chain_col else "NULL"
         return self.fetchall(
-            f"SELECT {chain_expr}, seq, prev_hash, hash, t::text FROM {tbl} t ORDER BY {order}")
+            f"SELECT {chain_expr}, seq, prev_hash, hash, row_::text FROM {tbl} row_ ORDER BY {order}")
 
 
 def offline_verify(lines: Iterable[str]) -> list[tuple]:

@@ -5,7 +5,6 @@ INSERT ... ON CONFLICT DO NOTHING."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,8 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from ledgertest import assert_clean, assert_dense, insert_record, insert_records
+from ledgertest import (assert_clean, assert_dense, insert_record, insert_records,
+                        offline_verify)
 
 A, B, C = (str(uuid.UUID(int=i)) for i in (0xA, 0xB, 0xC))
 
@@ -218,10 +218,21 @@ def test_audit_triggers_on_another_table(db):
         CREATE TRIGGER b_after AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION audit_row();
         CREATE TRIGGER c_stmt AFTER INSERT ON orders REFERENCING NEW TABLE AS new_rows
             FOR EACH STATEMENT EXECUTE FUNCTION audit_stmt();
+        -- Deferred to commit time: these appends run just before the pre-commit density check.
+        CREATE CONSTRAINT TRIGGER d_deferred AFTER INSERT ON orders
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION audit_row();
     """)
     db.execute("INSERT INTO orders (account, amount) SELECT (ARRAY[%s, %s]::uuid[])[g %% 2 + 1], g "
                "FROM generate_series(1, 20) g", (A, B))
-    assert_dense(db, {A: 21, B: 21})
+    assert_dense(db, {A: 31, B: 31})
+    # The same inside an explicit transaction with more appends after the INSERT.
+    conn = db.connect()
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO orders (account, amount) VALUES (%s, 1), (%s, 2)", (A, C))
+        insert_record(cur, A)
+        insert_record(cur, C)
+    conn.commit()
+    assert_dense(db, {A: 31 + 5, B: 31, C: 5})
     assert_clean(db)
 
 
@@ -324,9 +335,4 @@ def test_later_before_trigger_cannot_corrupt_chain(db):
     except psycopg.Error:
         assert db.scalar("SELECT count(*) FROM notes") == 0
     assert db.verify("notes") == []
-    assert offline_ok(db, "notes")
-
-
-def offline_ok(db, tbl):
-    from ledgertest import offline_verify
-    return offline_verify(db.export_lines(tbl)) == []
+    assert offline_verify(db.export_lines("notes")) == []

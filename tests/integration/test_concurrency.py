@@ -3,6 +3,7 @@ writers on different chains never wait for each other."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -10,15 +11,15 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg
 import pytest
 from psycopg import errors
 
 from ledgertest import (assert_clean, assert_dense, backend_wait, insert_record, insert_records,
-                        wait_until)
+                        offline_verify, wait_until)
 
 WRITERS = 8
-ROWS_PER_WRITER = 200
+# LEDGER_PYTEST_SCALE=10 runs ten times as many rows per writer (a longer soak).
+ROWS_PER_WRITER = 200 * int(os.environ.get("LEDGER_PYTEST_SCALE", "1"))
 
 
 class Writer:
@@ -60,8 +61,6 @@ class Writer:
                 assert self.multi_chain, "deadlock between writers of single-chain transactions"
                 conn.rollback()
                 self.shapes["deadlock"] += 1
-                continue
-            if pending is None:
                 continue
             if pending and pending[0] == "ROLLBACK":
                 conn.rollback()
@@ -189,9 +188,46 @@ def check_result(db, committed: dict):
     assert_clean(db)
 
 
+class Reader:
+    """While writers run: ledger.verify and the export (checked offline) see consistent chains."""
+
+    def __init__(self, db):
+        self.db, self.stop, self.rounds, self.error = db, threading.Event(), 0, None
+        self.max_waiting = 0  # writers seen waiting for a chain lock at once
+
+    def run(self):
+        conn = self.db.connect(autocommit=True)
+        try:
+            while not self.stop.is_set():
+                waiting = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                       "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                                       ).fetchone()[0]
+                self.max_waiting = max(self.max_waiting, waiting)
+                assert conn.execute("SELECT * FROM ledger.verify()").fetchall() == []
+                if self.rounds % 4 == 0:
+                    lines = [r[0] for r in conn.execute(
+                        "SELECT * FROM ledger.export('ledger.records')")]
+                    assert offline_verify(lines) == []
+                self.rounds += 1
+        except BaseException as e:  # reported by the test
+            self.error = e
+        finally:
+            conn.close()
+
+
 def test_eight_writers_one_chain(db):
     chain = str(uuid.uuid4())
-    writers, committed = run_writers(db, [[chain]] * WRITERS, ROWS_PER_WRITER)
+    reader = Reader(db)
+    thread = threading.Thread(target=reader.run)
+    thread.start()
+    try:
+        writers, committed = run_writers(db, [[chain]] * WRITERS, ROWS_PER_WRITER)
+    finally:
+        reader.stop.set()
+        thread.join(timeout=60)
+    assert reader.error is None, reader.error
+    assert reader.rounds >= 2
+    assert reader.max_waiting >= 2, "the writers never contended for the chain"
     shapes = sum((w.shapes for w in writers), Counter())
     # Every transaction shape was exercised, and a realistic share rolled back.
     assert set(shapes) >= {"rollback", "failed_tx", "savepoint_rollback", "failed_in_savepoint",
@@ -267,6 +303,10 @@ def test_other_chains_do_not_wait(db):
         # The lock C waits for is held by A.
         blockers = db.scalar("SELECT pg_blocking_pids(%s)", (c_pid,))
         assert blockers == [a.info.backend_pid]
+        # The chain lock is keyed on the table (and the chain): head.rs's advisory lock space.
+        awaited = db.fetchall("SELECT locktype, classid::regclass::text, objsubid FROM pg_locks "
+                              "WHERE pid = %s AND NOT granted", (c_pid,))
+        assert awaited == [("advisory", "ledger.records", 19527)]
         time.sleep(0.3)
         assert thread.is_alive() and "row" not in result
         # Meanwhile another writer on Y is still not blocked.
@@ -310,4 +350,43 @@ def test_rolled_back_holder_releases_chain(db):
     assert "error" not in result, result.get("error")
     assert result["row"][1] == 2 and result["row"][2] == head[3]
     assert_dense(db, {x: 2})
+    assert_clean(db)
+
+
+def test_prepared_transaction_holds_chain(db):
+    """Two-phase commit: a prepared transaction keeps its chain locked; a writer waits for COMMIT
+    PREPARED and then links after the prepared record (or takes its seq after ROLLBACK PREPARED)."""
+    x = str(uuid.uuid4())
+    head = insert_record(db.conn.cursor(), x)
+    for outcome in ("COMMIT", "ROLLBACK"):
+        gid = f"ledger-{outcome.lower()}"
+        a = db.connect()
+        prepared = insert_record(a.cursor(), x)
+        insert_record(a.cursor(), x)  # two rows: the pre-commit density check runs at PREPARE
+        a.execute(f"PREPARE TRANSACTION '{gid}'")
+        a.close()
+        c = db.connect()
+        result = {}
+
+        def c_append():
+            try:
+                result["row"] = insert_record(c.cursor(), x)
+                c.commit()
+            except Exception as e:
+                result["error"] = e
+
+        thread = threading.Thread(target=c_append)
+        thread.start()
+        wait_until(lambda: (backend_wait(db, c.info.backend_pid) or (None,))[0] == "Lock",
+                   what="C to wait for the prepared transaction")
+        db.execute(f"{outcome} PREPARED '{gid}'")
+        thread.join(timeout=20)
+        assert "error" not in result, result.get("error")
+        if outcome == "COMMIT":
+            assert result["row"][1] == prepared[1] + 2
+            head = result["row"]
+        else:
+            assert result["row"][1:3] == (head[1] + 1, head[3])
+            head = result["row"]
+    assert_dense(db, {x: 5})
     assert_clean(db)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from ledgertest import assert_clean, assert_dense, insert_record, ve
+from ledgertest import assert_clean, assert_dense, ve
 
 A, B = str(uuid.UUID(int=0xA)), str(uuid.UUID(int=0xB))
 TS = "2024-02-29 12:34:56.789+00"  # also the export's text of this timestamptz

@@ -51,3 +51,20 @@ SELECT count(*) AS registered FROM ledger.ledgers WHERE tbl::text IN ('no_pk', '
 
 -- A null chain key on insert is refused.
 INSERT INTO audit (id, account, amount, at) VALUES (6, null, 1, now());
+
+-- Chains are chosen by SQL equality and hashed by stored value, so the two must agree.
+CREATE TABLE by_amount (id int PRIMARY KEY, amount numeric NOT NULL);
+SELECT ledger.enable('by_amount', chain_by => 'amount');
+CREATE TABLE by_name (id int PRIMARY KEY, name text COLLATE "C" NOT NULL);
+SELECT ledger.enable('by_name', chain_by => 'name');
+
+-- A BEFORE trigger that would fire after the ledger's could change a hashed row: refused.
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+SELECT ledger.enable('notes');
+CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.body := upper(NEW.body); RETURN NEW; END $$;
+CREATE TRIGGER zzz_shout BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION shout();
+INSERT INTO notes VALUES (1, 'hello');
+ALTER TRIGGER zzz_shout ON notes RENAME TO shout;
+INSERT INTO notes VALUES (1, 'hello');
+SELECT body, seq FROM notes;
+SELECT * FROM ledger.verify('notes');

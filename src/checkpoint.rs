@@ -1,0 +1,688 @@
+//! Merkle checkpoints, proofs and signed digests (docs/FORMAT.md, "Merkle trees" onwards).
+//!
+//! A checkpoint fixes a chain's size and Merkle root in `ledger.checkpoints` (itself a ledger),
+//! links to the chain's previous checkpoint, and is signed when the server has a key. It keeps the
+//! tree's frontier, so the next checkpoint hashes only the records added since.
+
+use crate::datum::Hash64;
+use crate::error::{raise, OrRaise};
+use crate::layout::{self, quote_ident, Layout};
+use crate::verify::chain_datum;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::SigningKey;
+use ledger_core::hash::{parse_hex, to_hex, Digest};
+use ledger_core::merkle::{self, Frontier};
+use ledger_core::note::{self, Note, Statement};
+use ledger_core::proof::{ConsistencyProof, InclusionProof};
+use ledger_core::{LedgerError, SqlState};
+use pgrx::datum::DatumWithOid;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{AllocatedByRust, JsonB, PgRelation};
+use serde_json::{json, Map};
+use std::ffi::CString;
+use std::rc::Rc;
+
+static SIGNING_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+pub fn register_settings() {
+    GucRegistry::define_string_guc(
+        c"ledger.signing_key_file",
+        c"Ed25519 private key (PKCS#8 PEM) that signs checkpoints.",
+        c"Readable only by the server's OS user; empty: checkpoints are unsigned.",
+        &SIGNING_KEY_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+}
+
+fn key_error(path: &str, detail: impl Into<String>) -> LedgerError {
+    LedgerError::new(SqlState::ConfigFileError, format!("cannot use signing key file \"{path}\""))
+        .detail(detail.into())
+        .hint("ledger.signing_key_file names a PKCS#8 PEM Ed25519 key, e.g. from: openssl genpkey -algorithm ed25519")
+}
+
+/// The configured signing key, if any.
+fn signing_key() -> Option<SigningKey> {
+    use std::os::unix::fs::MetadataExt;
+    let path = SIGNING_KEY_FILE.get()?.to_string_lossy().into_owned();
+    if path.is_empty() {
+        return None;
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| key_error(&path, e.to_string())).or_raise();
+    // As for ssl_key_file: owned by the server user with no group or other access, or owned by
+    // root with at most group read.
+    let owner_ok = meta.uid() == unsafe { libc_geteuid() } && meta.mode() & 0o077 == 0;
+    let root_ok = meta.uid() == 0 && meta.mode() & 0o037 == 0;
+    if !owner_ok && !root_ok {
+        raise(key_error(&path, format!("its permissions {:o} let others read it", meta.mode() & 0o777)));
+    }
+    let pem = std::fs::read_to_string(&path).map_err(|e| key_error(&path, e.to_string())).or_raise();
+    Some(SigningKey::from_pkcs8_pem(&pem).map_err(|e| key_error(&path, e.to_string())).or_raise())
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// The server's public key (base64, as in digests), or NULL when checkpoints are unsigned.
+#[pg_extern(volatile, parallel_safe)]
+fn public_key() -> Option<String> {
+    use base64::Engine as _;
+    signing_key().map(|k| base64::engine::general_purpose::STANDARD.encode(k.verifying_key().to_bytes()))
+}
+
+fn spi_error(what: &str, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::new(SqlState::DataCorrupted, what.to_string()).detail(e.to_string())
+}
+
+/// The record hashes of seqs `from..=to` of one chain, in order; an error names the first gap.
+fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Result<Vec<Digest>, LedgerError> {
+    if to < from {
+        return Ok(Vec::new());
+    }
+    let chain = chain_datum(layout, chain);
+    let filter = chain.map(|(c, _)| format!("{} = $3 AND", quote_ident(&c.name))).unwrap_or_default();
+    let query = format!(
+        "SELECT seq, hash::text FROM ONLY {} WHERE {filter} seq >= $1 AND seq <= $2 ORDER BY seq",
+        layout.qualified_name
+    );
+    let mut args: Vec<DatumWithOid> = vec![from.into(), to.into()];
+    if let Some((column, datum)) = chain {
+        // SAFETY: a datum of the chain column's type.
+        args.push(unsafe { DatumWithOid::new(datum, column.type_oid) });
+    }
+    let mut hashes = Vec::with_capacity((to - from + 1) as usize);
+    let mut expected = from;
+    Spi::connect(|client| {
+        let mut cursor = client.open_cursor(query.as_str(), &args);
+        loop {
+            let batch = cursor.fetch(10_000).map_err(|e| spi_error("cannot read the chain", e))?;
+            if batch.is_empty() {
+                break;
+            }
+            for row in batch {
+                let seq: i64 = row.get(1).map_err(|e| spi_error("cannot read seq", e))?.unwrap_or(0);
+                let hash: String = row.get(2).map_err(|e| spi_error("cannot read hash", e))?.unwrap_or_default();
+                if seq != expected {
+                    return Err(missing(layout, expected));
+                }
+                hashes.push(parse_hex(&hash, "hash")?);
+                expected += 1;
+            }
+        }
+        Ok(())
+    })?;
+    if expected <= to {
+        return Err(missing(layout, expected));
+    }
+    Ok(hashes)
+}
+
+fn missing(layout: &Layout, seq: i64) -> LedgerError {
+    LedgerError::new(
+        SqlState::DataCorrupted,
+        format!("record {seq} of the chain is missing from {}", layout.qualified_name),
+    )
+    .hint("Run ledger.verify() on the ledger.")
+}
+
+fn leaves(hashes: &[Digest]) -> Vec<Digest> {
+    hashes.iter().map(merkle::leaf_hash).collect()
+}
+
+fn layout_by_name(name: &str) -> Result<Rc<Layout>, LedgerError> {
+    let relid = Spi::get_one_with_args::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[name.into()])
+        .map_err(|e| spi_error("cannot look up the ledger", e))?
+        .ok_or_else(|| LedgerError::new(SqlState::UndefinedObject, format!("ledger table {name} no longer exists")))?;
+    Ok(layout::for_relation(relid))
+}
+
+/// MTH of the records `from_seq..=to_seq` of a chain.
+#[pg_extern(stable, parallel_safe)]
+fn merkle_root(tbl: PgRelation, chain: Option<&str>, from_seq: i64, to_seq: i64) -> Hash64 {
+    let layout = layout::for_relation(tbl.oid());
+    if from_seq < 1 || to_seq < from_seq - 1 {
+        raise(
+            LedgerError::new(SqlState::InvalidParameterValue, "invalid seq range")
+                .detail(format!("from_seq {from_seq}, to_seq {to_seq}: seqs start at 1 and to_seq >= from_seq - 1")),
+        );
+    }
+    let hashes = record_hashes(&layout, chain, from_seq, to_seq).or_raise();
+    Hash64(to_hex(&merkle::root_of_leaves(&leaves(&hashes))))
+}
+
+/// A stored checkpoint, as read back.
+struct Checkpoint {
+    cid: String,
+    ledger: String,
+    chain: Option<String>,
+    size: i64,
+    root: String,
+    previous: Option<String>,
+    time: String,
+    public_key: Option<Vec<u8>>,
+    sig: Option<Vec<u8>>,
+    hash: String,
+    seq: i64,
+}
+
+const CHECKPOINT_COLUMNS: &str = "cid::text, ledger, chain, record_count::bigint, merkle_root::text, \
+     prev_checkpoint::text, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+     public_key, sig, hash::text, seq";
+
+fn read_checkpoint(row: &pgrx::spi::SpiHeapTupleData) -> Result<Checkpoint, pgrx::spi::Error> {
+    Ok(Checkpoint {
+        cid: row.get(1)?.unwrap_or_default(),
+        ledger: row.get(2)?.unwrap_or_default(),
+        chain: row.get(3)?,
+        size: row.get(4)?.unwrap_or(0),
+        root: row.get(5)?.unwrap_or_default(),
+        previous: row.get(6)?,
+        time: row.get(7)?.unwrap_or_default(),
+        public_key: row.get(8)?,
+        sig: row.get(9)?,
+        hash: row.get(10)?.unwrap_or_default(),
+        seq: row.get(11)?.unwrap_or(0),
+    })
+}
+
+fn load_checkpoint(cid: pgrx::Uuid) -> Checkpoint {
+    let query = format!("SELECT {CHECKPOINT_COLUMNS} FROM ledger.checkpoints WHERE cid = $1");
+    Spi::connect(|client| {
+        let rows = client.select(query.as_str(), Some(1), &[cid.into()])?;
+        match rows.into_iter().next() {
+            Some(row) => read_checkpoint(&row).map(Some),
+            None => Ok(None),
+        }
+    })
+    .map_err(|e| spi_error("cannot read the checkpoint", e))
+    .or_raise()
+    .unwrap_or_else(|| raise(LedgerError::new(SqlState::UndefinedObject, format!("checkpoint {cid} does not exist"))))
+}
+
+impl Checkpoint {
+    fn statement(&self) -> Result<Statement, LedgerError> {
+        Ok(Statement {
+            ledger: self.ledger.clone(),
+            chain: self.chain.clone(),
+            size: u64::try_from(self.size).map_err(|_| corrupt_checkpoint(self, "a negative record_count"))?,
+            root: parse_hex(&self.root, "merkle_root")?,
+            previous: self.previous.as_deref().map(|p| parse_hex(p, "prev_checkpoint")).transpose()?,
+            time: self.time.clone(),
+            checkpoint: self.cid.clone(),
+            public_key: match &self.public_key {
+                None => None,
+                Some(k) => Some(
+                    <[u8; 32]>::try_from(k.as_slice())
+                        .map_err(|_| corrupt_checkpoint(self, "a malformed public_key"))?,
+                ),
+            },
+        })
+    }
+
+    fn signature(&self) -> Option<[u8; 64]> {
+        self.sig.as_deref().and_then(|s| <[u8; 64]>::try_from(s).ok())
+    }
+}
+
+fn corrupt_checkpoint(checkpoint: &Checkpoint, what: &str) -> LedgerError {
+    LedgerError::new(SqlState::DataCorrupted, format!("checkpoint {} has {what}", checkpoint.cid))
+}
+
+/// The latest checkpoint of a chain of a ledger.
+fn latest_checkpoint(ledger: &str, chain: Option<&str>) -> Option<(Checkpoint, Option<Vec<u8>>)> {
+    let query = format!(
+        "SELECT {CHECKPOINT_COLUMNS}, frontier FROM ledger.checkpoints \
+         WHERE ledger = $1 AND chain IS NOT DISTINCT FROM $2 ORDER BY seq DESC LIMIT 1"
+    );
+    Spi::connect(|client| {
+        let rows = client.select(query.as_str(), Some(1), &[ledger.into(), chain.into()])?;
+        match rows.into_iter().next() {
+            Some(row) => Ok::<_, pgrx::spi::Error>(Some((read_checkpoint(&row)?, row.get::<Vec<u8>>(12)?))),
+            None => Ok(None),
+        }
+    })
+    .map_err(|e| spi_error("cannot read the previous checkpoint", e))
+    .or_raise()
+}
+
+type CheckpointRow = pgrx::heap_tuple::PgHeapTuple<'static, AllocatedByRust>;
+
+/// Checkpoints one chain of `tbl` (every chain when `chain` is NULL).
+#[pg_extern(volatile, parallel_unsafe)]
+fn checkpoint(
+    tbl: default!(PgRelation, "'ledger.records'"),
+    chain: default!(Option<&str>, "NULL"),
+) -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
+    let layout = layout::for_relation(tbl.oid());
+    drop(tbl);
+    let chains: Vec<Option<String>> = match (&layout.chain, chain) {
+        (_, Some(c)) => vec![Some(c.to_string())],
+        (None, None) => vec![None],
+        (Some(column), None) => Spi::connect(|client| {
+            let query = format!(
+                "SELECT DISTINCT {}::text FROM ONLY {} ORDER BY 1",
+                quote_ident(&column.name),
+                layout.qualified_name
+            );
+            client.select(query.as_str(), None, &[])?.map(|row| row.get::<String>(1)).collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| spi_error("cannot list the chains", e))
+        .or_raise(),
+    };
+    let key = signing_key();
+    let rows: Vec<CheckpointRow> =
+        chains.iter().map(|c| checkpoint_chain(&layout, c.as_deref(), key.as_ref())).collect();
+    SetOfIterator::new(rows)
+}
+
+fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKey>) -> CheckpointRow {
+    let ledger = layout.qualified_name.clone();
+    let checkpoints = layout::for_relation(
+        Spi::get_one::<pg_sys::Oid>("SELECT 'ledger.checkpoints'::regclass::oid")
+            .ok()
+            .flatten()
+            .expect("the extension's table"),
+    );
+    // One checkpointer per chain at a time, so checkpoints of a chain form a line.
+    // SAFETY: inside the caller's transaction.
+    unsafe { crate::head::lock_chain(checkpoints.relid, format!("{ledger}\n{}", chain.unwrap_or("")).as_bytes()) };
+    let previous = latest_checkpoint(&ledger, chain);
+    let mut frontier = match &previous {
+        None => Frontier::default(),
+        Some((cp, stored)) => {
+            let subtrees: Option<Vec<Digest>> = stored
+                .as_deref()
+                .filter(|b| b.len() % 32 == 0)
+                .map(|b| b.chunks_exact(32).map(|c| <Digest>::try_from(c).expect("32 bytes")).collect());
+            subtrees
+                .and_then(|s| Frontier::from_parts(cp.size as u64, s))
+                .unwrap_or_else(|| raise(corrupt_checkpoint(cp, "a frontier that does not fit its record_count")))
+        }
+    };
+    let head = Spi::get_one_with_args::<i64>(
+        &format!(
+            "SELECT max(seq) FROM ONLY {ledger} {}",
+            layout
+                .chain
+                .as_ref()
+                .filter(|_| chain.is_some())
+                .map(|c| format!("WHERE {}::text = $1", quote_ident(&c.name)))
+                .unwrap_or_default()
+        ),
+        &[chain.unwrap_or_default().into()],
+    )
+    .map_err(|e| spi_error("cannot read the chain head", e))
+    .or_raise()
+    .unwrap_or(0);
+    if head == 0 && layout.chain.is_some() {
+        raise(LedgerError::new(
+            SqlState::UndefinedObject,
+            format!("ledger {ledger} has no chain {}", chain.unwrap_or_default()),
+        ));
+    }
+    let from = frontier.size() as i64 + 1;
+    for hash in record_hashes(layout, chain, from, head).or_raise() {
+        frontier.push(&hash);
+    }
+    let size = frontier.size();
+    let record_count = i32::try_from(size)
+        .map_err(|_| LedgerError::new(SqlState::InvalidParameterValue, "chain too long for record_count"))
+        .or_raise();
+    let cid = Spi::get_one::<String>("SELECT gen_random_uuid()::text").ok().flatten().expect("a uuid");
+    let time = note::format_time(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+    let statement = Statement {
+        ledger: ledger.clone(),
+        chain: chain.map(str::to_string),
+        size,
+        root: frontier.root(),
+        previous: previous.as_ref().map(|(cp, _)| parse_hex(&cp.hash, "hash")).transpose().or_raise(),
+        time: time.clone(),
+        checkpoint: cid.clone(),
+        public_key: key.map(|k| k.verifying_key().to_bytes()),
+    };
+    let sig = key.map(|k| note::sign(&statement.body(), k).to_vec());
+    let frontier_bytes: Vec<u8> = frontier.subtrees().concat();
+    Spi::connect_mut(|client| {
+        let rows = client.update(
+            "INSERT INTO ledger.checkpoints (cid, ledger, chain, range_start, range_end, record_count, merkle_root, \
+             prev_checkpoint, created_at, public_key, sig, frontier) \
+             VALUES ($1::uuid, $2, $3, '1', $4, $5, $6, $7, $8::timestamptz, $9, $10, $11) RETURNING checkpoints",
+            None,
+            &[
+                cid.as_str().into(),
+                ledger.as_str().into(),
+                chain.into(),
+                size.to_string().into(),
+                record_count.into(),
+                to_hex(&statement.root).into(),
+                statement.previous.as_ref().map(to_hex).into(),
+                time.as_str().into(),
+                statement.public_key.map(|k| k.to_vec()).into(),
+                sig.into(),
+                frontier_bytes.into(),
+            ],
+        )?;
+        rows.first().get::<pgrx::heap_tuple::PgHeapTuple<'static, AllocatedByRust>>(1)
+    })
+    .map_err(|e| spi_error("cannot store the checkpoint", e))
+    .or_raise()
+    .expect("INSERT ... RETURNING returns the row")
+}
+
+type CheckRow = (String, Option<bool>, String);
+
+fn check(name: &str, ok: Option<bool>, detail: impl Into<String>) -> CheckRow {
+    (name.to_string(), ok, detail.into())
+}
+
+/// Recomputes what a checkpoint states from today's rows: its own row hash, its signature, its
+/// Merkle root, and its consistency with the chain's previous checkpoint.
+#[pg_extern(stable, parallel_safe)]
+fn verify_checkpoint(
+    cid: pgrx::Uuid,
+) -> TableIterator<'static, (name!(check, String), name!(ok, Option<bool>), name!(detail, String))> {
+    let cp = load_checkpoint(cid);
+    let mut out = Vec::new();
+
+    let row_ok = Spi::get_one_with_args::<bool>(
+        "SELECT ledger.sha3_256(ledger.canonical_bytes('ledger.checkpoints', NULL, $1)) = $2",
+        &[cp.seq.into(), cp.hash.as_str().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    out.push(check(
+        "checkpoint_row",
+        Some(row_ok),
+        if row_ok {
+            "the checkpoint row hashes to its stored hash".into()
+        } else {
+            "the checkpoint row was edited after it was stored".to_string()
+        },
+    ));
+
+    let statement = cp.statement();
+    match (&statement, cp.signature()) {
+        (Err(e), _) => out.push(check("signature", Some(false), e.message.clone())),
+        (Ok(s), _) if s.public_key.is_none() => {
+            out.push(check("signature", None, "unsigned: the server had no ledger.signing_key_file"))
+        }
+        (Ok(s), Some(sig)) => {
+            let valid = note::verify_signature(&s.body(), s.public_key.as_ref().expect("checked"), &sig);
+            out.push(check(
+                "signature",
+                Some(valid),
+                if valid {
+                    "Ed25519 signature by the checkpoint's key verifies"
+                } else {
+                    "the signature does not match the checkpoint's contents"
+                },
+            ));
+        }
+        (Ok(_), None) => out.push(check("signature", Some(false), "a public key but no valid signature")),
+    }
+
+    let layout = layout_by_name(&cp.ledger);
+    let today: Result<Vec<Digest>, LedgerError> = layout
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|l| record_hashes(l, cp.chain.as_deref(), 1, cp.size).map(|h| leaves(&h)));
+    match (&today, &statement) {
+        (Err(e), _) => out.push(check(
+            "merkle_root",
+            Some(false),
+            format!("{}: the checkpoint covers {} records", e.message, cp.size),
+        )),
+        (Ok(leaves), Ok(s)) => {
+            let root = merkle::root_of_leaves(leaves);
+            let ok = root == s.root;
+            out.push(check(
+                "merkle_root",
+                Some(ok),
+                if ok {
+                    format!("today's first {} records hash to the checkpoint's root", cp.size)
+                } else {
+                    format!(
+                        "today's first {} records hash to {}, the checkpoint says {}: history was rewritten",
+                        cp.size,
+                        to_hex(&root),
+                        cp.root
+                    )
+                },
+            ));
+        }
+        (Ok(_), Err(e)) => out.push(check("merkle_root", Some(false), e.message.clone())),
+    }
+
+    out.push(check_previous(&cp, today.as_ref().ok()));
+    TableIterator::new(out)
+}
+
+/// The chain's previous checkpoint is linked and is a prefix of this one.
+fn check_previous(cp: &Checkpoint, today: Option<&Vec<Digest>>) -> CheckRow {
+    let query = format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM ledger.checkpoints \
+         WHERE ledger = $1 AND chain IS NOT DISTINCT FROM $2 AND seq < $3 ORDER BY seq DESC LIMIT 1"
+    );
+    let previous = Spi::connect(|client| {
+        let rows = client.select(
+            query.as_str(),
+            Some(1),
+            &[cp.ledger.as_str().into(), cp.chain.as_deref().into(), cp.seq.into()],
+        )?;
+        rows.into_iter().next().map(|r| read_checkpoint(&r)).transpose()
+    });
+    let previous = match previous {
+        Ok(p) => p,
+        Err(e) => return check("previous", Some(false), e.to_string()),
+    };
+    let Some(prev) = previous else {
+        let ok = cp.previous.is_none();
+        return check(
+            "previous",
+            Some(ok),
+            if ok { "the chain's first checkpoint" } else { "links to a previous checkpoint that no longer exists" },
+        );
+    };
+    if cp.previous.as_deref() != Some(prev.hash.as_str()) {
+        return check(
+            "previous",
+            Some(false),
+            format!("does not link to the chain's previous checkpoint {}", prev.cid),
+        );
+    }
+    let (Ok(old_root), Ok(new_root)) = (parse_hex(&prev.root, "merkle_root"), parse_hex(&cp.root, "merkle_root"))
+    else {
+        return check("previous", Some(false), "a malformed merkle_root");
+    };
+    let Some(leaves) = today else {
+        return check("previous", Some(false), "the chain's records cannot be read back to prove consistency");
+    };
+    let proof = ConsistencyProof {
+        old_size: prev.size as u64,
+        new_size: cp.size as u64,
+        old_root,
+        new_root,
+        path: merkle::consistency_proof(leaves, prev.size as u64).unwrap_or_default(),
+    };
+    let ok = proof.verify();
+    check(
+        "previous",
+        Some(ok),
+        if ok {
+            format!("consistent with previous checkpoint {} ({} records)", prev.cid, prev.size)
+        } else {
+            format!("not consistent with previous checkpoint {} ({} records)", prev.cid, prev.size)
+        },
+    )
+}
+
+/// An inclusion proof of record `seq` in a checkpoint's tree.
+#[pg_extern(stable, parallel_safe)]
+fn inclusion_proof(cid: pgrx::Uuid, seq: i64) -> JsonB {
+    let cp = load_checkpoint(cid);
+    if seq < 1 || seq > cp.size {
+        raise(
+            LedgerError::new(SqlState::InvalidParameterValue, format!("seq {seq} is not in checkpoint {cid}"))
+                .detail(format!("The checkpoint covers seqs 1 to {}.", cp.size)),
+        );
+    }
+    let layout = layout_by_name(&cp.ledger).or_raise();
+    let hashes = record_hashes(&layout, cp.chain.as_deref(), 1, cp.size).or_raise();
+    let leaves = leaves(&hashes);
+    if to_hex(&merkle::root_of_leaves(&leaves)) != cp.root {
+        raise(no_longer_matches(&cp));
+    }
+    let proof = InclusionProof {
+        seq: seq as u64,
+        tree_size: cp.size as u64,
+        path: merkle::inclusion_proof(&leaves, seq as u64 - 1).expect("seq is in range"),
+    };
+    let mut info = Map::new();
+    info.insert("ledger".into(), json!(cp.ledger));
+    info.insert("chain".into(), json!(cp.chain));
+    info.insert("checkpoint".into(), json!(cp.cid));
+    info.insert("record_hash".into(), json!(to_hex(&hashes[seq as usize - 1])));
+    info.insert("root".into(), json!(cp.root));
+    JsonB(proof.to_json(info))
+}
+
+fn no_longer_matches(cp: &Checkpoint) -> LedgerError {
+    LedgerError::new(
+        SqlState::DataCorrupted,
+        format!("the records of checkpoint {} no longer hash to its root", cp.cid),
+    )
+    .hint("Run ledger.verify_checkpoint() on it.")
+}
+
+/// Does `proof` show the record with `record_hash` is in the tree with `root`? Needs no table.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn verify_inclusion(record_hash: &str, proof: JsonB, root: &str) -> bool {
+    let record_hash = parse_hex(record_hash, "record_hash").or_raise();
+    let root = parse_hex(root, "root").or_raise();
+    InclusionProof::parse(&proof.0).or_raise().verify(&record_hash, &root)
+}
+
+/// A proof that checkpoint `old_cid`'s tree is a prefix of checkpoint `new_cid`'s.
+#[pg_extern(stable, parallel_safe)]
+fn consistency_proof(old_cid: pgrx::Uuid, new_cid: pgrx::Uuid) -> JsonB {
+    let old = load_checkpoint(old_cid);
+    let new = load_checkpoint(new_cid);
+    if old.ledger != new.ledger || old.chain != new.chain {
+        raise(LedgerError::new(SqlState::InvalidParameterValue, "the checkpoints are of different chains").detail(
+            format!("{old_cid} is of {} {:?}, {new_cid} of {} {:?}.", old.ledger, old.chain, new.ledger, new.chain),
+        ));
+    }
+    if old.size > new.size {
+        raise(
+            LedgerError::new(SqlState::InvalidParameterValue, "the old checkpoint is larger than the new one")
+                .hint("Pass the older checkpoint first."),
+        );
+    }
+    let layout = layout_by_name(&new.ledger).or_raise();
+    let leaves = leaves(&record_hashes(&layout, new.chain.as_deref(), 1, new.size).or_raise());
+    if to_hex(&merkle::root_of_leaves(&leaves)) != new.root {
+        raise(no_longer_matches(&new));
+    }
+    let proof = ConsistencyProof {
+        old_size: old.size as u64,
+        new_size: new.size as u64,
+        old_root: parse_hex(&old.root, "merkle_root").or_raise(),
+        new_root: parse_hex(&new.root, "merkle_root").or_raise(),
+        path: merkle::consistency_proof(&leaves, old.size as u64).expect("old size is within the new"),
+    };
+    let mut info = Map::new();
+    info.insert("ledger".into(), json!(new.ledger));
+    info.insert("chain".into(), json!(new.chain));
+    info.insert("old_checkpoint".into(), json!(old.cid));
+    info.insert("new_checkpoint".into(), json!(new.cid));
+    JsonB(proof.to_json(info))
+}
+
+/// Is the old tree of `proof` a prefix of its new tree? Needs no table.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn verify_consistency(proof: JsonB) -> bool {
+    ConsistencyProof::parse(&proof.0).or_raise().verify()
+}
+
+/// A checkpoint as a self-contained signed statement, to keep outside the database.
+#[pg_extern(stable, parallel_safe)]
+fn digest(cid: pgrx::Uuid) -> String {
+    let cp = load_checkpoint(cid);
+    let statement = cp.statement().or_raise();
+    note::render(&statement, cp.signature().as_ref())
+}
+
+/// Checks a digest against today's database: its signature, whether it is this server's key,
+/// whether the checkpoint is still stored as stated, and whether the chain still extends it.
+#[pg_extern(stable, parallel_safe)]
+fn verify_digest(
+    digest: &str,
+) -> TableIterator<'static, (name!(check, String), name!(ok, Option<bool>), name!(detail, String))> {
+    let note = Note::parse(digest).or_raise();
+    let st = &note.statement;
+    let mut out = Vec::new();
+    out.push(match (&st.public_key, &note.signature) {
+        (None, _) => check("signature", None, "unsigned digest"),
+        (Some(_), None) => check("signature", Some(false), "no signature by the digest's key"),
+        (Some(_), Some(_)) => {
+            let ok = note.signature_valid();
+            check(
+                "signature",
+                Some(ok),
+                if ok { "Ed25519 signature verifies" } else { "the signature does not match the digest's text" },
+            )
+        }
+    });
+    let server_key = signing_key().map(|k| k.verifying_key().to_bytes());
+    out.push(match (&st.public_key, server_key) {
+        (_, None) => check("key", None, "this server has no signing key to compare with"),
+        (Some(k), Some(s)) if *k == s => check("key", Some(true), "signed with this server's key"),
+        _ => check("key", Some(false), "not signed with this server's key"),
+    });
+
+    let stored = Spi::connect(|client| {
+        let query = format!("SELECT {CHECKPOINT_COLUMNS} FROM ledger.checkpoints WHERE cid::text = $1");
+        let rows = client.select(query.as_str(), Some(1), &[st.checkpoint.as_str().into()])?;
+        rows.into_iter().next().map(|r| read_checkpoint(&r)).transpose()
+    })
+    .ok()
+    .flatten();
+    out.push(match stored.as_ref().map(|cp| cp.statement()) {
+        None => check("checkpoint", Some(false), format!("checkpoint {} is no longer stored", st.checkpoint)),
+        Some(Ok(s)) if s == *st => {
+            check("checkpoint", Some(true), format!("checkpoint {} is stored as stated", st.checkpoint))
+        }
+        Some(_) => check(
+            "checkpoint",
+            Some(false),
+            format!("checkpoint {} is stored differently from the digest", st.checkpoint),
+        ),
+    });
+
+    let extends = layout_by_name(&st.ledger).and_then(|layout| {
+        let head = record_hashes(&layout, st.chain.as_deref(), 1, st.size as i64)?;
+        Ok(merkle::root_of_leaves(&leaves(&head)))
+    });
+    out.push(match extends {
+        Ok(root) if root == st.root => {
+            check("extends", Some(true), format!("today's chain starts with the digest's {} records", st.size))
+        }
+        Ok(root) => check(
+            "extends",
+            Some(false),
+            format!(
+                "today's first {} records hash to {}, the digest says {}: history was rewritten",
+                st.size,
+                to_hex(&root),
+                to_hex(&st.root)
+            ),
+        ),
+        Err(e) => check("extends", Some(false), format!("{} (the digest covers {} records)", e.message, st.size)),
+    });
+    TableIterator::new(out)
+}

@@ -1,0 +1,68 @@
+-- Merkle checkpoints catch what a hash chain alone cannot: the newest records deleted, or a whole
+-- chain rewritten and re-hashed.
+CREATE TABLE pay (id int PRIMARY KEY, account text NOT NULL, amount numeric NOT NULL);
+SELECT ledger.enable('pay', chain_by => 'account');
+INSERT INTO pay SELECT i, 'alice', i FROM generate_series(1, 9) i;
+INSERT INTO pay SELECT i, 'bob', i FROM generate_series(10, 12) i;
+
+SELECT ledger, chain, range_start, range_end, record_count, merkle_root, prev_checkpoint, sig IS NULL AS unsigned
+FROM ledger.checkpoint('pay') ORDER BY chain;
+SELECT ledger.merkle_root('pay', 'alice', 1, 9);
+SELECT ledger.merkle_root('pay', 'alice', 1, 0) = ledger.sha3_256('') AS empty_tree;
+
+-- The next checkpoint links to the previous one and hashes only what is new.
+INSERT INTO pay SELECT i, 'alice', i FROM generate_series(13, 20) i;
+SELECT record_count, prev_checkpoint = (SELECT hash FROM ledger.checkpoints WHERE chain = 'alice' AND record_count = 9) AS linked
+FROM ledger.checkpoint('pay', 'alice');
+CREATE TABLE cps AS SELECT record_count, cid FROM ledger.checkpoints WHERE ledger = 'public.pay' AND chain = 'alice';
+SELECT v.check, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
+FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 17;
+
+-- Proofs: valid ones verify, anything else is false.
+CREATE TABLE proofs AS
+SELECT ledger.inclusion_proof((SELECT cid FROM cps WHERE record_count = 17), 5) AS inclusion,
+       ledger.consistency_proof((SELECT cid FROM cps WHERE record_count = 9), (SELECT cid FROM cps WHERE record_count = 17)) AS consistency,
+       (SELECT merkle_root FROM ledger.checkpoints WHERE cid = (SELECT cid FROM cps WHERE record_count = 17)) AS root,
+       (SELECT hash FROM pay WHERE account = 'alice' AND seq = 5) AS record,
+       (SELECT hash FROM pay WHERE account = 'alice' AND seq = 6) AS other;
+SELECT inclusion - 'checkpoint' - 'root' - 'record_hash' AS inclusion_proof FROM proofs;
+SELECT ledger.verify_inclusion(record, inclusion, root) AS valid,
+       ledger.verify_inclusion(other, inclusion, root) AS other_record,
+       ledger.verify_inclusion(record, jsonb_set(inclusion, '{seq}', '6'), root) AS wrong_seq,
+       ledger.verify_inclusion(record, jsonb_set(inclusion, '{path,0}', to_jsonb(repeat('0', 64))), root) AS changed_path,
+       ledger.verify_inclusion(record, inclusion, ledger.sha3_256('')) AS wrong_root
+FROM proofs;
+SELECT ledger.verify_consistency(consistency) AS valid,
+       ledger.verify_consistency(jsonb_set(consistency, '{old_size}', '8')) AS wrong_size,
+       ledger.verify_consistency(jsonb_set(consistency, '{old_root}', to_jsonb(root))) AS wrong_root
+FROM proofs;
+SELECT ledger.verify_inclusion(record, '{"type": "inclusion"}', root) FROM proofs;
+SELECT ledger.verify_inclusion('xyz', inclusion, root) FROM proofs;
+SELECT ledger.verify_consistency('[1, 2]');
+
+-- A digest is a self-contained statement; verify_digest checks it against today's database.
+CREATE TABLE digests AS SELECT ledger.digest(cid) AS digest FROM cps WHERE record_count = 17;
+SELECT regexp_replace(digest, '(previous|time|checkpoint) \S+', '\1 ...', 'g') FROM digests;
+SELECT v.check, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
+FROM digests, ledger.verify_digest(digest) v;
+SELECT ledger.verify_digest('not a digest');
+
+-- A superuser deletes the newest record: the chain still verifies, the checkpoint does not.
+ALTER TABLE pay DISABLE TRIGGER ALL;
+DELETE FROM pay WHERE account = 'alice' AND seq = 17;
+ALTER TABLE pay ENABLE TRIGGER ALL;
+SELECT * FROM ledger.verify('pay');
+SELECT v.check, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
+FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 17;
+SELECT v.check, v.ok FROM digests, ledger.verify_digest(digest) v;
+
+-- Checkpoints are themselves a ledger.
+TRUNCATE ledger.checkpoints;
+
+-- ... rewrites the whole chain and re-hashes it: again only the checkpoint notices.
+ALTER TABLE pay DISABLE TRIGGER ALL;
+DELETE FROM pay WHERE account = 'alice';
+ALTER TABLE pay ENABLE TRIGGER ALL;
+INSERT INTO pay SELECT i, 'alice', i * 100 FROM generate_series(1, 9) i;
+SELECT * FROM ledger.verify('pay');
+SELECT v.check, v.ok FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 9;
