@@ -170,7 +170,7 @@ pub unsafe fn text_datum_to_str<'a>(datum: Datum) -> &'a str {
 
 /// Stored text as UTF-8. Ledgers live only in UTF8 databases ([`require_utf8_database`]), where
 /// PostgreSQL has already validated every text value.
-unsafe fn server_bytes_to_str<'a>(bytes: &'a [u8]) -> &'a str {
+unsafe fn server_bytes_to_str(bytes: &[u8]) -> &str {
     require_utf8_database();
     std::str::from_utf8_unchecked(bytes)
 }

@@ -21,14 +21,15 @@ def cluster():
         c.stop(keep=bool(os.environ.get("LEDGER_PYTEST_KEEP")))
 
 
-def _fresh_database(cluster, request, options="", settings=None):
+def _fresh_database(cluster, request, options="", settings=None, extension=True):
     name = database_name(request.node.name)
     with cluster.connect("postgres", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 {options}')
     database = None
     try:
         database = Database(cluster, name, settings)
-        database.execute("CREATE EXTENSION ledger")
+        if extension:
+            database.execute("CREATE EXTENSION ledger")
         yield database
     finally:
         if database is not None:
@@ -45,6 +46,6 @@ def db(cluster, request):
 
 @pytest.fixture
 def latin1_db(cluster, request):
-    """A fresh LATIN1 database with the ledger extension (clients talk UTF8 to it)."""
+    """A fresh LATIN1 database without the extension (clients talk UTF8 to it)."""
     yield from _fresh_database(cluster, request, "ENCODING LATIN1 LC_COLLATE 'C' LC_CTYPE 'C'",
-                               {"client_encoding": "UTF8"})
+                               {"client_encoding": "UTF8"}, extension=False)

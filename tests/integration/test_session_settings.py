@@ -9,6 +9,7 @@ import json
 import uuid
 from decimal import Decimal
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -186,62 +187,13 @@ LATIN1_ROWS = [
 ]
 
 
-def fill_latin1_table(target):
-    target.execute(LATIN1_TABLE)
-    # Half the rows exist before enable (migration), half are appended by the trigger.
-    for row in LATIN1_ROWS[:2]:
-        target.execute("INSERT INTO lt VALUES (%s, %s, %s, %s, %s::jsonb, %s::numeric)", row)
-    target.execute("SELECT ledger.enable('lt', 'k')")
-    for row in LATIN1_ROWS[2:]:
-        target.execute("INSERT INTO lt VALUES (%s, %s, %s, %s, %s::jsonb, %s::numeric)", row)
-
-
-def test_server_encoding_does_not_change_hashes(db, latin1_db):
-    """The same rows in a UTF8 and a LATIN1 database hash identically (text is hashed as UTF-8),
-    including jsonb keys whose order differs between the two encodings' octets."""
+def test_a_database_that_is_not_utf8_is_refused_cleanly(latin1_db):
+    """Text and names are hashed as UTF-8; rather than convert (and risk names and chain values
+    that do not round-trip), the extension refuses other database encodings, and nothing is left."""
     assert latin1_db.scalar("SHOW server_encoding") == "LATIN1"
-    for target in (db, latin1_db):
-        fill_latin1_table(target)
-    q = "SELECT id, k, seq, hash FROM lt ORDER BY id"
-    assert db.fetchall(q) == latin1_db.fetchall(q)
-    q = "SELECT seq, ledger.canonical_bytes('lt', k, seq) FROM lt WHERE k = 'cafe' ORDER BY id"
-    assert db.fetchall(q) == latin1_db.fetchall(q)
-    # The exports carry the same values (jsonb text may order keys differently: jsonb sorts keys by
-    # length and server-encoded octets), so the offline verifier finds the same hashes.
-    parsed = [[json.loads(line) for line in d.export_lines("lt")][1:] for d in (db, latin1_db)]
-    for row in parsed:
-        for record in row:
-            record[4] = json.loads(record[4])
-    assert parsed[0] == parsed[1]
-    assert latin1_db.verify("lt") == []
-    assert offline_verify(latin1_db.export_lines("lt")) == []
-    assert_clean(db, "lt")
-
-
-def test_latin1_database_non_ascii_chain_argument(latin1_db):
-    """ledger.verify(tbl, chain) and ledger.canonical_bytes(tbl, chain, seq) with a chain value that
-    is not ASCII, in a LATIN1 database."""
-    fill_latin1_table(latin1_db)
-    assert latin1_db.verify("lt", "café") == []
-    stored = latin1_db.fetchall("SELECT seq FROM lt WHERE k = 'café' ORDER BY seq")
-    assert [s for s, in stored] == [1, 2]
-    canonical = latin1_db.scalar("SELECT ledger.canonical_bytes('lt', 'café', 2)")
-    assert "café".encode() in canonical
-
-
-@pytest.mark.parametrize("chain_by", [None, "clé"], ids=["one_chain", "chain_by_non_ascii"])
-def test_latin1_database_non_ascii_column_names(db, latin1_db, chain_by):
-    """Columns whose names are not ASCII, in a LATIN1 database: the hashed names are their UTF-8
-    form (as in a UTF8 database), the export works and the offline verifier agrees."""
-    for target in (db, latin1_db):
-        target.execute('CREATE TABLE nm (id int PRIMARY KEY, "clé" text NOT NULL, "größe" int)')
-        target.execute("INSERT INTO nm VALUES (1, 'a', 1)")
-        target.execute("SELECT ledger.enable('nm', %s)", (chain_by,))
-        target.execute("INSERT INTO nm VALUES (2, 'a', 2), (3, 'b', 3)")
-    q = "SELECT chain_by::text, columns::text[] FROM ledger.ledgers WHERE tbl = 'nm'::regclass"
-    assert db.fetchone(q) == (chain_by, ["id", "clé", "größe", "seq", "prev_hash"])
-    assert latin1_db.fetchone(q) == db.fetchone(q)
-    q = "SELECT id, seq, hash FROM nm ORDER BY id"
-    assert latin1_db.fetchall(q) == db.fetchall(q)
-    assert latin1_db.export_lines("nm") == db.export_lines("nm")
-    assert_clean(latin1_db, "nm")
+    with pytest.raises(psycopg.Error) as refused:
+        latin1_db.execute("CREATE EXTENSION ledger")
+    assert refused.value.sqlstate == "0A000"
+    assert "UTF8" in str(refused.value)
+    assert latin1_db.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'ledger'") == 0
+    assert latin1_db.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'ledger'") == 0
