@@ -31,8 +31,9 @@ regress() {
 }
 
 tier "pure logic (cargo test)" cargo test -p ledger-core --quiet
-tier "install into PostgreSQL 15" install_extension
+# cargo pgrx test installs its own debug build into PostgreSQL, so the release install comes after it.
 tier "in-database unit tests (cargo pgrx test)" scripts/pg-test.sh
+tier "install into PostgreSQL 15" install_extension
 tier "SQL contract (pg_regress)" regress
 tier "offline verifier (pytest)" python3 -m pytest -q tests/python
 tier "multi-connection integration (pytest)" python3 -m pytest -q tests/integration

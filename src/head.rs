@@ -209,44 +209,51 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811C_9DC5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
 }
 
-/// The chain's last record (seq, hash) as `snapshot` sees it.
+/// The chain's last record (seq, hash) as `snapshot` sees it: one backward step of the (chain, seq)
+/// index, without the executor.
 unsafe fn lookup(layout: &Layout, chain_datum: Option<Datum>, snapshot: pg_sys::Snapshot) -> Option<(i64, Digest)> {
-    pg_sys::SPI_connect();
-    let mut values = [chain_datum.unwrap_or(Datum::from(0))];
-    let nulls = [b' ' as std::ffi::c_char];
-    let status = pg_sys::SPI_execute_snapshot(
-        layout.head_plan(),
-        values.as_mut_ptr(),
-        nulls.as_ptr(),
-        snapshot,
-        std::ptr::null_mut(),
-        true,
-        false,
-        1,
-    );
-    if status != pg_sys::SPI_OK_SELECT as i32 {
-        raise(
-            LedgerError::new(SqlState::DataCorrupted, "cannot read the chain head")
-                .detail(format!("SPI status {status}")),
-        );
-    }
-    let head = if pg_sys::SPI_processed == 0 {
-        None
-    } else {
-        let table = &*pg_sys::SPI_tuptable;
-        let row = *table.vals;
-        let mut seq_null = false;
-        let mut hash_null = false;
-        let seq = pg_sys::SPI_getbinval(row, table.tupdesc, 1, &mut seq_null);
-        let hash = pg_sys::SPI_getbinval(row, table.tupdesc, 2, &mut hash_null);
-        if seq_null || hash_null {
+    let snapshot = pg_sys::RegisterSnapshot(snapshot);
+    let heap = pg_sys::table_open(layout.relid, pg_sys::AccessShareLock as i32);
+    let index = pg_sys::index_open(layout.head_index.index, pg_sys::AccessShareLock as i32);
+    let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+    let nkeys = match chain_datum {
+        Some(datum) => {
+            pg_sys::ScanKeyEntryInitialize(
+                &mut key,
+                0,
+                1,
+                pg_sys::BTEqualStrategyNumber as u16,
+                pg_sys::InvalidOid,
+                layout.head_index.chain_collation,
+                layout.head_index.chain_equality,
+                datum,
+            );
+            1
+        }
+        None => 0,
+    };
+    let scan = pg_sys::index_beginscan(heap, index, snapshot, nkeys, 0);
+    pg_sys::index_rescan(scan, &mut key, nkeys, std::ptr::null_mut(), 0);
+    let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
+    let head = if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::BackwardScanDirection, slot) {
+        let last = layout.seq.max(layout.hash) + 1;
+        pg_sys::slot_getsomeattrs_int(slot, last as i32);
+        let values = std::slice::from_raw_parts((*slot).tts_values, last);
+        let nulls = std::slice::from_raw_parts((*slot).tts_isnull, last);
+        if nulls[layout.seq] || nulls[layout.hash] {
             raise(corrupt_head(layout, "a null seq or hash"));
         }
-        let hash = parse_hex(text_datum_to_str(hash), "hash")
+        let hash = parse_hex(text_datum_to_str(values[layout.hash]).trim_end_matches(' '), "hash")
             .unwrap_or_else(|_| raise(corrupt_head(layout, "a malformed hash")));
-        Some((seq.value() as i64, hash))
+        Some((values[layout.seq].value() as i64, hash))
+    } else {
+        None
     };
-    pg_sys::SPI_finish();
+    pg_sys::ExecDropSingleTupleTableSlot(slot);
+    pg_sys::index_endscan(scan);
+    pg_sys::index_close(index, pg_sys::AccessShareLock as i32);
+    pg_sys::table_close(heap, pg_sys::AccessShareLock as i32);
+    pg_sys::UnregisterSnapshot(snapshot);
     head
 }
 

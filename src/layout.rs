@@ -35,23 +35,16 @@ pub struct Layout {
     pub seq: usize,
     pub prev_hash: usize,
     pub hash: usize,
-    /// `SELECT seq, hash ... ORDER BY seq DESC LIMIT 1` for one chain, kept across transactions.
-    head_plan: pg_sys::SPIPlanPtr,
+    /// The unique index on (chain, seq) (or (seq)) that `ledger.enable` made: read backwards, it
+    /// gives a chain's head without the executor.
+    pub head_index: HeadIndex,
 }
 
-impl Drop for Layout {
-    fn drop(&mut self) {
-        if !self.head_plan.is_null() {
-            // SAFETY: the plan was kept with SPI_keepplan and nobody else holds it.
-            unsafe { pg_sys::SPI_freeplan(self.head_plan) };
-        }
-    }
-}
-
-impl Layout {
-    pub fn head_plan(&self) -> pg_sys::SPIPlanPtr {
-        self.head_plan
-    }
+pub struct HeadIndex {
+    pub index: Oid,
+    /// The btree equality function and collation for the chain column.
+    pub chain_equality: Oid,
+    pub chain_collation: Oid,
 }
 
 thread_local! {
@@ -194,26 +187,42 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let (seq, _) = find("seq")?;
     let (prev_hash, _) = find("prev_hash")?;
     let (hash, _) = find("hash")?;
-    let head_plan = prepare_head_plan(&qualified_name, chain.as_ref());
-    Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_plan })
+    let head_index = find_head_index(relid, &qualified_name, chain.as_ref().map(|c| c.index), seq)?;
+    Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_index })
 }
 
-fn prepare_head_plan(qualified_name: &str, chain: Option<&ChainColumn>) -> pg_sys::SPIPlanPtr {
-    let filter = match chain {
-        Some(c) => format!("WHERE {} = $1", quote_ident(&c.name)),
-        None => String::new(),
-    };
-    let query = format!("SELECT seq, hash::text FROM ONLY {qualified_name} {filter} ORDER BY seq DESC LIMIT 1");
-    let query = std::ffi::CString::new(query).expect("identifiers contain no NUL");
-    let mut arg_types = chain.map(|c| vec![c.type_oid]).unwrap_or_default();
-    // SAFETY: plain SPI calls; the plan outlives the connection through SPI_keepplan.
-    unsafe {
-        pg_sys::SPI_connect();
-        let plan = pg_sys::SPI_prepare(query.as_ptr(), arg_types.len() as i32, arg_types.as_mut_ptr());
-        if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
-            raise(LedgerError::new(SqlState::DataCorrupted, "cannot prepare the chain head lookup"));
+/// The valid, plain, unique btree index on exactly (chain, seq) or (seq).
+fn find_head_index(relid: Oid, name: &str, chain: Option<usize>, seq: usize) -> Result<HeadIndex, LedgerError> {
+    let key: Vec<i16> = chain.into_iter().chain([seq]).map(|i| i as i16 + 1).collect();
+    let found = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT i.indexrelid, coalesce(o.oprcode, 0)::oid, i.indcollation[0] \
+             FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_am am ON am.oid = c.relam AND am.amname = 'btree' \
+             JOIN pg_opclass oc ON oc.oid = i.indclass[0] \
+             LEFT JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amoplefttype = oc.opcintype \
+                  AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy = 3 \
+             LEFT JOIN pg_operator o ON o.oid = ao.amopopr \
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indkey::int2[] = $2 \
+               AND i.indexprs IS NULL AND i.indpred IS NULL \
+             LIMIT 1",
+            Some(1),
+            &[relid.into(), key.into()],
+        )?;
+        match rows.into_iter().next() {
+            None => Ok::<_, pgrx::spi::Error>(None),
+            Some(row) => Ok(Some(HeadIndex {
+                index: row.get(1)?.unwrap_or(pg_sys::InvalidOid),
+                chain_equality: row.get(2)?.unwrap_or(pg_sys::InvalidOid),
+                chain_collation: row.get(3)?.unwrap_or(pg_sys::InvalidOid),
+            })),
         }
-        pg_sys::SPI_finish();
-        plan
-    }
+    })
+    .map_err(|e| LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger's indexes").detail(e.to_string()))?;
+    found.ok_or_else(|| {
+        LedgerError::new(SqlState::InvalidTableDefinition, format!("ledger {name} has lost its unique index on (chain, seq)"))
+            .detail("ledger.enable creates it; appends need it to find a chain's head and to refuse forks.")
+            .hint("Recreate it as a unique btree index on the chain column and seq.")
+    })
 }
