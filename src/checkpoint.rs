@@ -306,10 +306,8 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
     // Typed, so the (chain, seq) index answers it.
     let chain_value = chain_datum(layout, chain);
     let filter = chain_value.map(|(c, _)| format!("WHERE {} = $1", quote_ident(&c.name))).unwrap_or_default();
-    let args: Vec<DatumWithOid> = chain_value
-        .map(|(column, datum)| unsafe { DatumWithOid::new(datum, column.type_oid) })
-        .into_iter()
-        .collect();
+    let args: Vec<DatumWithOid> =
+        chain_value.map(|(column, datum)| unsafe { DatumWithOid::new(datum, column.type_oid) }).into_iter().collect();
     let head = Spi::get_one_with_args::<i64>(&format!("SELECT max(seq) FROM ONLY {ledger} {filter}"), &args)
         .map_err(|e| spi_error("cannot read the chain head", e))
         .or_raise()

@@ -214,7 +214,8 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 unsafe fn lookup(layout: &Layout, chain_datum: Option<Datum>, snapshot: pg_sys::Snapshot) -> Option<(i64, Digest)> {
     let snapshot = pg_sys::RegisterSnapshot(snapshot);
     let heap = pg_sys::table_open(layout.relid, pg_sys::AccessShareLock as i32);
-    let index = pg_sys::index_open(layout.head_index.index, pg_sys::AccessShareLock as i32);
+    let head_index = layout.head_index();
+    let index = pg_sys::index_open(head_index.index, pg_sys::AccessShareLock as i32);
     let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
     let nkeys = match chain_datum {
         Some(datum) => {
@@ -224,8 +225,8 @@ unsafe fn lookup(layout: &Layout, chain_datum: Option<Datum>, snapshot: pg_sys::
                 1,
                 pg_sys::BTEqualStrategyNumber as u16,
                 pg_sys::InvalidOid,
-                layout.head_index.chain_collation,
-                layout.head_index.chain_equality,
+                head_index.chain_collation,
+                head_index.chain_equality,
                 datum,
             );
             1

@@ -36,8 +36,23 @@ pub struct Layout {
     pub prev_hash: usize,
     pub hash: usize,
     /// The unique index on (chain, seq) (or (seq)) that `ledger.enable` made: read backwards, it
-    /// gives a chain's head without the executor.
-    pub head_index: HeadIndex,
+    /// gives a chain's head without the executor. Appends need it; reading does not.
+    head_index: Option<HeadIndex>,
+}
+
+impl Layout {
+    pub fn head_index(&self) -> &HeadIndex {
+        self.head_index.as_ref().unwrap_or_else(|| {
+            raise(
+                LedgerError::new(
+                    SqlState::InvalidTableDefinition,
+                    format!("ledger {} has lost its unique index on (chain, seq)", self.qualified_name),
+                )
+                .detail("ledger.enable creates it; appends need it to find a chain's head and to refuse forks.")
+                .hint("Recreate it as a unique btree index on the chain column and seq."),
+            )
+        })
+    }
 }
 
 pub struct HeadIndex {
@@ -187,14 +202,14 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let (seq, _) = find("seq")?;
     let (prev_hash, _) = find("prev_hash")?;
     let (hash, _) = find("hash")?;
-    let head_index = find_head_index(relid, &qualified_name, chain.as_ref().map(|c| c.index), seq)?;
+    let head_index = find_head_index(relid, chain.as_ref().map(|c| c.index), seq)?;
     Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_index })
 }
 
 /// The valid, plain, unique btree index on exactly (chain, seq) or (seq).
-fn find_head_index(relid: Oid, name: &str, chain: Option<usize>, seq: usize) -> Result<HeadIndex, LedgerError> {
+fn find_head_index(relid: Oid, chain: Option<usize>, seq: usize) -> Result<Option<HeadIndex>, LedgerError> {
     let key: Vec<i16> = chain.into_iter().chain([seq]).map(|i| i as i16 + 1).collect();
-    let found = Spi::connect(|client| {
+    Spi::connect(|client| {
         let rows = client.select(
             "SELECT i.indexrelid, coalesce(o.oprcode, 0)::oid, i.indcollation[0] \
              FROM pg_index i \
@@ -204,7 +219,8 @@ fn find_head_index(relid: Oid, name: &str, chain: Option<usize>, seq: usize) -> 
              LEFT JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amoplefttype = oc.opcintype \
                   AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy = 3 \
              LEFT JOIN pg_operator o ON o.oid = ao.amopopr \
-             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indkey::int2[] = $2 \
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid \
+               AND string_to_array(i.indkey::text, ' ')::int2[] = $2 \
                AND i.indexprs IS NULL AND i.indpred IS NULL \
              LIMIT 1",
             Some(1),
@@ -219,10 +235,5 @@ fn find_head_index(relid: Oid, name: &str, chain: Option<usize>, seq: usize) -> 
             })),
         }
     })
-    .map_err(|e| LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger's indexes").detail(e.to_string()))?;
-    found.ok_or_else(|| {
-        LedgerError::new(SqlState::InvalidTableDefinition, format!("ledger {name} has lost its unique index on (chain, seq)"))
-            .detail("ledger.enable creates it; appends need it to find a chain's head and to refuse forks.")
-            .hint("Recreate it as a unique btree index on the chain column and seq.")
-    })
+    .map_err(|e| LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger's indexes").detail(e.to_string()))
 }
