@@ -1,0 +1,111 @@
+"""Dump and restore: pg_dump includes every ledger's rows; a restore into a fresh database appends the
+extension's own ledgers through the trigger in chain order (so each row is re-checked on the way in),
+keeps every hash, verifies clean, and tampering after the restore is still caught."""
+
+from __future__ import annotations
+
+import subprocess
+
+import psycopg
+import pytest
+
+from ledgertest import Database, assert_clean, database_name
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def fill(db: Database) -> None:
+    db.execute("""
+        CREATE TABLE pay (id int PRIMARY KEY, account text NOT NULL, amount numeric NOT NULL, note jsonb);
+        SELECT ledger.enable('pay', 'account');
+    """)
+    # Interleave chains and writers so that heap order is not chain order.
+    conns = [db.connect(autocommit=True) for _ in range(3)]
+    for i in range(1, 301):
+        conns[i % 3].execute("INSERT INTO pay VALUES (%s, %s, %s, jsonb_build_object('i', %s))", (i, "abc"[i % 3], i, i))
+        conns[(i + 1) % 3].execute(
+            "INSERT INTO ledger.records (anchor_id, slot, kind, payload) "
+            "VALUES (('00000000-0000-0000-0000-00000000000' || %s)::uuid, 's', 'k', jsonb_build_object('i', %s))",
+            (i % 4, i))
+    for conn in conns:
+        conn.close()
+    db.execute("SELECT count(*) FROM ledger.checkpoint('pay')")
+    db.execute("SELECT count(*) FROM ledger.checkpoint()")
+
+
+def fingerprint(db: Database) -> tuple:
+    return (
+        db.fetchall("SELECT account, seq, hash FROM pay ORDER BY account, seq"),
+        db.fetchall("SELECT anchor_id::text, seq, hash FROM ledger.records ORDER BY anchor_id, seq"),
+        db.fetchall("SELECT seq, hash FROM ledger.checkpoints ORDER BY seq"),
+        db.fetchall("SELECT tbl::text, chain_by::text, columns::text[] FROM ledger.ledgers ORDER BY 1"),
+    )
+
+
+@pytest.fixture
+def target(cluster, request):
+    """An empty database to restore into."""
+    name = database_name("restore_" + request.node.name)
+    with cluster.connect("postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    database = Database(cluster, name)
+    yield database
+    database.close_all()
+    with cluster.connect("postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run(cluster, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    base = ["-h", cluster.socket_dir, "-p", str(cluster.port), "-U", "postgres"]
+    return subprocess.run([f"{PG_BIN}/{args[0]}", *base, *args[1:]], capture_output=True, text=True,
+                          check=True, **kwargs)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "custom"])
+def test_dump_and_restore_keep_every_hash(cluster, db, target, tmp_path, fmt):
+    fill(db)
+    before = fingerprint(db)
+    dump = tmp_path / "ledger.dump"
+    if fmt == "plain":
+        run(cluster, "pg_dump", "-d", db.name, "-f", str(dump))
+        run(cluster, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", target.name, "-f", str(dump))
+    else:
+        run(cluster, "pg_dump", "-Fc", "-d", db.name, "-f", str(dump))
+        run(cluster, "pg_restore", "--exit-on-error", "-d", target.name, str(dump))
+    assert fingerprint(target) == before
+    for tbl in ("pay", "ledger.records", "ledger.checkpoints"):
+        assert_clean(target, tbl)
+    failed = target.fetchall(
+        "SELECT c.cid, v.check FROM ledger.checkpoints c, ledger.verify_checkpoint(c.cid) v WHERE v.ok IS FALSE")
+    assert failed == []
+    # The restored ledgers are live ledgers: appends chain on, changes are refused, tampering is caught.
+    target.execute("INSERT INTO pay VALUES (1000, 'a', 1, null)")
+    assert_clean(target, "pay")
+    with pytest.raises(psycopg.Error) as refused:
+        target.execute("UPDATE pay SET amount = 0 WHERE id = 1")
+    assert refused.value.sqlstate == "23001"
+    target.execute("ALTER TABLE ledger.records DISABLE TRIGGER ALL")
+    target.execute("UPDATE ledger.records SET kind = 'edited' WHERE seq = 7 "
+                   "AND anchor_id = '00000000-0000-0000-0000-000000000001'")
+    target.execute("ALTER TABLE ledger.records ENABLE ALWAYS TRIGGER zz_ledger_append, "
+                   "ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate")
+    assert target.verify("ledger.records") == [("00000000-0000-0000-0000-000000000001", 7, "hash_mismatch")]
+
+
+def test_a_tampered_dump_is_refused_on_restore(cluster, db, target, tmp_path):
+    fill(db)
+    dump = tmp_path / "ledger.sql"
+    run(cluster, "pg_dump", "-d", db.name, "-f", str(dump))
+    text = dump.read_text()
+    start = text.index("COPY ledger.records")
+    line_start = text.index("\n", start) + 1
+    line_end = text.index("\n", line_start)
+    row = text[line_start:line_end]
+    assert "\ts\tk\t" in row
+    dump.write_text(text[:line_start] + row.replace("\ts\tk\t", "\ts\tforged\t", 1) + text[line_end:])
+    restore = subprocess.run(
+        [f"{PG_BIN}/psql", "-h", cluster.socket_dir, "-p", str(cluster.port), "-U", "postgres", "-X", "-q",
+         "-v", "ON_ERROR_STOP=1", "-d", target.name, "-f", str(dump)],
+        capture_output=True, text=True)
+    assert restore.returncode != 0
+    assert "supplied hash does not match the chain" in restore.stderr
