@@ -1,19 +1,33 @@
 #!/usr/bin/env python3
-"""Offline verifier for `ledger` exports.
+"""Offline verifier for `ledger` exports, Merkle proofs and digests.
 
 Written from docs/FORMAT.md alone (it shares no code with the extension) and using only the Python
-standard library. It re-derives every record's canonical bytes from the exported text values, hashes
-them with SHA3-256 and applies the verification rules of FORMAT.md to every chain.
+standard library, except that checking a digest's Ed25519 signature needs the `cryptography` package
+(imported only then). It re-derives every record's canonical bytes from the exported text values,
+hashes them with SHA3-256 and applies the verification rules of FORMAT.md to every chain.
 
-Usage: python3 scripts/verify_export.py [--json] EXPORT_FILE   (EXPORT_FILE may be `-` for stdin)
+Usage:
+  verify_export.py [--json] EXPORT
+      One line per problem, `chain<TAB>seq<TAB>problem<TAB>detail` (a JSON array with --json), then
+      a summary on stderr. Exit status: 0 intact, 1 problems found, 2 malformed input.
+  verify_export.py EXPORT --digest DIGEST_FILE [--public-key BASE64] [--allow-unsigned] [--json]
+      As above, then one line per digest check, `digest<TAB>check<TAB>ok|failed|skipped<TAB>detail`
+      (with --json one object {"problems": [...], "digest": [{"check", "ok", "detail"}, ...]}).
+      Exit status: 0 no problems and no failed check, 1 otherwise, 2 malformed input.
+  verify_export.py --inclusion PROOF_FILE --record-hash HEX --root HEX
+  verify_export.py --consistency PROOF_FILE
+      One line, `valid: ...` or `invalid: ...`. Exit status: 0 valid, 1 invalid, 2 malformed proof.
+  verify_export.py EXPORT --merkle-root CHAIN FROM TO
+      The Merkle tree hash of records FROM..TO of chain CHAIN (`-` for a single-chain table), in hex.
+      Exit status: 0 printed, 1 a record of the range is missing, 2 malformed input.
 
-Output: one line per problem, `chain<TAB>seq<TAB>problem<TAB>detail` (or a JSON array with --json),
-then a summary on stderr. Exit status: 0 intact, 1 problems found, 2 malformed input.
+EXPORT may be `-` for stdin.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import io
 import json
@@ -35,7 +49,11 @@ DAYS_FROM_1970_TO_2000 = 10_957
 HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
-class ExportError(ValueError):
+class MalformedInput(ValueError):
+    """Input (an export, a proof, a digest or an argument) that does not follow FORMAT.md."""
+
+
+class ExportError(MalformedInput):
     """Malformed input: the export, or a value in it, does not follow FORMAT.md."""
 
 
@@ -504,6 +522,7 @@ def record_hash(columns: Sequence[tuple[str, str]], values: Sequence[str | None]
 
 @dataclass(frozen=True)
 class Header:
+    table: str | None  # only digests use it, so a header without it is still accepted
     chain_by: str | None
     columns: list[Column]
 
@@ -541,7 +560,8 @@ def parse_header(line: str) -> Header:
     for required in ("seq", "prev_hash"):
         if required not in names:
             raise ExportError(f"the hashed columns lack {required!r}")
-    return Header(chain_by, columns)
+    table = header.get("table")
+    return Header(table if isinstance(table, str) else None, chain_by, columns)
 
 
 def parse_record(header: Header, line: str, line_number: int) -> Record:
@@ -623,6 +643,8 @@ class Report:
     problems: list[Problem]
     record_count: int
     chain_count: int
+    header: Header
+    records: list[Record]
 
 
 def _verification_order(record: Record):
@@ -686,7 +708,7 @@ def verify_chain(chain: str | None, records: Iterable[Record]) -> list[Problem]:
 
 def check_export(lines: Iterable[str]) -> Report:
     """Read and verify an export; problems come sorted by chain text, then in rule order."""
-    _, records = read_export(lines)
+    header, records = read_export(lines)
     chains: dict[bytes, list[Record]] = {}
     for record in records:
         chains.setdefault(record.chain_key, []).append(record)
@@ -694,12 +716,381 @@ def check_export(lines: Iterable[str]) -> Report:
     ordered = sorted(chains.values(), key=lambda chain: (chain[0].chain_text is not None,
                                                          chain[0].chain_text or ""))
     problems = [problem for chain in ordered for problem in verify_chain(chain[0].chain_text, chain)]
-    return Report(problems, len(records), len(chains))
+    return Report(problems, len(records), len(chains), header, records)
 
 
 def verify_export(lines: Iterable[str]) -> list[Problem]:
     """The problems of an export, as ledger.verify would report them."""
     return check_export(lines).problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Merkle trees (RFC 9162 section 2.1, with SHA3-256)
+# --------------------------------------------------------------------------------------------------
+
+EMPTY_TREE_HASH = hashlib.sha3_256(b"").digest()
+MAX_PATH_LENGTH = 64
+
+
+def leaf_hash(record_hash: bytes) -> bytes:
+    """leaf(h) of FORMAT.md, for a record hash of 32 octets."""
+    return hashlib.sha3_256(b"\x00" + record_hash).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha3_256(b"\x01" + left + right).digest()
+
+
+def largest_power_of_two_below(n: int) -> int:
+    """k of FORMAT.md: the largest power of two smaller than n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def merkle_tree_hash(record_hashes: Sequence[bytes]) -> bytes:
+    """MTH of the tree whose leaves are leaf(h) for the given record hashes, in order."""
+
+    def subtree(start: int, end: int) -> bytes:
+        if end - start == 1:
+            return leaf_hash(record_hashes[start])
+        split = start + largest_power_of_two_below(end - start)
+        return node_hash(subtree(start, split), subtree(split, end))
+
+    return subtree(0, len(record_hashes)) if record_hashes else EMPTY_TREE_HASH
+
+
+def verify_inclusion(leaf_index: int, tree_size: int, path: Sequence[bytes], leaf: bytes,
+                     root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2: does `path` prove `leaf` (a leaf hash) at 0-based `leaf_index` of
+    the tree of `tree_size` leaves with hash `root`?"""
+    if not 0 <= leaf_index < tree_size:
+        return False
+    fn, sn = leaf_index, tree_size - 1
+    r = leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not (fn & 1 or fn == 0):
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(first: int, second: int, path: Sequence[bytes], first_hash: bytes,
+                       second_hash: bytes) -> bool:
+    """RFC 9162 section 2.1.4.2: does `path` prove the tree of `first` leaves with hash `first_hash`
+    a prefix of the tree of `second` leaves with hash `second_hash`?"""
+    if first > second:
+        return False
+    # The RFC's algorithm covers 0 < first < second. In the two trivial cases there is nothing to
+    # prove, so the path is empty: a tree is consistent with itself, the empty tree with any tree.
+    if first == second:
+        return not path and first_hash == second_hash
+    if first == 0:
+        return not path and first_hash == EMPTY_TREE_HASH
+    if not path:
+        return False
+    if first & (first - 1) == 0:  # first is a power of two: its tree is a subtree of the second's
+        path = [first_hash, *path]
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            if not fn & 1:
+                while not (fn & 1 or fn == 0):
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and fr == first_hash and sr == second_hash
+
+
+class MissingRecord(LookupError):
+    """A chain lacks a record that a tree needs."""
+
+
+def chain_leaves(records: Iterable[Record], chain: str | None, first_seq: int,
+                 last_seq: int) -> list[bytes]:
+    """The record hashes (32 octets) of seqs first_seq..last_seq, in seq order, of the chain whose
+    exported chain value is `chain` (None: NULL, so every record of a single-chain table).
+
+    The hashes are recomputed from the exported values, so a tree reflects what the records hold
+    today whatever their stored `hash`. A duplicated seq counts with the record that verification
+    takes as that seq's. Raises MissingRecord naming the first missing seq.
+    """
+    by_seq: dict[int, Record] = {}
+    for record in sorted((record for record in records if record.chain_text == chain),
+                         key=_verification_order):
+        if record.seq is not None:
+            by_seq.setdefault(record.seq, record)
+    for seq in range(first_seq, last_seq + 1):
+        if seq not in by_seq:
+            raise MissingRecord(f"chain {'(single)' if chain is None else repr(chain)} has no "
+                                f"record with seq {seq}")
+    return [bytes.fromhex(by_seq[seq].computed_hash) for seq in range(first_seq, last_seq + 1)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Proofs
+# --------------------------------------------------------------------------------------------------
+
+
+def hash_octets(value, what: str) -> bytes:
+    """The 32 octets of a hash written as 64 lower-case hex digits."""
+    if not isinstance(value, str) or not HASH_PATTERN.fullmatch(value):
+        raise MalformedInput(f"{what} is not 64 lower-case hex digits: {value!r}")
+    return bytes.fromhex(value)
+
+
+def _proof_object(data: bytes, proof_type: str) -> dict:
+    try:
+        proof = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # ValueError covers UnicodeDecodeError
+        raise MalformedInput(f"proof is not JSON: {error}") from None
+    if not isinstance(proof, dict) or proof.get("type") != proof_type:
+        raise MalformedInput(f'proof is not a JSON object with "type": "{proof_type}"')
+    return proof
+
+
+def _proof_integer(proof: dict, name: str, minimum: int) -> int:
+    value = proof.get(name)
+    if type(value) is not int or value < minimum:  # type(), because bool is a subclass of int
+        raise MalformedInput(f'proof "{name}" is not an integer >= {minimum}: {value!r}')
+    return value
+
+
+def _proof_path(proof: dict) -> list[bytes]:
+    path = proof.get("path")
+    if not isinstance(path, list) or len(path) > MAX_PATH_LENGTH:
+        raise MalformedInput(f'proof "path" is not a list of at most {MAX_PATH_LENGTH} hashes')
+    return [hash_octets(entry, "a proof path entry") for entry in path]
+
+
+def check_inclusion_proof(data: bytes, record_hash: bytes, root: bytes) -> tuple[bool, str]:
+    """Verify an inclusion proof (JSON text) of a record hash against a root: (valid, description).
+    Raises MalformedInput when the proof is malformed."""
+    proof = _proof_object(data, "inclusion")
+    seq = _proof_integer(proof, "seq", 1)
+    tree_size = _proof_integer(proof, "tree_size", 0)
+    path = _proof_path(proof)
+    valid = verify_inclusion(seq - 1, tree_size, path, leaf_hash(record_hash), root)
+    return valid, (f"record {record_hash.hex()} as seq {seq} of the tree of size {tree_size} with "
+                   f"root {root.hex()}")
+
+
+def check_consistency_proof(data: bytes) -> tuple[bool, str]:
+    """Verify a consistency proof (JSON text): (valid, description). Raises MalformedInput when the
+    proof is malformed."""
+    proof = _proof_object(data, "consistency")
+    old_size = _proof_integer(proof, "old_size", 0)
+    new_size = _proof_integer(proof, "new_size", 0)
+    old_root = hash_octets(proof.get("old_root"), 'proof "old_root"')
+    new_root = hash_octets(proof.get("new_root"), 'proof "new_root"')
+    path = _proof_path(proof)
+    valid = verify_consistency(old_size, new_size, path, old_root, new_root)
+    return valid, (f"the tree of size {old_size} with root {old_root.hex()} as a prefix of the tree "
+                   f"of size {new_size} with root {new_root.hex()}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Digests
+# --------------------------------------------------------------------------------------------------
+
+DIGEST_FIRST_LINE = "ledger-checkpoint/v1"
+DIGEST_KEYWORDS = ("ledger", "chain", "size", "root", "previous", "time", "checkpoint", "key")
+KEY_NAME = "ledger"
+_DIGEST_SIZE = re.compile(r"0|[1-9][0-9]*")
+_DIGEST_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_SIGNATURE_LINE = re.compile("\u2014 (\\S+) (\\S+)")  # U+2014 EM DASH, key name, base64
+
+
+@dataclass(frozen=True)
+class Digest:
+    body: bytes  # the signed octets, including the body's last "\n"
+    ledger: str
+    chain: str | None  # None: `chain none`
+    size: int
+    root: bytes
+    public_key: bytes | None  # None: `key none`
+    signature: bytes | None  # key id (4 octets) || Ed25519 signature (64), if there is a signature line
+
+
+def base64_octets(text: str, length: int, what: str) -> bytes:
+    try:
+        octets = base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        octets = None
+    if octets is None or len(octets) != length:
+        raise MalformedInput(f"{what} is not the base64 of {length} octets: {text!r}")
+    return octets
+
+
+def _digest_json_string(value: str, keyword: str) -> str:
+    """The string a digest line's value holds as one JSON string literal, nothing around it."""
+    if value.startswith('"'):
+        try:
+            text, end = scanstring(value, 1)
+        except ValueError:
+            end = None
+        if end == len(value):
+            return text
+    raise MalformedInput(f"digest: {keyword} is not a JSON string: {value!r}")
+
+
+def parse_digest(data: bytes) -> Digest:
+    """Parse a digest (FORMAT.md "Digests"). Raises MalformedInput, saying what is wrong."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedInput("digest is not UTF-8 text") from None
+    if not text:
+        raise MalformedInput("digest is empty")
+    # Body lines are never empty, so the first blank line ends the body; an unsigned digest may
+    # also end right after its body.
+    body, blank_line, trailer = text.partition("\n\n")
+    if blank_line:
+        body += "\n"
+    if not body.endswith("\n"):
+        raise MalformedInput("digest: the body's last line does not end in a newline")
+    lines = body[:-1].split("\n")
+    if lines[0] != DIGEST_FIRST_LINE:
+        raise MalformedInput(f"digest: the first line is not {DIGEST_FIRST_LINE!r}: {lines[0]!r}")
+    if len(lines) != 1 + len(DIGEST_KEYWORDS):
+        raise MalformedInput(f"digest: the body has {len(lines)} lines, not {1 + len(DIGEST_KEYWORDS)} "
+                             f"({DIGEST_FIRST_LINE}, {', '.join(DIGEST_KEYWORDS)})")
+    values = {}
+    for keyword, line in zip(DIGEST_KEYWORDS, lines[1:]):
+        found, space, values[keyword] = line.partition(" ")
+        if found != keyword or not space:
+            raise MalformedInput(f"digest: expected a {keyword!r} line, found {line!r}")
+
+    ledger = _digest_json_string(values["ledger"], "ledger")
+    chain = None if values["chain"] == "none" else _digest_json_string(values["chain"], "chain")
+    if not _DIGEST_SIZE.fullmatch(values["size"]):
+        raise MalformedInput(f"digest: size is not a decimal integer: {values['size']!r}")
+    root = hash_octets(values["root"], "digest: root")
+    if values["previous"] != "none":
+        hash_octets(values["previous"], "digest: previous")
+    if not _DIGEST_TIME.fullmatch(values["time"]):
+        raise MalformedInput(f"digest: time is not YYYY-MM-DDTHH:MM:SS.ffffffZ: {values['time']!r}")
+    if not re.fullmatch(r"\S+", values["checkpoint"]):
+        raise MalformedInput(f"digest: checkpoint is not an id: {values['checkpoint']!r}")
+    public_key = (None if values["key"] == "none"
+                  else base64_octets(values["key"], 32, "digest: key"))
+
+    # Trailing newlines (psql adds one after the note's own) are not part of the signature lines.
+    signature_lines = trailer.rstrip("\n").split("\n") if trailer.rstrip("\n") else []
+    signatures = []
+    for line in signature_lines:
+        match = _SIGNATURE_LINE.fullmatch(line)
+        if match is None or match.group(1) != KEY_NAME:
+            raise MalformedInput(f"digest: a signature line is not '\u2014 {KEY_NAME} <base64>': "
+                                 f"{line!r}")
+        signatures.append(base64_octets(match.group(2), 4 + 64, "digest: the signature"))
+    if len(signatures) > 1:
+        raise MalformedInput(f"digest: {len(signatures)} signature lines, at most one allowed")
+    return Digest(body.encode("utf-8"), ledger, chain, int(values["size"]), root, public_key,
+                  signatures[0] if signatures else None)
+
+
+def key_id(public_key: bytes) -> bytes:
+    """The 4-octet key id of FORMAT.md: SHA-256("ledger" || "\\n" || 0x01 || public key)[:4]."""
+    return hashlib.sha256(KEY_NAME.encode() + b"\n\x01" + public_key).digest()[:4]
+
+
+def ed25519_verifies(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    # Imported here so that every other mode needs only the standard library.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):  # ValueError: the key octets are no Ed25519 key
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class DigestCheck:
+    check: str
+    ok: bool | None  # None: skipped
+    detail: str
+
+    @property
+    def status(self) -> str:
+        return {True: "ok", False: "failed", None: "skipped"}[self.ok]
+
+    def as_dict(self) -> dict:
+        return {"check": self.check, "ok": self.ok, "detail": self.detail}
+
+
+def check_signature(digest: Digest, allow_unsigned: bool) -> DigestCheck:
+    """Is the body signed with the digest's own key (a matching key id, a valid Ed25519 signature)?"""
+    def result(ok: bool | None, detail: str) -> DigestCheck:
+        return DigestCheck("signature", ok, detail)
+
+    if digest.public_key is None and digest.signature is None:
+        if allow_unsigned:
+            return result(None, "unsigned digest (key none), accepted by --allow-unsigned")
+        return result(False, "unsigned digest (key none); --allow-unsigned accepts it")
+    if digest.public_key is None:
+        return result(False, "the body says key none, yet there is a signature line")
+    if digest.signature is None:
+        return result(False, "the body names a key, but there is no signature line")
+    signature_key_id, signature = digest.signature[:4], digest.signature[4:]
+    if signature_key_id != key_id(digest.public_key):
+        return result(False, f"the signature's key id {signature_key_id.hex()} is not the digest "
+                             f"key's {key_id(digest.public_key).hex()}")
+    if not ed25519_verifies(digest.public_key, signature, digest.body):
+        return result(False, "the Ed25519 signature does not verify under the digest's key")
+    return result(True, "the Ed25519 signature verifies under the digest's key")
+
+
+def check_key(digest: Digest, expected_key: bytes | None) -> DigestCheck:
+    """Is the digest's key the one the auditor trusts (--public-key)?"""
+    if expected_key is None:
+        return DigestCheck("key", None, "no --public-key given")
+    if digest.public_key == expected_key:
+        return DigestCheck("key", True, "the digest's key is the given public key")
+    stated = "none" if digest.public_key is None else base64.b64encode(digest.public_key).decode()
+    return DigestCheck("key", False, f"the digest's key is {stated}, not the given public key")
+
+
+def check_extends(digest: Digest, header: Header, records: Sequence[Record]) -> DigestCheck:
+    """Do the export's first `size` records of the digest's chain still have the digest's root?"""
+    def result(ok: bool, detail: str) -> DigestCheck:
+        return DigestCheck("extends", ok, detail)
+
+    if digest.ledger != header.table:
+        return result(False, f"the digest is of ledger {digest.ledger!r}, the export of "
+                             f"{header.table!r}")
+    if digest.chain is not None and header.chain_by is None:
+        return result(False, f"the digest is of chain {digest.chain!r}, but the export's table "
+                             "has a single chain")
+    try:
+        leaves = chain_leaves(records, digest.chain, 1, digest.size)
+    except MissingRecord as error:
+        return result(False, f"{error}; the digest covers seqs 1..{digest.size}")
+    root = merkle_tree_hash(leaves)
+    if root != digest.root:
+        return result(False, f"the tree of seqs 1..{digest.size} has root {root.hex()}, the "
+                             f"digest states {digest.root.hex()}")
+    return result(True, f"the tree of seqs 1..{digest.size} has the digest's root")
+
+
+def check_digest(digest: Digest, report: Report, expected_key: bytes | None,
+                 allow_unsigned: bool) -> list[DigestCheck]:
+    return [check_signature(digest, allow_unsigned), check_key(digest, expected_key),
+            check_extends(digest, report.header, report.records)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -715,34 +1106,137 @@ def _tsv_field(value) -> str:
             .replace("\n", "\\n").replace("\r", "\\r"))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _tsv_line(*fields) -> str:
+    return "\t".join(_tsv_field(field) for field in fields)
+
+
+def _parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(
-        description="Verify a ledger export (docs/FORMAT.md) offline.",
-        epilog="Exit status: 0 no problems, 1 problems found, 2 malformed input.")
-    parser.add_argument("export", help="export file (JSON lines from ledger.export), or - for stdin")
+        description="Verify a ledger export, a Merkle proof or a digest (docs/FORMAT.md) offline.",
+        epilog="Exit status: 0 verified, 1 problems found or a check failed, 2 malformed input.")
+    parser.add_argument("export", nargs="?", metavar="EXPORT",
+                        help="export file (JSON lines from ledger.export), or - for stdin")
     parser.add_argument("--json", action="store_true",
-                        help="print problems as a JSON array of {chain, seq, problem, detail}")
+                        help="print problems (and digest checks) as JSON")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--digest", metavar="DIGEST_FILE",
+                       help="also check that the export extends this digest (from ledger.digest)")
+    modes.add_argument("--merkle-root", nargs=3, metavar=("CHAIN", "FROM", "TO"),
+                       help="print the Merkle tree hash of records FROM..TO of CHAIN "
+                            "(- for a single-chain table)")
+    modes.add_argument("--inclusion", metavar="PROOF_FILE",
+                       help="verify an inclusion proof (no EXPORT; needs --record-hash, --root)")
+    modes.add_argument("--consistency", metavar="PROOF_FILE",
+                       help="verify a consistency proof (no EXPORT)")
+    parser.add_argument("--public-key", metavar="BASE64",
+                        help="with --digest: the Ed25519 public key the digest must carry")
+    parser.add_argument("--allow-unsigned", action="store_true",
+                        help="with --digest: accept an unsigned digest")
+    parser.add_argument("--record-hash", metavar="HEX", help="with --inclusion: the record's hash")
+    parser.add_argument("--root", metavar="HEX", help="with --inclusion: the tree's root")
     arguments = parser.parse_args(argv)
 
-    try:
-        if arguments.export == "-":
-            report = check_export(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8"))
-        else:
-            with open(arguments.export, encoding="utf-8") as export:
-                report = check_export(export)
-    except (ExportError, OSError, UnicodeDecodeError) as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
+    proof_mode = arguments.inclusion is not None or arguments.consistency is not None
+    if proof_mode and arguments.export is not None:
+        parser.error("--inclusion and --consistency take no EXPORT")
+    if not proof_mode and arguments.export is None:
+        parser.error("EXPORT is required")
+    if arguments.json and (proof_mode or arguments.merkle_root):
+        parser.error("--json goes with plain verification or --digest only")
+    if arguments.digest is None and (arguments.public_key is not None or arguments.allow_unsigned):
+        parser.error("--public-key and --allow-unsigned go with --digest only")
+    if (arguments.inclusion is None) != (arguments.record_hash is None) or (
+            arguments.inclusion is None) != (arguments.root is None):
+        parser.error("--inclusion needs --record-hash and --root, and they go with it only")
+    if arguments.merkle_root:
+        chain, first, last = arguments.merkle_root
+        try:
+            first, last = int(first), int(last)
+        except ValueError:
+            parser.error("--merkle-root FROM and TO must be integers")
+        if not 1 <= first <= last + 1:  # FROM = TO + 1 asks for the empty tree
+            parser.error("--merkle-root needs 1 <= FROM <= TO + 1")
+        arguments.merkle_root = (chain, first, last)
+    return parser, arguments
 
+
+def _read_report(path: str) -> Report:
+    if path == "-":
+        return check_export(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8"))
+    with open(path, encoding="utf-8") as export:
+        return check_export(export)
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def _run_proof(arguments: argparse.Namespace) -> int:
+    if arguments.inclusion is not None:
+        record_hash = hash_octets(arguments.record_hash, "--record-hash")
+        root = hash_octets(arguments.root, "--root")
+        valid, description = check_inclusion_proof(_read_bytes(arguments.inclusion), record_hash, root)
+        claim = "inclusion proof"
+    else:
+        valid, description = check_consistency_proof(_read_bytes(arguments.consistency))
+        claim = "consistency proof"
+    print(f"valid: {claim} verifies {description}" if valid
+          else f"invalid: {claim} does not verify {description}")
+    return 0 if valid else 1
+
+
+def _run_merkle_root(report: Report, chain: str, first: int, last: int) -> int:
+    if report.header.chain_by is None and chain != "-":
+        raise MalformedInput(f"the export's table has a single chain: give - as CHAIN, not {chain!r}")
+    chain_text = None if report.header.chain_by is None else chain
+    print(merkle_tree_hash(chain_leaves(report.records, chain_text, first, last)).hex())
+    return 0
+
+
+def _run_verify(report: Report, arguments: argparse.Namespace) -> int:
+    checks = None
+    if arguments.digest is not None:
+        expected_key = (None if arguments.public_key is None
+                        else base64_octets(arguments.public_key, 32, "--public-key"))
+        digest = parse_digest(_read_bytes(arguments.digest))
+        checks = check_digest(digest, report, expected_key, arguments.allow_unsigned)
+
+    problems = [problem.as_dict() for problem in report.problems]
     if arguments.json:
-        print(json.dumps([problem.as_dict() for problem in report.problems], ensure_ascii=False))
+        print(json.dumps(problems if checks is None
+                         else {"problems": problems, "digest": [check.as_dict() for check in checks]},
+                         ensure_ascii=False))
     else:
         for problem in report.problems:
-            print("\t".join(_tsv_field(field) for field in
-                            (problem.chain, problem.seq, problem.problem, problem.detail)))
+            print(_tsv_line(problem.chain, problem.seq, problem.problem, problem.detail))
+        for check in checks or []:
+            print(_tsv_line("digest", check.check, check.status, check.detail))
     print(f"verified {report.record_count} records in {report.chain_count} chains: "
           f"{len(report.problems)} problems", file=sys.stderr)
-    return 1 if report.problems else 0
+    failed = any(check.ok is False for check in checks or [])
+    return 1 if report.problems or failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, arguments = _parse_arguments(argv)
+    try:
+        if arguments.inclusion is not None or arguments.consistency is not None:
+            return _run_proof(arguments)
+        report = _read_report(arguments.export)
+        if arguments.merkle_root:
+            return _run_merkle_root(report, *arguments.merkle_root)
+        return _run_verify(report, arguments)
+    except (MalformedInput, OSError, UnicodeDecodeError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except MissingRecord as error:  # --merkle-root over records the export does not have
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    except ImportError as error:
+        print(f"{parser.prog}: error: checking a digest's signature needs the Python package "
+              f"'cryptography' ({error})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
