@@ -823,9 +823,10 @@ def chain_leaves(records: Iterable[Record], chain: str | None, first_seq: int,
     """The record hashes (32 octets) of seqs first_seq..last_seq, in seq order, of the chain whose
     exported chain value is `chain` (None: NULL, so every record of a single-chain table).
 
-    The hashes are recomputed from the exported values, so a tree reflects what the records hold
-    today whatever their stored `hash`. A duplicated seq counts with the record that verification
-    takes as that seq's. Raises MissingRecord naming the first missing seq.
+    The leaves are the stored hashes, as in FORMAT.md (whether each matches its record's values is
+    the chain check's `hash_mismatch`). A duplicated seq counts with the record that verification
+    takes as that seq's. Raises MissingRecord naming the first missing seq, or the first record
+    without a well-formed stored hash.
     """
     by_seq: dict[int, Record] = {}
     for record in sorted((record for record in records if record.chain_text == chain),
@@ -836,7 +837,14 @@ def chain_leaves(records: Iterable[Record], chain: str | None, first_seq: int,
         if seq not in by_seq:
             raise MissingRecord(f"chain {'(single)' if chain is None else repr(chain)} has no "
                                 f"record with seq {seq}")
-    return [bytes.fromhex(by_seq[seq].computed_hash) for seq in range(first_seq, last_seq + 1)]
+    leaves = []
+    for seq in range(first_seq, last_seq + 1):
+        stored = by_seq[seq].stored_hash
+        if stored is None or not HASH_PATTERN.fullmatch(stored):
+            raise MissingRecord(f"record {seq} of chain {'(single)' if chain is None else repr(chain)} "
+                                "has no well-formed stored hash")
+        leaves.append(bytes.fromhex(stored))
+    return leaves
 
 
 # --------------------------------------------------------------------------------------------------

@@ -200,7 +200,7 @@ pub fn verify_consistency(
         return proof.is_empty() && old_root == new_root;
     }
     if old_size == 0 {
-        return proof.is_empty();
+        return proof.is_empty() && *old_root == empty_root();
     }
     let mut path: Vec<Digest> = Vec::with_capacity(proof.len() + 1);
     if old_size.is_power_of_two() {
