@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh — the ledger extension's performance benchmark, in one run on one throwaway cluster.
 #
-#   bench/run.sh                  full run (roughly 12 minutes on 2 cores), writes bench/RESULTS.md
-#   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (about 1 minute), writes
+#   bench/run.sh                  full run (roughly 10 minutes on 2 cores), writes bench/RESULTS.md
+#   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (under 1 minute), writes
 #                                 bench/out/RESULTS-quick.md so it never clobbers the full results
 #
 # What it measures (every number is compared with a baseline measured in the same run, because the

@@ -7,7 +7,7 @@
 use crate::datum::Hash64;
 use crate::error::{raise, OrRaise};
 use crate::layout::{self, quote_ident, Layout};
-use crate::verify::chain_datum;
+use crate::verify::{canonical_chain_text, chain_datum};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
 use ledger_core::hash::{parse_hex, to_hex, Digest};
@@ -80,6 +80,13 @@ fn spi_error(what: &str, e: impl std::fmt::Display) -> LedgerError {
 
 /// The record hashes of seqs `from..=to` of one chain, in order; an error names the first gap.
 fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Result<Vec<Digest>, LedgerError> {
+    if layout.chain.is_some() && chain.is_none() {
+        return Err(LedgerError::new(
+            SqlState::InvalidParameterValue,
+            format!("ledger {} has several chains", layout.qualified_name),
+        )
+        .hint("Name the chain."));
+    }
     if to < from {
         return Ok(Vec::new());
     }
@@ -274,8 +281,10 @@ fn checkpoint(
         .or_raise(),
     };
     let key = signing_key();
-    let rows: Vec<CheckpointRow> =
-        chains.iter().map(|c| checkpoint_chain(&layout, c.as_deref(), key.as_ref())).collect();
+    let rows: Vec<CheckpointRow> = chains
+        .iter()
+        .map(|c| checkpoint_chain(&layout, canonical_chain_text(&layout, c.as_deref()).as_deref(), key.as_ref()))
+        .collect();
     SetOfIterator::new(rows)
 }
 
@@ -317,6 +326,16 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
             SqlState::UndefinedObject,
             format!("ledger {ledger} has no chain {}", chain.unwrap_or_default()),
         ));
+    }
+    if head < frontier.size() as i64 {
+        raise(
+            LedgerError::new(
+                SqlState::DataCorrupted,
+                format!("chain of {ledger} has {head} records, fewer than its last checkpoint states"),
+            )
+            .detail(format!("The last checkpoint covers {} records: records were deleted.", frontier.size()))
+            .hint("Run ledger.verify_checkpoint() on the chain's checkpoints."),
+        );
     }
     let from = frontier.size() as i64 + 1;
     for hash in record_hashes(layout, chain, from, head).or_raise() {
@@ -568,7 +587,13 @@ fn consistency_proof(old_cid: pgrx::Uuid, new_cid: pgrx::Uuid) -> JsonB {
     let new = load_checkpoint(new_cid);
     if old.ledger != new.ledger || old.chain != new.chain {
         raise(LedgerError::new(SqlState::InvalidParameterValue, "the checkpoints are of different chains").detail(
-            format!("{old_cid} is of {} {:?}, {new_cid} of {} {:?}.", old.ledger, old.chain, new.ledger, new.chain),
+            format!(
+                "{old_cid} is of {} chain {}, {new_cid} of {} chain {}.",
+                old.ledger,
+                old.chain.as_deref().unwrap_or("(none)"),
+                new.ledger,
+                new.chain.as_deref().unwrap_or("(none)")
+            ),
         ));
     }
     if old.size > new.size {
@@ -621,6 +646,9 @@ fn verify_digest(
     let st = &note.statement;
     let mut out = Vec::new();
     out.push(match (&st.public_key, &note.signature) {
+        (None, _) if note.signature_lines > 0 => {
+            check("signature", Some(false), "signature lines but no key: the key line was changed")
+        }
         (None, _) => check("signature", None, "unsigned digest"),
         (Some(_), None) => check("signature", Some(false), "no signature by the digest's key"),
         (Some(_), Some(_)) => {

@@ -82,7 +82,10 @@ impl DatumReader {
     }
 
     unsafe fn canonical_jsonb(&mut self, datum: Datum) -> &[u8] {
-        let jsonb = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+        // The iterator needs a 4-byte header; only other forms need detoasting.
+        let jsonb =
+            if pgrx::varlena::varatt_is_4b_u(ptr) { ptr } else { pg_sys::pg_detoast_datum(ptr) } as *mut pg_sys::Jsonb;
         let mut iterator = pg_sys::JsonbIteratorInit(&mut (*jsonb).root);
         let mut value: pg_sys::JsonbValue = std::mem::zeroed();
         // jsonb stores a top-level scalar as a one-element "raw scalar" array; it is not an array.
@@ -154,7 +157,17 @@ unsafe fn numeric_text<'a>(numeric: Datum) -> &'a str {
 /// # Safety
 /// `datum` must be a valid varlena datum.
 pub unsafe fn varlena_bytes<'a>(datum: Datum) -> &'a [u8] {
-    let detoasted = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+    let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+    // Most values are stored inline and uncompressed: read them in place, sparing a guarded call.
+    if pgrx::varlena::varatt_is_4b_u(ptr) {
+        let len = pgrx::varlena::varsize_4b(ptr) - pg_sys::VARHDRSZ;
+        return std::slice::from_raw_parts(pgrx::varlena::vardata_4b(ptr) as *const u8, len);
+    }
+    if pgrx::varlena::varatt_is_1b(ptr) && !pgrx::varlena::varatt_is_1b_e(ptr) {
+        let len = pgrx::varlena::varsize_1b(ptr) - 1;
+        return std::slice::from_raw_parts(pgrx::varlena::vardata_1b(ptr) as *const u8, len);
+    }
+    let detoasted = pg_sys::pg_detoast_datum_packed(ptr);
     let len = pgrx::varlena::varsize_any_exhdr(detoasted);
     let data = pgrx::varlena::vardata_any(detoasted) as *const u8;
     std::slice::from_raw_parts(data, len)
@@ -178,6 +191,11 @@ unsafe fn server_bytes_to_str(bytes: &[u8]) -> &str {
 /// Ledgers hash text and names as UTF-8, and Rust strings are UTF-8 throughout, so other database
 /// encodings are refused rather than converted.
 pub fn require_utf8_database() {
+    // A backend stays connected to one database, so one successful check lasts.
+    static CHECKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if CHECKED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     // SAFETY: reads the database encoding.
     unsafe {
         if pg_sys::GetDatabaseEncoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
@@ -189,6 +207,7 @@ pub fn require_utf8_database() {
             );
         }
     }
+    CHECKED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A text datum holding `text` (also valid as bpchar and varchar), in the current memory context.

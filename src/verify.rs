@@ -40,6 +40,19 @@ pub fn chain_datum<'l>(layout: &'l Layout, chain: Option<&str>) -> Option<(&'l C
     }
 }
 
+/// A chain given as text, written the way the chain column's type writes it (so an upper-case
+/// uuid and its lower-case form name one chain).
+pub fn canonical_chain_text(layout: &Layout, chain: Option<&str>) -> Option<String> {
+    let (column, datum) = chain_datum(layout, chain)?;
+    // SAFETY: the datum is of the column's type; its output function writes it.
+    unsafe {
+        let mut output_fn = pg_sys::InvalidOid;
+        let mut is_varlena = false;
+        pg_sys::getTypeOutputInfo(column.type_oid, &mut output_fn, &mut is_varlena);
+        Some(CStr::from_ptr(pg_sys::OidOutputFunctionCall(output_fn, datum)).to_string_lossy().into_owned())
+    }
+}
+
 /// The chain key bytes of a chain given as text.
 fn chain_filter(layout: &Layout, chain: Option<&str>) -> Option<Vec<u8>> {
     let (column, datum) = chain_datum(layout, chain)?;
@@ -87,13 +100,15 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
         let mut values = vec![Datum::from(0); natts];
         let mut nulls = vec![false; natts];
         let scan = pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
+        // What reading a record pallocs (detoasted values, jsonb iterators) goes here, freed in batches.
+        let old = pg_sys::MemoryContextSwitchTo(row_memory.value());
+        let mut rows_since_reset = 0u32;
         loop {
             let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
             if tuple.is_null() {
                 break;
             }
             pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let old = pg_sys::MemoryContextSwitchTo(row_memory.value());
             scratch.chain_key.clear();
             if let Some(column) = &layout.chain {
                 if !nulls[column.index] {
@@ -120,9 +135,13 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
                 };
                 entry.links.push(link);
             }
-            pg_sys::MemoryContextSwitchTo(old);
-            pg_sys::MemoryContextReset(row_memory.value());
+            rows_since_reset += 1;
+            if rows_since_reset == 1024 {
+                pg_sys::MemoryContextReset(row_memory.value());
+                rows_since_reset = 0;
+            }
         }
+        pg_sys::MemoryContextSwitchTo(old);
         pg_sys::table_endscan(scan);
     }
     let mut chains: Vec<ChainLinks> = chains.into_values().collect();

@@ -136,6 +136,8 @@ pub struct Note {
     pub statement: Statement,
     /// Signatures by the statement's key (key id matched); others are ignored, as in signed notes.
     pub signature: Option<[u8; 64]>,
+    /// How many signature lines the digest has, whoever made them.
+    pub signature_lines: usize,
 }
 
 impl Note {
@@ -146,7 +148,9 @@ impl Note {
         let body = format!("{body}\n");
         let statement = Statement::parse_body(&body)?;
         let mut signature = None;
+        let mut signature_lines = 0;
         for line in signatures.lines().filter(|l| !l.is_empty()) {
+            signature_lines += 1;
             let rest = line
                 .strip_prefix(SIGNATURE_PREFIX)
                 .ok_or_else(|| malformed("signature lines start with an em dash"))?;
@@ -162,7 +166,7 @@ impl Note {
                 }
             }
         }
-        Ok(Note { body, statement, signature })
+        Ok(Note { body, statement, signature, signature_lines })
     }
 
     /// Does the signature verify with the statement's own key? (Whether that key is trusted is the
@@ -253,6 +257,17 @@ mod tests {
         let st = statement(None);
         let note = Note::parse(&render(&st, None)).unwrap();
         assert_eq!(note.statement.public_key, None);
+        assert!(!note.signature_valid());
+    }
+
+    #[test]
+    fn a_signature_line_without_a_key_is_counted() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let st = statement(Some(&key));
+        let text = render(&st, Some(&sign(&st.body(), &key)));
+        let keyless = text.replace(&format!("key {}", BASE64.encode(key.verifying_key().to_bytes())), "key none");
+        let note = Note::parse(&keyless).unwrap();
+        assert_eq!((note.statement.public_key, note.signature_lines), (None, 1));
         assert!(!note.signature_valid());
     }
 

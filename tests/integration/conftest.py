@@ -44,6 +44,13 @@ def db(cluster, request):
     yield from _fresh_database(cluster, request)
 
 
+@pytest.fixture(scope="module")
+def module_db(cluster, request):
+    """A fresh UTF8 database with the ledger extension, shared by the tests of one module (for
+    tests that only read, such as error cases)."""
+    yield from _fresh_database(cluster, request)
+
+
 @pytest.fixture
 def latin1_db(cluster, request):
     """A fresh LATIN1 database without the extension (clients talk UTF8 to it)."""

@@ -283,3 +283,111 @@ _SAFE = re.compile(r"[^a-z0-9_]+")
 def database_name(test_name: str) -> str:
     base = _SAFE.sub("_", test_name.lower()).strip("_")[:40]
     return f"lt_{base}_{uuid.uuid4().hex[:8]}"
+
+
+# ---- checkpoints, proofs, digests (test_checkpoints.py) ---------------------------------------
+
+
+def run_verifier(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """`python3 scripts/verify_export.py ARGS...`; the caller checks the exit status."""
+    return subprocess.run([sys.executable, str(VERIFY_EXPORT), *args], input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _write_temp(content: str | bytes, suffix: str) -> str:
+    mode = "wb" if isinstance(content, bytes) else "w"
+    kwargs = {} if isinstance(content, bytes) else {"encoding": "utf-8", "newline": ""}
+    with tempfile.NamedTemporaryFile(mode, suffix=suffix, delete=False, **kwargs) as f:
+        f.write(content)
+        return f.name
+
+
+def _write_export(lines: Iterable[str]) -> str:
+    return _write_temp("".join(line + "\n" for line in lines), ".jsonl")
+
+
+def offline_digest(lines: Iterable[str], digest: str | bytes, public_key: str | None = None,
+                   allow_unsigned: bool = False, malformed_ok: bool = False) -> tuple[int, dict | None]:
+    """`verify_export.py EXPORT --digest FILE [--public-key KEY] [--allow-unsigned] --json`:
+    (exit status, {"problems": [...], "digest": {check: (ok, detail)}}). The digest file holds the
+    digest text exactly as given. Checks the exit status agrees with what was printed. With
+    malformed_ok, exit status 2 (malformed input) returns (2, None) instead of failing."""
+    export_path, digest_path = _write_export(lines), _write_temp(digest, ".digest")
+    args = [export_path, "--digest", digest_path, "--json"]
+    if public_key is not None:
+        args += ["--public-key", public_key]
+    if allow_unsigned:
+        args.append("--allow-unsigned")
+    try:
+        result = run_verifier(*args)
+    finally:
+        os.unlink(export_path)
+        os.unlink(digest_path)
+    if result.returncode == 2 and malformed_ok:
+        return 2, None
+    if result.returncode not in (0, 1):
+        raise AssertionError(f"verify_export.py --digest failed ({result.returncode}): {result.stderr}")
+    out = json.loads(result.stdout)
+    checks = {c["check"]: (c["ok"], c["detail"]) for c in out["digest"]}
+    assert [c["check"] for c in out["digest"]] == ["signature", "key", "extends"], out
+    failed = bool(out["problems"]) or any(ok is False for ok, _ in checks.values())
+    assert (result.returncode == 1) == failed, (result.returncode, out)
+    return result.returncode, {"problems": out["problems"], "digest": checks}
+
+
+def offline_merkle_root(lines: Iterable[str], chain: str | None, first: int, last: int) -> str:
+    """`verify_export.py EXPORT --merkle-root CHAIN FIRST LAST` (CHAIN None: `-`)."""
+    path = _write_export(lines)
+    try:
+        result = run_verifier(path, "--merkle-root", "-" if chain is None else chain,
+                              str(first), str(last))
+    finally:
+        os.unlink(path)
+    if result.returncode != 0:
+        raise AssertionError(f"verify_export.py --merkle-root failed ({result.returncode}): "
+                             f"{result.stderr}")
+    return result.stdout.strip()
+
+
+def offline_proof(kind: str, proof, record_hash: str | None = None, root: str | None = None) -> int:
+    """`verify_export.py --inclusion FILE --record-hash H --root R` or `--consistency FILE`: the exit
+    status (0 valid, 1 invalid, 2 malformed). `proof` is a dict (written as JSON), str or bytes."""
+    content = json.dumps(proof) if isinstance(proof, (dict, list)) else proof
+    path = _write_temp(content, ".json")
+    try:
+        if kind == "inclusion":
+            result = run_verifier("--inclusion", path, "--record-hash", record_hash, "--root", root)
+        elif kind == "consistency":
+            result = run_verifier("--consistency", path)
+        else:
+            raise ValueError(kind)
+    finally:
+        os.unlink(path)
+    assert result.returncode in (0, 1, 2), (result.returncode, result.stderr)
+    return result.returncode
+
+
+def set_signing_key_file(cluster: Cluster, path: str | None,
+                         connections: Iterable[psycopg.Connection] = (),
+                         timeout: float = 10.0) -> None:
+    """ALTER SYSTEM SET (or RESET, for None) ledger.signing_key_file, reload, and wait until a new
+    connection and each of `connections` (autocommit) see the new value."""
+    with cluster.connect("postgres", autocommit=True) as admin:
+        admin.execute("LOAD 'ledger'")  # ALTER SYSTEM knows the setting only once the library is in
+        if path is None:
+            admin.execute("ALTER SYSTEM RESET ledger.signing_key_file")
+        else:
+            admin.execute(sql.SQL("ALTER SYSTEM SET ledger.signing_key_file = {}")
+                          .format(sql.Literal(str(path))))
+        admin.execute("SELECT pg_reload_conf()")
+    want = "" if path is None else str(path)
+    query = "SELECT coalesce(current_setting('ledger.signing_key_file', true), '')"
+
+    def fresh_sees_it():
+        with cluster.connect("postgres", autocommit=True) as conn:
+            return conn.execute(query).fetchone()[0] == want
+
+    wait_until(fresh_sees_it, timeout, 0.02, f"ledger.signing_key_file = {want!r} in new connections")
+    for conn in connections:
+        wait_until(lambda: conn.execute(query).fetchone()[0] == want, timeout, 0.02,
+                   f"ledger.signing_key_file = {want!r} in an open connection")
