@@ -269,10 +269,13 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => check_dense(),
         pg_sys::XactEvent::XACT_EVENT_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_ABORT
         | pg_sys::XactEvent::XACT_EVENT_PREPARE
-        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => STATE.with(|s| *s.borrow_mut() = State::default()),
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => STATE.with(|s| *s.borrow_mut() = State::default()),
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            STATE.with(|s| *s.borrow_mut() = State::default());
+            // A failed ledger.enable may have cached the layout of a table that is not a ledger.
+            crate::layout::forget_all();
+        }
         _ => {}
     }
 }

@@ -76,18 +76,20 @@ pub fn for_relation(relid: Oid) -> Rc<Layout> {
     layout
 }
 
-/// Relcache invalidation: forget the table (or everything, for InvalidOid).
+/// Forgets every cached layout.
+pub fn forget_all() {
+    LAYOUTS.with(|l| l.borrow_mut().clear());
+}
+
+/// Relcache invalidation: forget the table (or everything, for InvalidOid). The map is only ever
+/// borrowed briefly by code that cannot trigger an invalidation, so it is free here.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, relid: Oid) {
-    LAYOUTS.with(|l| {
-        if let Ok(mut layouts) = l.try_borrow_mut() {
-            if relid == pg_sys::InvalidOid {
-                layouts.clear();
-            } else {
-                layouts.remove(&relid);
-            }
-        }
-    });
+    if relid == pg_sys::InvalidOid {
+        forget_all();
+    } else {
+        LAYOUTS.with(|l| l.borrow_mut().remove(&relid));
+    }
 }
 
 /// An SQL identifier, quoted only where PostgreSQL needs it.
