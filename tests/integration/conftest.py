@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ledgertest import Cluster, Database, database_name
+from ledgertest import Cluster, fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -21,38 +21,21 @@ def cluster():
         c.stop(keep=bool(os.environ.get("LEDGER_PYTEST_KEEP")))
 
 
-def _fresh_database(cluster, request, options="", settings=None, extension=True):
-    name = database_name(request.node.name)
-    with cluster.connect("postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 {options}')
-    database = None
-    try:
-        database = Database(cluster, name, settings)
-        if extension:
-            database.execute("CREATE EXTENSION ledger")
-        yield database
-    finally:
-        if database is not None:
-            database.close_all()
-        with cluster.connect("postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 def db(cluster, request):
     """A fresh UTF8 database with the ledger extension."""
-    yield from _fresh_database(cluster, request)
+    yield from fresh_database(cluster, request)
 
 
 @pytest.fixture(scope="module")
 def module_db(cluster, request):
     """A fresh UTF8 database with the ledger extension, shared by the tests of one module (for
     tests that only read, such as error cases)."""
-    yield from _fresh_database(cluster, request)
+    yield from fresh_database(cluster, request)
 
 
 @pytest.fixture
 def latin1_db(cluster, request):
     """A fresh LATIN1 database without the extension (clients talk UTF8 to it)."""
-    yield from _fresh_database(cluster, request, "ENCODING LATIN1 LC_COLLATE 'C' LC_CTYPE 'C'",
+    yield from fresh_database(cluster, request, "ENCODING LATIN1 LC_COLLATE 'C' LC_CTYPE 'C'",
                                {"client_encoding": "UTF8"}, extension=False)

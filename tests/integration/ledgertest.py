@@ -391,3 +391,21 @@ def set_signing_key_file(cluster: Cluster, path: str | None,
     for conn in connections:
         wait_until(lambda: conn.execute(query).fetchone()[0] == want, timeout, 0.02,
                    f"ledger.signing_key_file = {want!r} in an open connection")
+
+
+def fresh_database(cluster, request, options="", settings=None, extension=True):
+    """Generator for fixtures: a fresh database (with the extension unless told not to), dropped after."""
+    name = database_name(request.node.name)
+    with cluster.connect("postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 {options}')
+    database = None
+    try:
+        database = Database(cluster, name, settings)
+        if extension:
+            database.execute("CREATE EXTENSION ledger")
+        yield database
+    finally:
+        if database is not None:
+            database.close_all()
+        with cluster.connect("postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
