@@ -50,7 +50,7 @@
 #   MERKLE_ROWS [1000000/50000]  MERKLE_RUNS [3/2]  CP_NEW [10000/2000]  CP_RUNS [3]  PROOF_RUNS [3]
 #
 # Needs only what scripts/setup.sh installs (PostgreSQL 15 with contrib: pgbench, pgcrypto; cargo)
-# and the extension installed into it (cargo pgrx install --release --pg-config .../pg_config).
+# and the extension installed into it (scripts/install.sh).
 # Must run as root or as the postgres OS user (scripts/cluster.sh runs the server as postgres).
 set -euo pipefail
 
@@ -146,7 +146,7 @@ no_crash() {
 # Environment facts and the cluster
 # ------------------------------------------------------------------------------------------------
 [[ -x $PG_BIN/pgbench ]] || die "pgbench not found in $PG_BIN"
-[[ -f $SO ]] || die "ledger.so is not installed in $("$PG_CONFIG" --pkglibdir); run: cargo pgrx install --release --pg-config $PG_CONFIG"
+[[ -f $SO ]] || die "ledger.so is not installed in $("$PG_CONFIG" --pkglibdir); run: scripts/install.sh"
 STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 NPROC=$(nproc)
 CPU=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
@@ -169,7 +169,7 @@ scripts/cluster.sh start "$BENCH_DIR" "$BENCH_PORT" "${CONF[@]}"
 PG_VERSION=$(psql_ -c "SELECT version()")
 psql_ -c "CREATE EXTENSION pgcrypto" || die "CREATE EXTENSION pgcrypto failed (postgresql-contrib missing?)"
 psql_ -c "CREATE EXTENSION ledger" \
-  || die "CREATE EXTENSION ledger failed; install it: cargo pgrx install --release --pg-config $PG_CONFIG"
+  || die "CREATE EXTENSION ledger failed; install it: scripts/install.sh"
 
 # ------------------------------------------------------------------------------------------------
 # Tables

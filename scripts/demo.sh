@@ -6,9 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== building and installing the extension"
-log=$(mktemp)
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >"$log" 2>&1 || { cat "$log"; exit 1; }
-rm -f "$log"
+scripts/install.sh
 
 dir=$(mktemp -d /tmp/ledger-demo-XXXXXX)
 port=${LEDGER_DEMO_PORT:-55499}

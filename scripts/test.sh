@@ -12,13 +12,6 @@ tier() {
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "=== $name FAILED"; fi
 }
 
-install_extension() {
-  local log
-  log=$(mktemp)
-  cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >"$log" 2>&1 || { cat "$log"; return 1; }
-  rm -f "$log"
-}
-
 regress() {
   local dir port=${LEDGER_REGRESS_PORT:-55431}
   dir=$(mktemp -d /tmp/ledger-regress-XXXXXX)
@@ -33,7 +26,7 @@ regress() {
 tier "pure logic (cargo test)" cargo test -p ledger-core --quiet
 # cargo pgrx test installs its own debug build into PostgreSQL, so the release install comes after it.
 tier "in-database unit tests (cargo pgrx test)" scripts/pg-test.sh
-tier "install into PostgreSQL 15" install_extension
+tier "install into PostgreSQL 15" scripts/install.sh
 tier "SQL contract (pg_regress)" regress
 tier "offline verifier (pytest)" python3 -m pytest -q tests/python
 tier "multi-connection integration (pytest)" python3 -m pytest -q tests/integration
