@@ -1,14 +1,20 @@
 -- Tables of the ledger extension. The extension's own ledgers are enabled in finalize.sql, once the
 -- functions exist.
 
--- The registry: one row per ledger table. `columns` fixes the hashed columns and their order.
+-- The registry: one row per ledger table. `columns` fixes the hashed columns and their order;
+-- `definition` is what ledger.definition(tbl) said when the ledger was enabled (NULL while
+-- ledger.enable runs), against which the event triggers and ledger.verify compare.
 CREATE TABLE ledger.ledgers (
-    tbl          regclass PRIMARY KEY,
-    chain_by     name,
-    columns      name[] NOT NULL,
-    column_types text[] NOT NULL,
-    enabled_at   timestamptz NOT NULL DEFAULT now(),
-    enabled_by   name NOT NULL DEFAULT current_user
+    tbl           regclass PRIMARY KEY,
+    chain_by      name,
+    columns       name[] NOT NULL,
+    column_types  text[] NOT NULL,
+    enabled_at    timestamptz NOT NULL DEFAULT now(),
+    enabled_by    name NOT NULL DEFAULT current_user,
+    definition    text,
+    retired_at    timestamptz,
+    retired_by    name,
+    retire_reason text
 );
 COMMENT ON TABLE ledger.ledgers IS 'ledger tables: chain column and the hashed columns, in encoding order';
 
@@ -53,3 +59,19 @@ CREATE TABLE ledger.checkpoints (
 );
 CREATE INDEX checkpoints_ledger_chain_idx ON ledger.checkpoints (ledger, chain, created_at);
 COMMENT ON TABLE ledger.checkpoints IS 'Merkle checkpoints of ledger chains; itself a ledger';
+
+-- The audit chain of ledgers' lives: one chain per ledger (enabled, retired, dropped by a
+-- superuser), written only by the extension. Itself a ledger.
+CREATE TABLE ledger.events (
+    eid        uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    ledger     text NOT NULL,
+    event      text NOT NULL CHECK (event IN ('enable', 'retire', 'drop')),
+    actor      text NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    definition char(64),
+    reason     text,
+    seq        bigint NOT NULL,
+    prev_hash  char(64),
+    hash       char(64) UNIQUE NOT NULL
+);
+COMMENT ON TABLE ledger.events IS 'who enabled, retired or dropped each ledger, when and why; itself a ledger';

@@ -7,9 +7,11 @@
 use crate::datum::Hash64;
 use crate::error::{raise, OrRaise};
 use crate::layout::{self, quote_ident, Layout};
+use crate::lifecycle;
 use crate::verify::{canonical_chain_text, chain_datum};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
+use ledger_core::definition;
 use ledger_core::hash::{parse_hex, to_hex, Digest};
 use ledger_core::merkle::{self, Frontier};
 use ledger_core::note::{self, Note, Statement};
@@ -174,11 +176,13 @@ struct Checkpoint {
     sig: Option<Vec<u8>>,
     hash: String,
     seq: i64,
+    /// Fingerprint of `ledger.definition(tbl)` when the checkpoint was made.
+    definition: Option<String>,
 }
 
 const CHECKPOINT_COLUMNS: &str = "cid::text, ledger, chain, record_count::bigint, merkle_root::text, \
      prev_checkpoint::text, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-     public_key, sig, hash::text, seq";
+     public_key, sig, hash::text, seq, definition::text";
 
 fn read_checkpoint(row: &pgrx::spi::SpiHeapTupleData) -> Result<Checkpoint, pgrx::spi::Error> {
     Ok(Checkpoint {
@@ -193,6 +197,7 @@ fn read_checkpoint(row: &pgrx::spi::SpiHeapTupleData) -> Result<Checkpoint, pgrx
         sig: row.get(9)?,
         hash: row.get(10)?.unwrap_or_default(),
         seq: row.get(11)?.unwrap_or(0),
+        definition: row.get(12)?,
     })
 }
 
@@ -248,7 +253,7 @@ fn latest_checkpoint(ledger: &str, chain: Option<&str>) -> Option<(Checkpoint, O
     Spi::connect(|client| {
         let rows = client.select(query.as_str(), Some(1), &[ledger.into(), chain.into()])?;
         match rows.into_iter().next() {
-            Some(row) => Ok::<_, pgrx::spi::Error>(Some((read_checkpoint(&row)?, row.get::<Vec<u8>>(12)?))),
+            Some(row) => Ok::<_, pgrx::spi::Error>(Some((read_checkpoint(&row)?, row.get::<Vec<u8>>(13)?))),
             None => Ok(None),
         }
     })
@@ -266,10 +271,20 @@ fn checkpoint(
 ) -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
     let layout = layout::for_relation(tbl.oid());
     drop(tbl);
-    let chains: Vec<Option<String>> = match (&layout.chain, chain) {
-        (_, Some(c)) => vec![Some(c.to_string())],
-        (None, None) => vec![None],
-        (Some(column), None) => Spi::connect(|client| {
+    let rows = match chain {
+        Some(c) => {
+            vec![checkpoint_chain(&layout, canonical_chain_text(&layout, Some(c)).as_deref(), signing_key().as_ref())]
+        }
+        None => checkpoint_every_chain(&layout),
+    };
+    SetOfIterator::new(rows)
+}
+
+/// Checkpoints every chain of a ledger (its one chain when it has no chain column).
+pub fn checkpoint_every_chain(layout: &Layout) -> Vec<CheckpointRow> {
+    let chains: Vec<Option<String>> = match &layout.chain {
+        None => vec![None],
+        Some(column) => Spi::connect(|client| {
             let query = format!(
                 "SELECT DISTINCT {}::text FROM ONLY {} ORDER BY 1",
                 quote_ident(&column.name),
@@ -281,11 +296,10 @@ fn checkpoint(
         .or_raise(),
     };
     let key = signing_key();
-    let rows: Vec<CheckpointRow> = chains
+    chains
         .iter()
-        .map(|c| checkpoint_chain(&layout, canonical_chain_text(&layout, c.as_deref()).as_deref(), key.as_ref()))
-        .collect();
-    SetOfIterator::new(rows)
+        .map(|c| checkpoint_chain(layout, canonical_chain_text(layout, c.as_deref()).as_deref(), key.as_ref()))
+        .collect()
 }
 
 fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKey>) -> CheckpointRow {
@@ -299,7 +313,8 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
     // One checkpointer per chain at a time, so checkpoints of a chain form a line.
     // SAFETY: inside the caller's transaction.
     unsafe { crate::head::lock_chain(checkpoints.relid, format!("{ledger}\n{}", chain.unwrap_or("")).as_bytes()) };
-    let previous = latest_checkpoint(&ledger, chain);
+    // Reading ledger.checkpoints is for auditors; checkpointing needs only the ledger's rows.
+    let previous = lifecycle::as_extension_owner(|| latest_checkpoint(&ledger, chain));
     let mut frontier = match &previous {
         None => Frontier::default(),
         Some((cp, stored)) => {
@@ -359,11 +374,14 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
     };
     let sig = key.map(|k| note::sign(&statement.body(), k).to_vec());
     let frontier_bytes: Vec<u8> = frontier.subtrees().concat();
-    Spi::connect_mut(|client| {
-        let rows = client.update(
+    let definition = definition::fingerprint_hex(&lifecycle::current_definition(layout.relid));
+    // Anyone who can read the ledger may checkpoint it; only the extension writes ledger.checkpoints.
+    lifecycle::as_extension_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
             "INSERT INTO ledger.checkpoints (cid, ledger, chain, range_start, range_end, record_count, merkle_root, \
-             prev_checkpoint, created_at, public_key, sig, frontier) \
-             VALUES ($1::uuid, $2, $3, '1', $4, $5, $6, $7, $8::timestamptz, $9, $10, $11) RETURNING checkpoints",
+             prev_checkpoint, created_at, public_key, sig, frontier, definition) \
+             VALUES ($1::uuid, $2, $3, '1', $4, $5, $6, $7, $8::timestamptz, $9, $10, $11, $12) RETURNING checkpoints",
             None,
             &[
                 cid.as_str().into(),
@@ -377,9 +395,11 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
                 statement.public_key.map(|k| k.to_vec()).into(),
                 sig.into(),
                 frontier_bytes.into(),
+                definition.as_str().into(),
             ],
         )?;
-        rows.first().get::<pgrx::heap_tuple::PgHeapTuple<'static, AllocatedByRust>>(1)
+            rows.first().get::<pgrx::heap_tuple::PgHeapTuple<'static, AllocatedByRust>>(1)
+        })
     })
     .map_err(|e| spi_error("cannot store the checkpoint", e))
     .or_raise()
@@ -472,7 +492,29 @@ fn verify_checkpoint(
     }
 
     out.push(check_previous(&cp, today.as_ref().ok()));
+    out.push(check_definition(&cp, layout.as_ref().ok().map(|l| l.relid)));
     TableIterator::new(out)
+}
+
+/// The ledger's definition is still what it was when the checkpoint was made.
+fn check_definition(cp: &Checkpoint, relid: Option<pg_sys::Oid>) -> CheckRow {
+    let (Some(recorded), Some(relid)) = (&cp.definition, relid) else {
+        return check("definition", None, "not recorded in the checkpoint, or the ledger table is gone");
+    };
+    let today = definition::fingerprint_hex(&lifecycle::current_definition(relid));
+    if *recorded == today {
+        check("definition", Some(true), "the ledger's columns, types, triggers and chain key are as checkpointed")
+    } else {
+        let mut detail = format!(
+            "the ledger's definition changed since the checkpoint: its fingerprint is {today}, the checkpoint says {recorded}"
+        );
+        if let Some(changes) = lifecycle::registered_definition(relid)
+            .and_then(|registered| definition::differences(&registered, &lifecycle::current_definition(relid)))
+        {
+            detail.push_str(&format!(" (since it was enabled: {changes})"));
+        }
+        check("definition", Some(false), detail)
+    }
 }
 
 /// The chain's previous checkpoint is linked and is a prefix of this one.

@@ -4,6 +4,7 @@
 use crate::datum::{column_type_of, SqlName};
 use crate::error::raise;
 use crate::layout::{self, quote_ident};
+use crate::lifecycle;
 use crate::trigger::RecordScratch;
 use ledger_core::canonical::{chain_key_bytes, ColumnType};
 use ledger_core::hash::{to_hex, Digest};
@@ -26,6 +27,8 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<SqlName>, "NULL")) {
     let relkind = unsafe { (*(*tbl.as_ptr()).rd_rel).relkind as u8 };
     drop(tbl);
     let name = layout::qualified_name(relid);
+    lifecycle::require_owner(relid, &name, "make it a ledger");
+    let actor = lifecycle::current_role();
     spi_run(&format!("LOCK TABLE ONLY {name} IN SHARE ROW EXCLUSIVE MODE"));
     check_enableable(relid, relkind, &name);
 
@@ -93,13 +96,7 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<SqlName>, "NULL")) {
         .map(|(_, _, t)| column_type_of(*t).map(ColumnType::name).unwrap_or_default().to_string())
         .collect();
 
-    Spi::run_with_args(
-        "INSERT INTO ledger.ledgers (tbl, chain_by, columns, column_types) VALUES ($1, $2, $3::name[], $4)",
-        &[relid.into(), chain_by.into(), column_names.into(), column_types.into()],
-    )
-    .unwrap_or_else(|e| {
-        raise(LedgerError::new(SqlState::DataCorrupted, "cannot register the ledger").detail(e.to_string()))
-    });
+    lifecycle::register(relid, &name, chain_by, column_names, column_types);
 
     {
         // SAFETY: the table exists and is locked by this transaction.
@@ -120,6 +117,7 @@ fn enable(tbl: PgRelation, chain_by: default!(Option<SqlName>, "NULL")) {
     for trigger in ["zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate"] {
         spi_run(&format!("ALTER TABLE ONLY {name} ENABLE ALWAYS TRIGGER {trigger}"));
     }
+    lifecycle::finish_enable(relid, &name, &actor);
 }
 
 fn check_enableable(relid: Oid, relkind: u8, name: &str) {

@@ -324,7 +324,10 @@ unsafe fn check_dense() {
         if let (Some(c), Some(d)) = (&layout.chain, chain_datum) {
             args.push(pgrx::datum::DatumWithOid::new(d, c.type_oid));
         }
-        let present = pgrx::spi::Spi::get_one_with_args::<i64>(&query, &args).ok().flatten().unwrap_or(-1);
+        // As the extension's owner: a role may append to a ledger it cannot read.
+        let present = crate::lifecycle::as_extension_owner(|| {
+            pgrx::spi::Spi::get_one_with_args::<i64>(&query, &args).ok().flatten().unwrap_or(-1)
+        });
         if present != last - first {
             raise(
                 LedgerError::new(SqlState::CheckViolation, format!("a row chained into ledger {} was not stored", layout.qualified_name))

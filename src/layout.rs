@@ -38,6 +38,8 @@ pub struct Layout {
     /// The unique index on (chain, seq) (or (seq)) that `ledger.enable` made: read backwards, it
     /// gives a chain's head without the executor. Appends need it; reading does not.
     head_index: Option<HeadIndex>,
+    /// Set by `ledger.retire`: who retired the ledger, when and why. Appends are refused.
+    pub retired: Option<String>,
 }
 
 impl Layout {
@@ -118,11 +120,24 @@ pub fn qualified_name(relid: Oid) -> String {
     }
 }
 
-/// Registry entry of a table: (chain_by, hashed columns, their format types).
-pub fn registry_entry(relid: Oid) -> Option<(Option<String>, Vec<String>, Vec<String>)> {
+/// A table's row of `ledger.ledgers`.
+pub struct RegistryEntry {
+    pub chain_by: Option<String>,
+    /// The hashed columns, in encoding order, and their format types.
+    pub columns: Vec<String>,
+    pub column_types: Vec<String>,
+    /// "retired at <time> by <role>: <reason>", once retired.
+    pub retired: Option<String>,
+}
+
+/// The registry entry of a table, if it is a ledger.
+pub fn registry_entry(relid: Oid) -> Option<RegistryEntry> {
     Spi::connect(|client| {
         let rows = client.select(
-            "SELECT chain_by::text, columns::text[], column_types FROM ledger.ledgers WHERE tbl = $1",
+            "SELECT chain_by::text, columns::text[], column_types, \
+             CASE WHEN retired_at IS NOT NULL \
+             THEN format('retired at %s by %s: %s', retired_at, quote_ident(retired_by), retire_reason) END \
+             FROM ledger.ledgers WHERE tbl = $1",
             Some(1),
             &[relid.into()],
         )?;
@@ -130,10 +145,12 @@ pub fn registry_entry(relid: Oid) -> Option<(Option<String>, Vec<String>, Vec<St
             return Ok::<_, pgrx::spi::Error>(None);
         }
         let row = rows.first();
-        let chain_by: Option<String> = row.get(1)?;
-        let columns: Vec<String> = row.get::<Vec<String>>(2)?.unwrap_or_default();
-        let types: Vec<String> = row.get::<Vec<String>>(3)?.unwrap_or_default();
-        Ok(Some((chain_by, columns, types)))
+        Ok(Some(RegistryEntry {
+            chain_by: row.get(1)?,
+            columns: row.get::<Vec<String>>(2)?.unwrap_or_default(),
+            column_types: row.get::<Vec<String>>(3)?.unwrap_or_default(),
+            retired: row.get(4)?,
+        }))
     })
     .unwrap_or_else(|e| {
         raise(LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger registry").detail(e.to_string()))
@@ -160,7 +177,7 @@ pub fn attributes(relid: Oid) -> Vec<(usize, String, Oid)> {
 
 fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let qualified_name = qualified_name(relid);
-    let Some((chain_by, names, types)) = registry_entry(relid) else {
+    let Some(RegistryEntry { chain_by, columns: names, column_types: types, retired }) = registry_entry(relid) else {
         return Err(LedgerError::new(SqlState::UndefinedObject, format!("table {qualified_name} is not a ledger"))
             .hint("Make it one with ledger.enable()."));
     };
@@ -205,7 +222,7 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let (prev_hash, _) = find("prev_hash")?;
     let (hash, _) = find("hash")?;
     let head_index = find_head_index(relid, chain.as_ref().map(|c| c.index), seq)?;
-    Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_index })
+    Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_index, retired })
 }
 
 /// The valid, plain, unique btree index on exactly (chain, seq) or (seq).

@@ -11,6 +11,7 @@ mod enable;
 mod error;
 mod head;
 mod layout;
+mod lifecycle;
 mod trigger;
 mod verify;
 
@@ -18,6 +19,7 @@ mod verify;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/export.sql", name = "export", requires = ["schema"]);
+extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["schema"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

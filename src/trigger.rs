@@ -81,6 +81,16 @@ fn append_row<'a>(
         let rel = data.tg_relation;
         let tupdesc = (*rel).rd_att;
         let layout = layout::for_relation((*rel).rd_id);
+        if let Some(retired) = &layout.retired {
+            raise(
+                LedgerError::new(
+                    SqlState::ObjectNotInPrerequisiteState,
+                    format!("ledger {} is retired", layout.qualified_name),
+                )
+                .detail(format!("It was {retired}."))
+                .hint("A retired ledger stays verifiable but takes no more records."),
+            );
+        }
         check_fires_last(data, &layout);
         let natts = (*tupdesc).natts as usize;
         let mut values = vec![Datum::from(0); natts];

@@ -4,9 +4,11 @@
 use crate::datum::{fetch_row, text_datum_to_str, DatumReader};
 use crate::error::raise;
 use crate::layout::{self, ChainColumn, Layout};
+use crate::lifecycle;
 use crate::trigger::RecordScratch;
 use ledger_core::canonical::chain_key_bytes;
 use ledger_core::chain::{check_chain, Link, StoredHash};
+use ledger_core::definition;
 use ledger_core::hash;
 use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::{self, Datum};
@@ -163,7 +165,23 @@ fn verify(
     'static,
     (name!(chain, Option<String>), name!(seq, Option<i64>), name!(problem, String), name!(detail, String)),
 > {
-    TableIterator::new(verify_table(&tbl, chain))
+    let mut findings = definition_findings(tbl.oid());
+    findings.extend(verify_table(&tbl, chain));
+    TableIterator::new(findings)
+}
+
+/// A `definition_changed` finding when the table no longer is what was registered at enabling
+/// (a superuser's DDL, or a trigger reset by ALTER TABLE ... ENABLE TRIGGER ALL).
+fn definition_findings(relid: pg_sys::Oid) -> Findings {
+    let Some(registered) = lifecycle::registered_definition(relid) else {
+        return Vec::new();
+    };
+    match definition::differences(&registered, &lifecycle::current_definition(relid)) {
+        None => Vec::new(),
+        Some(changes) => {
+            vec![(None, None, "definition_changed".to_string(), format!("since it was enabled: {changes}"))]
+        }
+    }
 }
 
 /// Exactly the bytes a record's hash covers.

@@ -36,6 +36,10 @@ pub enum SqlState {
     DataCorrupted,
     /// F0000: the signing key file is missing, unreadable, too widely readable or not a key.
     ConfigFileError,
+    /// 42501: a change to a ledger's definition, or a retirement, by a role that may not make it.
+    InsufficientPrivilege,
+    /// 55000: an append to a retired ledger, or retiring one twice.
+    ObjectNotInPrerequisiteState,
 }
 
 impl SqlState {
@@ -57,6 +61,8 @@ impl SqlState {
             SqlState::SerializationFailure => "40001",
             SqlState::DataCorrupted => "XX001",
             SqlState::ConfigFileError => "F0000",
+            SqlState::InsufficientPrivilege => "42501",
+            SqlState::ObjectNotInPrerequisiteState => "55000",
         }
     }
 }

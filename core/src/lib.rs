@@ -4,6 +4,7 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod definition;
 pub mod error;
 pub mod hash;
 pub mod json;

@@ -32,7 +32,7 @@ from ledgertest import (backend_wait, offline_digest, offline_merkle_root, offli
                         offline_verify, set_signing_key_file, ve, wait_until)
 
 A, B = str(uuid.UUID(int=0xA)), str(uuid.UUID(int=0xB))
-CHECKPOINT_CHECKS = ["checkpoint_row", "signature", "merkle_root", "previous"]
+CHECKPOINT_CHECKS = ["checkpoint_row", "signature", "merkle_root", "previous", "definition"]
 DIGEST_CHECKS = ["signature", "key", "checkpoint", "extends"]
 EMPTY_ROOT = hashlib.sha3_256(b"").hexdigest()
 POSTGRES = pwd.getpwnam("postgres")
@@ -197,7 +197,7 @@ def tamper(db, table: str, *statements) -> None:
         for statement in statements:
             query, params = (statement, None) if isinstance(statement, str) else statement
             db.execute(query, params)
-        db.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
+        db.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate")
 
 
 def digest_body(text: str) -> str:
@@ -295,7 +295,7 @@ def test_checkpoint_of_one_chain_then_of_all_chains(db):
     for row in [first, *both, second]:
         checks = verify_checkpoint(db, row["cid"])
         assert oks(checks) == {"checkpoint_row": True, "signature": None, "merkle_root": True,
-                               "previous": True}, checks
+                               "previous": True, "definition": True}, checks
         assert "unsigned" in checks["signature"][1]
     assert str(by_chain[A]["cid"]) in verify_checkpoint(db, second["cid"])["previous"][1]
 
@@ -313,7 +313,8 @@ def test_checkpoint_of_single_chain_table_from_empty(db):
     assert empty["record_count"] == 0 and empty["merkle_root"] == EMPTY_ROOT
     assert bytes(empty["frontier"]) == b""
     assert oks(verify_checkpoint(db, empty["cid"])) == {
-        "checkpoint_row": True, "signature": None, "merkle_root": True, "previous": True}
+        "checkpoint_row": True, "signature": None, "merkle_root": True, "previous": True,
+        "definition": True}
     assert db.scalar("SELECT ledger.merkle_root('pay', NULL, 1, 0)") == EMPTY_ROOT
 
     append_single(db, "pay", 5)
@@ -328,7 +329,8 @@ def test_checkpoint_of_single_chain_table_from_empty(db):
     assert db.scalar("SELECT ledger.merkle_root('pay', NULL, 2, 4)") == mth(hashes[1:4]) == \
         offline_merkle_root(lines, None, 2, 4)
     assert oks(verify_checkpoint(db, cp["cid"])) == {
-        "checkpoint_row": True, "signature": None, "merkle_root": True, "previous": True}
+        "checkpoint_row": True, "signature": None, "merkle_root": True, "previous": True,
+        "definition": True}
 
     text = digest(db, cp["cid"])
     assert "\nchain none\n" in text and "\nkey none\n" in text
@@ -669,7 +671,7 @@ def test_rehashed_checkpoint_row_is_caught_by_its_signature(db, server_key):
     assert db.verify() == [] and db.verify("ledger.checkpoints") == []
     checks = verify_checkpoint(db, cp["cid"])
     assert oks(checks) == {"checkpoint_row": True, "signature": False, "merkle_root": True,
-                           "previous": True}, checks
+                           "previous": True, "definition": True}, checks
     assert oks(verify_digest(db, text)) == {"signature": True, "key": True, "checkpoint": False,
                                             "extends": False}
     assert oks(verify_digest(db, digest(db, cp["cid"])))["signature"] is False

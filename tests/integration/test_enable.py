@@ -341,7 +341,7 @@ def test_all_types_tampering_caught_by_both(db, name, update, changes):
         cur.execute("ALTER TABLE alltypes DISABLE TRIGGER ALL")
         cur.execute(f"UPDATE alltypes SET {update}")
         assert cur.rowcount == 1
-        cur.execute("ALTER TABLE alltypes ENABLE TRIGGER ALL")
+        cur.execute("ALTER TABLE alltypes ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate")
     conn.commit()
     changed_text = db.fetchall("SELECT a::text FROM alltypes a ORDER BY seq") != before
     expected = [(None, seq, "hash_mismatch")] if changes else []

@@ -50,7 +50,7 @@ SELECT ledger.verify_digest('not a digest');
 -- A superuser deletes the newest record: the chain still verifies, the checkpoint does not.
 ALTER TABLE pay DISABLE TRIGGER ALL;
 DELETE FROM pay WHERE account = 'alice' AND seq = 17;
-ALTER TABLE pay ENABLE TRIGGER ALL;
+ALTER TABLE pay ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 SELECT * FROM ledger.verify('pay');
 SELECT v.check, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
 FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 17;
@@ -62,7 +62,7 @@ TRUNCATE ledger.checkpoints;
 -- ... rewrites the whole chain and re-hashes it: again only the checkpoint notices.
 ALTER TABLE pay DISABLE TRIGGER ALL;
 DELETE FROM pay WHERE account = 'alice';
-ALTER TABLE pay ENABLE TRIGGER ALL;
+ALTER TABLE pay ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 INSERT INTO pay SELECT i, 'alice', i * 100 FROM generate_series(1, 9) i;
 SELECT * FROM ledger.verify('pay');
 SELECT v.check, v.ok FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 9;

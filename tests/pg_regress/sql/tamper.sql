@@ -8,32 +8,32 @@ CREATE FUNCTION reset_t() RETURNS void LANGUAGE sql AS $$
     ALTER TABLE t DISABLE TRIGGER ALL;
     DELETE FROM t;
     INSERT INTO t SELECT * FROM pristine;
-    ALTER TABLE t ENABLE TRIGGER ALL;
+    ALTER TABLE t ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 $$;
 SELECT * FROM ledger.verify('t');
 
 ALTER TABLE t DISABLE TRIGGER ALL;
 UPDATE t SET body = 'edited' WHERE account = 'a' AND seq = 3;
-ALTER TABLE t ENABLE TRIGGER ALL;
+ALTER TABLE t ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 SELECT chain, seq, problem FROM ledger.verify('t');
 SELECT chain, seq, problem FROM ledger.verify('t', 'b');
 SELECT reset_t();
 
 ALTER TABLE t DISABLE TRIGGER ALL;
 UPDATE t SET hash = repeat('ab', 32) WHERE account = 'a' AND seq = 2;
-ALTER TABLE t ENABLE TRIGGER ALL;
+ALTER TABLE t ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 SELECT chain, seq, problem FROM ledger.verify('t');
 SELECT reset_t();
 
 ALTER TABLE t DISABLE TRIGGER ALL;
 UPDATE t SET prev_hash = repeat('ab', 32) WHERE account = 'a' AND seq = 4;
-ALTER TABLE t ENABLE TRIGGER ALL;
+ALTER TABLE t ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 SELECT chain, seq, problem FROM ledger.verify('t');
 SELECT reset_t();
 
 ALTER TABLE t DISABLE TRIGGER ALL;
 DELETE FROM t WHERE account = 'a' AND seq = 3;
-ALTER TABLE t ENABLE TRIGGER ALL;
+ALTER TABLE t ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 SELECT chain, seq, problem, detail FROM ledger.verify('t');
 SELECT reset_t();
 
@@ -41,19 +41,28 @@ ALTER TABLE t DISABLE TRIGGER ALL;
 UPDATE t SET seq = 0 WHERE account = 'a' AND seq = 4;
 UPDATE t SET seq = 4 WHERE account = 'a' AND seq = 5;
 UPDATE t SET seq = 5 WHERE account = 'a' AND seq = 0;
-ALTER TABLE t ENABLE TRIGGER ALL;
+ALTER TABLE t ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 SELECT chain, seq, problem FROM ledger.verify('t');
 SELECT reset_t();
 
 DROP INDEX t_account_seq_idx;
 ALTER TABLE t DISABLE TRIGGER ALL;
 INSERT INTO t SELECT 100, account, body, seq, prev_hash, hash FROM t WHERE account = 'b' AND seq = 2;
-ALTER TABLE t ENABLE TRIGGER ALL;
+ALTER TABLE t ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 SELECT chain, seq, problem FROM ledger.verify('t');
 
 -- The newest record deleted: the chain is still valid. Checkpoints catch this.
 SELECT reset_t();
 ALTER TABLE t DISABLE TRIGGER ALL;
 DELETE FROM t WHERE account = 'b' AND seq = 3;
+ALTER TABLE t ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
+SELECT chain, seq, problem FROM ledger.verify('t');
+
+-- A superuser who re-enables the triggers the ordinary way leaves them ORIGIN, not ALWAYS, so
+-- session_replication_role = replica would switch them off: the changed definition is reported.
+SELECT reset_t();
+ALTER TABLE t DISABLE TRIGGER ALL;
 ALTER TABLE t ENABLE TRIGGER ALL;
+SELECT chain, seq, problem, detail FROM ledger.verify('t');
+ALTER TABLE t ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 SELECT chain, seq, problem FROM ledger.verify('t');

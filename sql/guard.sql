@@ -1,0 +1,152 @@
+-- Guarding ledgers' definitions (docs/THREAT_MODEL.md). ledger.definition(tbl) describes what the
+-- guarantees rest on; the registry keeps it as enabled, checkpoints keep its fingerprint, and the
+-- event triggers below refuse any DDL by a non-superuser that would change it or drop a ledger.
+
+-- One line per property, in a fixed order (docs/FORMAT.md, "Definitions").
+CREATE FUNCTION ledger.definition(tbl regclass) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT concat_ws(E'\n',
+    'ledger-definition/v1',
+    'table ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+    'persistence ' || c.relpersistence::text,
+    'row_security ' || c.relrowsecurity || ' ' || c.relforcerowsecurity,
+    'chain_by ' || coalesce(quote_ident(l.chain_by), '-'),
+    'hashed ' || coalesce(array_to_string(l.columns, ' '), '-'),
+    (SELECT string_agg(format('column %I %s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
+                              CASE WHEN a.attcollation <> t.typcollation
+                                   THEN ' collate ' || a.attcollation::regcollation END,
+                              CASE WHEN a.attnotnull THEN ' not null' END),
+                       E'\n' ORDER BY a.attnum)
+       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+    (SELECT string_agg(format('trigger %s enabled %s', pg_get_triggerdef(g.oid), g.tgenabled::text), E'\n'
+                       ORDER BY g.tgname)
+       FROM pg_trigger g JOIN pg_proc p ON p.oid = g.tgfoid
+      WHERE g.tgrelid = c.oid AND p.pronamespace = 'ledger'::regnamespace),
+    (SELECT string_agg('rule ' || regexp_replace(pg_get_ruledef(r.oid), '\s+', ' ', 'g'), E'\n'
+                       ORDER BY r.rulename)
+       FROM pg_rewrite r WHERE r.ev_class = c.oid)
+) || E'\n'
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN ledger.ledgers l ON l.tbl = c.oid
+WHERE c.oid = definition.tbl  -- the argument (l.tbl is a column)
+$$;
+COMMENT ON FUNCTION ledger.definition(regclass) IS 'what a ledger''s guarantees rest on: columns, types, triggers, chain key';
+
+-- Refuses a change to registered definitions by a role that is not a superuser. `registered` and
+-- `current` come from ledger.ledgers and ledger.definition().
+CREATE FUNCTION ledger.refuse_definition_change(tbl regclass, registered text, current text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger % cannot be altered', tbl
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'The command changes what the ledger''s hashes and triggers rely on: '
+                       || (SELECT string_agg(change, '; ' ORDER BY removed DESC, n)
+                             FROM (SELECT '- ' || line, true, n
+                                     FROM unnest(string_to_array(registered, E'\n')) WITH ORDINALITY AS r(line, n)
+                                    WHERE line <> '' AND line <> ALL (string_to_array(current, E'\n'))
+                                   UNION ALL
+                                   SELECT '+ ' || line, false, n
+                                     FROM unnest(string_to_array(current, E'\n')) WITH ORDINALITY AS c(line, n)
+                                    WHERE line <> '' AND line <> ALL (string_to_array(registered, E'\n'))
+                                  ) AS changes(change, removed, n))
+                       || '.',
+              HINT = 'Only a superuser can change a ledger''s definition (and ledger.verify will report it). '
+                     'To stop appending, use ledger.retire().';
+END
+$$;
+
+CREATE FUNCTION ledger.guard_ddl() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    touched record;
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN;
+    END IF;
+    FOR touched IN
+        WITH commands AS (SELECT classid, objid FROM pg_event_trigger_ddl_commands()),
+        relations AS (
+            SELECT objid AS relid FROM commands WHERE classid = 'pg_class'::regclass
+            UNION SELECT g.tgrelid FROM commands JOIN pg_trigger g ON g.oid = objid
+                   WHERE classid = 'pg_trigger'::regclass
+            UNION SELECT r.ev_class FROM commands JOIN pg_rewrite r ON r.oid = objid
+                   WHERE classid = 'pg_rewrite'::regclass
+            UNION SELECT p.polrelid FROM commands JOIN pg_policy p ON p.oid = objid
+                   WHERE classid = 'pg_policy'::regclass
+            UNION SELECT c.oid FROM commands JOIN pg_class c ON c.relnamespace = objid
+                   WHERE classid = 'pg_namespace'::regclass
+        )
+        SELECT l.tbl, l.definition AS registered, ledger.definition(l.tbl) AS current
+          FROM ledger.ledgers l JOIN relations ON relations.relid = l.tbl::oid
+         WHERE l.definition IS NOT NULL
+    LOOP
+        IF touched.current IS DISTINCT FROM touched.registered THEN
+            PERFORM ledger.refuse_definition_change(touched.tbl, touched.registered, touched.current);
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION ledger.guard_drop() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    superuser boolean := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+    dropped record;
+BEGIN
+    IF EXISTS (SELECT FROM pg_event_trigger_dropped_objects()
+                WHERE object_type = 'extension' AND object_name = 'ledger') THEN
+        RETURN;
+    END IF;
+    -- Whole ledgers: refused, or (by a superuser) recorded in the ledger's audit chain.
+    FOR dropped IN
+        SELECT l.tbl::oid AS relid, d.object_identity, l.definition
+          FROM pg_event_trigger_dropped_objects() d JOIN ledger.ledgers l ON l.tbl::oid = d.objid
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+    LOOP
+        IF NOT superuser THEN
+            RAISE EXCEPTION 'ledger % cannot be dropped', dropped.object_identity
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Dropping a ledger destroys the records it vouches for.',
+                      HINT = 'To stop appending, use ledger.retire(); only a superuser can drop a ledger.';
+        END IF;
+        INSERT INTO ledger.events (ledger, event, actor, definition, reason)
+        VALUES (dropped.object_identity, 'drop', current_user,
+                ledger.sha3_256(convert_to(dropped.definition, 'UTF8')), 'dropped by a superuser');
+        DELETE FROM ledger.ledgers WHERE tbl::oid = dropped.relid;
+    END LOOP;
+    IF superuser THEN
+        RETURN;
+    END IF;
+    -- Parts of ledgers that remain: columns, triggers, rules, policies.
+    FOR dropped IN
+        WITH relations AS (
+            SELECT objid AS relid FROM pg_event_trigger_dropped_objects()
+             WHERE classid = 'pg_class'::regclass AND objsubid > 0
+            UNION
+            SELECT to_regclass(format('%I.%I', address_names[1], address_names[2]))::oid
+              FROM pg_event_trigger_dropped_objects()
+             WHERE object_type IN ('trigger', 'rule', 'policy') AND cardinality(address_names) >= 2
+        )
+        SELECT l.tbl, l.definition AS registered, ledger.definition(l.tbl) AS current
+          FROM ledger.ledgers l JOIN relations ON relations.relid = l.tbl::oid
+         WHERE l.definition IS NOT NULL
+    LOOP
+        IF dropped.current IS DISTINCT FROM dropped.registered THEN
+            PERFORM ledger.refuse_definition_change(dropped.tbl, dropped.registered, dropped.current);
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER ledger_guard_ddl ON ddl_command_end EXECUTE FUNCTION ledger.guard_ddl();
+CREATE EVENT TRIGGER ledger_guard_drop ON sql_drop EXECUTE FUNCTION ledger.guard_drop();

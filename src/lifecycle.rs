@@ -1,0 +1,159 @@
+//! A ledger's life after `ledger.enable`: its registered definition, its audit chain in
+//! `ledger.events`, and `ledger.retire`. The registry and the audit chains are written only here,
+//! as the extension's owner, after checking that the caller may act on the table.
+
+use crate::checkpoint;
+use crate::error::{raise, OrRaise};
+use crate::layout;
+use ledger_core::definition;
+use ledger_core::{LedgerError, SqlState};
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+fn spi_error(what: &str, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::new(SqlState::DataCorrupted, what.to_string()).detail(e.to_string())
+}
+
+/// The role the caller acts as (for the audit chain), read before any switch of user.
+pub fn current_role() -> String {
+    Spi::get_one::<String>("SELECT current_user::text").ok().flatten().unwrap_or_default()
+}
+
+/// Refuses unless the current role owns the table (or is a member of its owner, or a superuser).
+pub fn require_owner(relid: Oid, name: &str, action: &str) {
+    let owns = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.pg_has_role(relowner, 'USAGE') FROM pg_catalog.pg_class WHERE oid = $1",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !owns {
+        raise(
+            LedgerError::new(SqlState::InsufficientPrivilege, format!("must be owner of table {name}"))
+                .detail(format!("Only the table's owner can {action}.")),
+        );
+    }
+}
+
+/// Runs `f` as the extension's owner, who alone may write the registry and `ledger.events`. An
+/// error inside `f` aborts the (sub)transaction, and PostgreSQL's abort restores the user.
+pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
+    let owner = Spi::get_one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'ledger'")
+        .map_err(|e| spi_error("cannot find the ledger extension", e))
+        .or_raise()
+        .unwrap_or_else(|| raise(LedgerError::new(SqlState::UndefinedObject, "extension \"ledger\" is not installed")));
+    let mut user = pg_sys::InvalidOid;
+    let mut context = 0;
+    // SAFETY: the same save/switch/restore PostgreSQL does around SECURITY DEFINER functions.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    let out = f();
+    // SAFETY: restoring what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    out
+}
+
+/// Appends an event to the ledger's chain in `ledger.events`, with the definition's fingerprint.
+fn record_event(ledger: &str, event: &str, actor: &str, definition: &str, reason: Option<&str>) {
+    Spi::run_with_args(
+        "INSERT INTO ledger.events (ledger, event, actor, definition, reason) VALUES ($1, $2, $3, $4, $5)",
+        &[ledger.into(), event.into(), actor.into(), definition::fingerprint_hex(definition).into(), reason.into()],
+    )
+    .map_err(|e| spi_error("cannot record the event in ledger.events", e))
+    .or_raise();
+}
+
+/// Today's `ledger.definition(tbl)`.
+pub fn current_definition(relid: Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT ledger.definition($1)", &[relid.into()])
+        .map_err(|e| spi_error("cannot describe the ledger's definition", e))
+        .or_raise()
+        .unwrap_or_default()
+}
+
+/// The definition registered when the ledger was enabled (None while `ledger.enable` runs).
+pub fn registered_definition(relid: Oid) -> Option<String> {
+    Spi::get_one_with_args::<String>("SELECT (SELECT definition FROM ledger.ledgers WHERE tbl = $1)", &[relid.into()])
+        .map_err(|e| spi_error("cannot read the ledger registry", e))
+        .or_raise()
+}
+
+/// Registers a table `ledger.enable` has just made a ledger (chain columns and triggers in place).
+pub fn register(relid: Oid, name: &str, chain_by: Option<&str>, columns: Vec<String>, column_types: Vec<String>) {
+    as_extension_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO ledger.ledgers (tbl, chain_by, columns, column_types) VALUES ($1, $2, $3::name[], $4)",
+            &[relid.into(), chain_by.into(), columns.into(), column_types.into()],
+        )
+        .map_err(|e| spi_error(&format!("cannot register {name} as a ledger"), e))
+        .or_raise()
+    });
+}
+
+/// Fixes the registered definition once `ledger.enable` is done, and records the event.
+pub fn finish_enable(relid: Oid, name: &str, actor: &str) {
+    let definition = current_definition(relid);
+    as_extension_owner(|| {
+        Spi::run_with_args(
+            "UPDATE ledger.ledgers SET definition = $2, enabled_by = $3 WHERE tbl = $1",
+            &[relid.into(), definition.as_str().into(), actor.into()],
+        )
+        .map_err(|e| spi_error("cannot register the ledger's definition", e))
+        .or_raise();
+        record_event(name, "enable", actor, &definition, None);
+    });
+}
+
+/// Retires a ledger: no more appends, every chain checkpointed a last time, and who, when and
+/// why recorded in its chain of `ledger.events`. The rows stay, verifiable as before.
+#[pg_extern(volatile, parallel_unsafe)]
+fn retire(tbl: PgRelation, reason: &str) -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
+    let relid = tbl.oid();
+    drop(tbl);
+    let layout = layout::for_relation(relid);
+    let name = layout.qualified_name.clone();
+    if name.starts_with("ledger.") {
+        raise(LedgerError::new(
+            SqlState::FeatureNotSupported,
+            format!("the extension's own ledger {name} cannot be retired"),
+        ));
+    }
+    require_owner(relid, &name, "retire a ledger");
+    if reason.trim().is_empty() {
+        raise(
+            LedgerError::new(SqlState::InvalidParameterValue, "a retirement needs a reason")
+                .hint("The reason is kept in the ledger's chain of ledger.events."),
+        );
+    }
+    // Waits for appends in flight and keeps new ones out until this transaction ends.
+    Spi::run(&format!("LOCK TABLE ONLY {name} IN SHARE ROW EXCLUSIVE MODE"))
+        .map_err(|e| spi_error("cannot lock the ledger", e))
+        .or_raise();
+    // Read the registry again under the lock: another session may have retired it meanwhile.
+    if let Some(retired) = layout::registry_entry(relid).and_then(|e| e.retired) {
+        raise(
+            LedgerError::new(SqlState::ObjectNotInPrerequisiteState, format!("ledger {name} is already retired"))
+                .detail(format!("It was {retired}.")),
+        );
+    }
+    let actor = current_role();
+    let definition = current_definition(relid);
+    let checkpoints = checkpoint::checkpoint_every_chain(&layout);
+    as_extension_owner(|| {
+        Spi::run_with_args(
+            "UPDATE ledger.ledgers SET retired_at = now(), retired_by = $2, retire_reason = $3 WHERE tbl = $1",
+            &[relid.into(), actor.as_str().into(), reason.into()],
+        )
+        .map_err(|e| spi_error("cannot mark the ledger retired", e))
+        .or_raise();
+        record_event(&name, "retire", &actor, &definition, Some(reason));
+    });
+    // Other sessions reload the table's layout, now retired, when this transaction commits.
+    // SAFETY: queues a relcache invalidation for a table that exists (it is locked).
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    SetOfIterator::new(checkpoints)
+}
