@@ -4,6 +4,7 @@
 //! links to the chain's previous checkpoint, and is signed when the server has a key. It keeps the
 //! tree's frontier, so the next checkpoint hashes only the records added since.
 
+use crate::datum::select_one;
 use crate::datum::Hash64;
 use crate::error::{raise, OrRaise};
 use crate::layout::{self, quote_ident, Layout};
@@ -143,7 +144,7 @@ fn leaves(hashes: &[Digest]) -> Vec<Digest> {
 }
 
 fn layout_by_name(name: &str) -> Result<Rc<Layout>, LedgerError> {
-    let relid = Spi::get_one_with_args::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[name.into()])
+    let relid = select_one::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[name.into()])
         .map_err(|e| spi_error("cannot look up the ledger", e))?
         .ok_or_else(|| LedgerError::new(SqlState::UndefinedObject, format!("ledger table {name} no longer exists")))?;
     Ok(layout::for_relation(relid))
@@ -269,6 +270,7 @@ fn checkpoint(
     tbl: default!(PgRelation, "'ledger.records'"),
     chain: default!(Option<&str>, "NULL"),
 ) -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
+    lifecycle::require_primary("checkpoint a ledger");
     let layout = layout::for_relation(tbl.oid());
     drop(tbl);
     let rows = match chain {
@@ -305,7 +307,7 @@ pub fn checkpoint_every_chain(layout: &Layout) -> Vec<CheckpointRow> {
 fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKey>) -> CheckpointRow {
     let ledger = layout.qualified_name.clone();
     let checkpoints = layout::for_relation(
-        Spi::get_one::<pg_sys::Oid>("SELECT 'ledger.checkpoints'::regclass::oid")
+        select_one::<pg_sys::Oid>("SELECT 'ledger.checkpoints'::regclass::oid", &[])
             .ok()
             .flatten()
             .expect("the extension's table"),
@@ -332,7 +334,7 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
     let filter = chain_value.map(|(c, _)| format!("WHERE {} = $1", quote_ident(&c.name))).unwrap_or_default();
     let args: Vec<DatumWithOid> =
         chain_value.map(|(column, datum)| unsafe { DatumWithOid::new(datum, column.type_oid) }).into_iter().collect();
-    let head = Spi::get_one_with_args::<i64>(&format!("SELECT max(seq) FROM ONLY {ledger} {filter}"), &args)
+    let head = select_one::<i64>(&format!("SELECT max(seq) FROM ONLY {ledger} {filter}"), &args)
         .map_err(|e| spi_error("cannot read the chain head", e))
         .or_raise()
         .unwrap_or(0);
@@ -421,7 +423,7 @@ fn verify_checkpoint(
     let cp = load_checkpoint(cid);
     let mut out = Vec::new();
 
-    let row_ok = Spi::get_one_with_args::<bool>(
+    let row_ok = select_one::<bool>(
         "SELECT ledger.sha3_256(ledger.canonical_bytes('ledger.checkpoints', NULL, $1)) = $2",
         &[cp.seq.into(), cp.hash.as_str().into()],
     )

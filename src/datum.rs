@@ -315,3 +315,19 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for SqlName {
         arg.unbox_arg_using_from_datum().into()
     }
 }
+
+/// The first column of the first row of a read-only query, or None. Unlike `Spi::get_one`, which
+/// takes the read-write path and assigns a transaction id, this works on hot standbys and in
+/// read-only transactions.
+pub fn select_one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
+    query: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<Option<T>, pgrx::spi::Error> {
+    pgrx::spi::Spi::connect(|client| {
+        let rows = client.select(query, Some(1), args)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.first().get_one::<T>()
+    })
+}

@@ -3,6 +3,7 @@
 //! as the extension's owner, after checking that the caller may act on the table.
 
 use crate::checkpoint;
+use crate::datum::select_one;
 use crate::error::{raise, OrRaise};
 use crate::layout;
 use ledger_core::definition;
@@ -17,12 +18,12 @@ fn spi_error(what: &str, e: impl std::fmt::Display) -> LedgerError {
 
 /// The role the caller acts as (for the audit chain), read before any switch of user.
 pub fn current_role() -> String {
-    Spi::get_one::<String>("SELECT current_user::text").ok().flatten().unwrap_or_default()
+    select_one::<String>("SELECT current_user::text", &[]).ok().flatten().unwrap_or_default()
 }
 
 /// Refuses unless the current role owns the table (or is a member of its owner, or a superuser).
 pub fn require_owner(relid: Oid, name: &str, action: &str) {
-    let owns = Spi::get_one_with_args::<bool>(
+    let owns = select_one::<bool>(
         "SELECT pg_catalog.pg_has_role(relowner, 'USAGE') FROM pg_catalog.pg_class WHERE oid = $1",
         &[relid.into()],
     )
@@ -37,10 +38,22 @@ pub fn require_owner(relid: Oid, name: &str, action: &str) {
     }
 }
 
+/// Refuses on a hot standby, before any work: what follows writes.
+pub fn require_primary(action: &str) {
+    // SAFETY: reads shared recovery state.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        raise(
+            LedgerError::new(SqlState::ReadOnlySqlTransaction, format!("cannot {action} during recovery"))
+                .detail("This server is a standby; verification works here, writing does not.")
+                .hint("Run it on the primary."),
+        );
+    }
+}
+
 /// Runs `f` as the extension's owner, who alone may write the registry and `ledger.events`. An
 /// error inside `f` aborts the (sub)transaction, and PostgreSQL's abort restores the user.
 pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
-    let owner = Spi::get_one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'ledger'")
+    let owner = select_one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'ledger'", &[])
         .map_err(|e| spi_error("cannot find the ledger extension", e))
         .or_raise()
         .unwrap_or_else(|| raise(LedgerError::new(SqlState::UndefinedObject, "extension \"ledger\" is not installed")));
@@ -69,7 +82,7 @@ fn record_event(ledger: &str, event: &str, actor: &str, definition: &str, reason
 
 /// Today's `ledger.definition(tbl)`.
 pub fn current_definition(relid: Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT ledger.definition($1)", &[relid.into()])
+    select_one::<String>("SELECT ledger.definition($1)", &[relid.into()])
         .map_err(|e| spi_error("cannot describe the ledger's definition", e))
         .or_raise()
         .unwrap_or_default()
@@ -77,7 +90,7 @@ pub fn current_definition(relid: Oid) -> String {
 
 /// The definition registered when the ledger was enabled (None while `ledger.enable` runs).
 pub fn registered_definition(relid: Oid) -> Option<String> {
-    Spi::get_one_with_args::<String>("SELECT (SELECT definition FROM ledger.ledgers WHERE tbl = $1)", &[relid.into()])
+    select_one::<String>("SELECT definition FROM ledger.ledgers WHERE tbl = $1", &[relid.into()])
         .map_err(|e| spi_error("cannot read the ledger registry", e))
         .or_raise()
 }
@@ -112,6 +125,7 @@ pub fn finish_enable(relid: Oid, name: &str, actor: &str) {
 /// why recorded in its chain of `ledger.events`. The rows stay, verifiable as before.
 #[pg_extern(volatile, parallel_unsafe)]
 fn retire(tbl: PgRelation, reason: &str) -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
+    require_primary("retire a ledger");
     let relid = tbl.oid();
     drop(tbl);
     let layout = layout::for_relation(relid);

@@ -40,6 +40,8 @@ pub enum SqlState {
     InsufficientPrivilege,
     /// 55000: an append to a retired ledger, or retiring one twice.
     ObjectNotInPrerequisiteState,
+    /// 25006: a checkpoint or retirement asked of a hot standby.
+    ReadOnlySqlTransaction,
 }
 
 impl SqlState {
@@ -63,6 +65,7 @@ impl SqlState {
             SqlState::ConfigFileError => "F0000",
             SqlState::InsufficientPrivilege => "42501",
             SqlState::ObjectNotInPrerequisiteState => "55000",
+            SqlState::ReadOnlySqlTransaction => "25006",
         }
     }
 }

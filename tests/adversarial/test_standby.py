@@ -1,0 +1,170 @@
+"""Physical replica: a hot standby made with `pg_basebackup -R` streams a primary that appends to
+ledger.records and a user ledger table and takes signed checkpoints. Outcome: on the standby
+ledger.verify, export, verify_checkpoint, merkle_root, inclusion_proof, consistency_proof, digest and
+verify_digest answer exactly as on the primary (they write nothing, so they run read-only); after a
+superuser tampers on the primary with the triggers disabled, the standby names the same problem rows
+and failing checks; appends and checkpoints on the standby are refused with 25006."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import uuid
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from clusters import own_cluster, wait_for_replay
+from ledgertest import Database, database_name, insert_record, wait_until
+
+A, B = str(uuid.UUID(int=0xA)), str(uuid.UUID(int=0xB))
+TABLES = ("ledger.records", "t", "ledger.checkpoints")
+
+
+def write_key(directory) -> str:
+    path = directory / "signing.pem"
+    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    postgres = pwd.getpwnam("postgres")
+    os.chown(path, postgres.pw_uid, postgres.pw_gid)
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def append(db: Database, n: int) -> None:
+    for chain in (A, B):
+        db.execute("INSERT INTO ledger.records (anchor_id, slot, kind, payload) "
+                   "SELECT %s, 's', 'k', jsonb_build_object('i', g) FROM generate_series(1, %s) g",
+                   (chain, n))
+    db.execute("INSERT INTO t (k, body) SELECT g %% 2, 'b' || g FROM generate_series(1, %s) g", (2 * n,))
+
+
+def tamper(db: Database, tbl: str, statement: str) -> None:
+    """As a superuser: the ledger's triggers off, the statement, the triggers back as they were."""
+    db.execute(f"ALTER TABLE {tbl} DISABLE TRIGGER ALL")
+    db.execute(statement)
+    db.execute(f"ALTER TABLE {tbl} " + ", ".join(
+        f"ENABLE ALWAYS TRIGGER {name}"
+        for name in ("zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate")))
+
+
+def outcome(db: Database, query: str, params=None):
+    """The rows a query returns, or ("error", SQLSTATE)."""
+    try:
+        return db.fetchall(query, params)
+    except psycopg.Error as e:
+        return ("error", e.sqlstate)
+
+
+def answers(db: Database, checkpoints: list[tuple]) -> dict:
+    """Everything a reader can ask of the ledgers, keyed by the question."""
+    out = {("public_key",): outcome(db, "SELECT ledger.public_key()")}
+    for tbl in TABLES:
+        out[("verify", tbl)] = outcome(db, "SELECT * FROM ledger.verify(%s::regclass)", (tbl,))
+        out[("export", tbl)] = db.export_lines(tbl)
+    by_chain = {}
+    for cid, ledger, chain, size in checkpoints:
+        out[("verify_checkpoint", cid)] = outcome(db, "SELECT * FROM ledger.verify_checkpoint(%s)", (cid,))
+        out[("merkle_root", cid)] = outcome(db, "SELECT ledger.merkle_root(%s::regclass, %s, 1, %s)",
+                                            (ledger, chain, size))
+        for seq in sorted({1, (size + 1) // 2, size}):
+            out[("inclusion_proof", cid, seq)] = outcome(db, "SELECT ledger.inclusion_proof(%s, %s)",
+                                                         (cid, seq))
+        digest = outcome(db, "SELECT ledger.digest(%s)", (cid,))
+        out[("digest", cid)] = digest
+        if digest and digest[0] != "error":
+            out[("verify_digest", cid)] = outcome(db, "SELECT * FROM ledger.verify_digest(%s)", digest[0])
+        if (ledger, chain) in by_chain:
+            out[("consistency_proof", cid)] = outcome(
+                db, "SELECT ledger.consistency_proof(%s, %s)", (by_chain[(ledger, chain)], cid))
+        by_chain[(ledger, chain)] = cid
+    return out
+
+
+def checkpoint(db: Database, tbl: str) -> list[tuple]:
+    return db.fetchall("SELECT cid, ledger, chain, record_count FROM ledger.checkpoint(%s::regclass) "
+                       "ORDER BY chain", (tbl,))
+
+
+@pytest.fixture(scope="module")
+def servers():
+    """A primary that signs its checkpoints, and its hot standby (the key file is outside the data
+    directory, and the standby's copied postgresql.conf names it too)."""
+    with own_cluster("primary", start=False) as primary, own_cluster("standby", start=False) as standby:
+        primary.conf = [f"ledger.signing_key_file = '{write_key(primary.dir)}'"]
+        primary.start()
+        standby.start_as_standby_of(primary)
+        yield primary, standby
+
+
+@pytest.fixture
+def ledgers(servers, request):
+    """A fresh database on the primary, replayed on the standby: two chains of ledger.records and two
+    of t, each with two checkpoints, the first streamed to the standby, the second after more appends.
+    Yields (primary db, standby db, checkpoints)."""
+    primary, standby = servers
+    p = primary.create_database(database_name(request.node.name))
+    s = None
+    try:
+        p.execute("CREATE TABLE t (id bigserial PRIMARY KEY, k int NOT NULL, body text NOT NULL)")
+        p.execute("SELECT ledger.enable('t', 'k')")
+        append(p, 17)
+        cps = checkpoint(p, "ledger.records") + checkpoint(p, "t")
+        append(p, 5)
+        cps += checkpoint(p, "ledger.records") + checkpoint(p, "t")
+        assert len(cps) == 8
+        wait_until(lambda: p.name in {r[0] for r in standby.connect(autocommit=True).execute(
+            "SELECT datname FROM pg_database").fetchall()}, 20, 0.02, "the database on the standby")
+        s = Database(standby, p.name)
+        assert s.scalar("SELECT pg_is_in_recovery()")
+        wait_for_replay(p, s)
+        yield p, s, cps
+    finally:
+        p.close_all()
+        if s is not None:
+            s.close_all()
+
+
+def test_standby_answers_exactly_as_the_primary(ledgers):
+    p, s, cps = ledgers
+    on_primary = answers(p, cps)
+    assert on_primary[("public_key",)][0][0] is not None
+    for cid, *_ in cps:  # all intact and signed, so the comparison below is of real answers
+        assert {ok for _, ok, _ in on_primary[("verify_checkpoint", cid)]} == {True}
+        assert {ok for _, ok, _ in on_primary[("verify_digest", cid)]} == {True}
+    assert all(on_primary[("verify", tbl)] == [] for tbl in TABLES)
+    assert answers(s, cps) == on_primary
+
+
+def test_standby_refuses_appends_and_checkpoints_as_read_only(ledgers):
+    p, s, cps = ledgers
+    before = (s.snapshot(), s.snapshot("t", "k"))
+    for query in (f"INSERT INTO ledger.records (anchor_id, slot, kind, payload) VALUES ('{A}', 's', 'k', '{{}}')",
+                  "INSERT INTO t (k, body) VALUES (0, 'x')",
+                  "SELECT * FROM ledger.checkpoint('ledger.records')",
+                  "SELECT * FROM ledger.checkpoint('t', '0')"):
+        assert outcome(s, query) == ("error", "25006"), query
+    assert (s.snapshot(), s.snapshot("t", "k")) == before
+
+
+def test_standby_sees_the_same_tampering_as_the_primary(ledgers):
+    p, s, cps = ledgers
+    with p.conn.transaction():
+        tamper(p, "ledger.records", "UPDATE ledger.records SET payload = '{\"i\": 99}' "
+               f"WHERE anchor_id = '{A}' AND seq = 3")
+        tamper(p, "t", "DELETE FROM t WHERE k = 1 AND seq = 4")
+    insert_record(p.conn.cursor(), B, {"after": "tampering"})  # appends still replicate
+    wait_for_replay(p, s)
+
+    tampered = answers(p, cps)
+    assert [r[:3] for r in tampered[("verify", "ledger.records")]] == [(A, 3, "hash_mismatch")]
+    assert [r[:3] for r in tampered[("verify", "t")]] == [("1", 5, "seq_gap"), ("1", 5, "prev_hash_mismatch")]
+    assert tampered[("verify", "ledger.checkpoints")] == []
+    roots = {(ledger, chain, size): {c: ok for c, ok, _ in tampered[("verify_checkpoint", cid)]}["merkle_root"]
+             for cid, ledger, chain, size in cps}
+    # Checkpoints fix the stored hashes: the edit of A's payload is verify's to find, the lost record
+    # of t's chain 1 breaks both of that chain's checkpoints.
+    assert roots == {(ledger, chain, size): chain != "1" for _, ledger, chain, size in cps}
+    assert answers(s, cps) == tampered
