@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier against a real PostgreSQL: pure Rust, in-database (#[pg_test]), the pg_regress
-# contract, the offline verifier, and the multi-connection integration suite.
+# contract, the offline verifier, the multi-connection integration suite, and the adversarial suite
+# (guards, superuser tampering, crashes, replicas, stress, odd and fuzzed input).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
@@ -30,6 +31,7 @@ tier "install into PostgreSQL 15" scripts/install.sh
 tier "SQL contract (pg_regress)" regress
 tier "offline verifier (pytest)" python3 -m pytest -q tests/python
 tier "multi-connection integration (pytest)" python3 -m pytest -q tests/integration
+tier "adversarial: attacks on real servers (pytest)" python3 -m pytest -q -s tests/adversarial
 
 echo "tiers: $passed passed, $failed failed"
 [[ $failed == 0 ]]

@@ -861,7 +861,10 @@ def hash_octets(value, what: str) -> bytes:
 
 def _proof_object(data: bytes, proof_type: str) -> dict:
     try:
-        proof = json.loads(data.decode("utf-8"))
+        # Integers too long for int() (informative members may hold any JSON number) read as inf,
+        # which no required member accepts.
+        proof = json.loads(data.decode("utf-8"),
+                           parse_int=lambda digits: int(digits) if len(digits) <= 4000 else float("inf"))
     except (ValueError, RecursionError) as error:  # ValueError covers UnicodeDecodeError
         raise MalformedInput(f"proof is not JSON: {error}") from None
     if not isinstance(proof, dict) or proof.get("type") != proof_type:

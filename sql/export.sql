@@ -1,3 +1,20 @@
+-- The noncharacters U+1FFFE, U+1FFFF, ... U+10FFFF as JSON escapes (surrogate pairs): psql drops
+-- them from its output, which would make an intact record look tampered with offline.
+CREATE FUNCTION ledger.escape_noncharacters(json text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    code int;
+BEGIN
+    FOR code IN SELECT plane * 65536 + low FROM generate_series(1, 16) plane, (VALUES (65534), (65535)) v(low) LOOP
+        json := replace(json, chr(code),
+                        format('\u%s\u%s', to_hex(55296 + ((code - 65536) >> 10)), to_hex(56320 + ((code - 65536) & 1023))));
+    END LOOP;
+    RETURN json;
+END
+$$;
+
 -- ledger.export(tbl): the documented export (docs/FORMAT.md, "Export"). A header line, then one JSON
 -- array per record with each hashed column's text output and the stored hash. The SET clauses pin
 -- every setting that shapes text output, so exports from any session are identical.
@@ -41,7 +58,8 @@ BEGIN
       FROM unnest(entry.columns, entry.column_types) WITH ORDINALITY AS x(c, t, o);
 
     RETURN QUERY EXECUTE format(
-        'SELECT json_build_array(%s, hash::text)::text FROM ONLY %s ORDER BY %s seq',
+        'SELECT CASE WHEN line ~ ''[\U0001FFFE-\U0010FFFF]'' THEN ledger.escape_noncharacters(line) ELSE line END '
+        'FROM ONLY %2$s, LATERAL (SELECT json_build_array(%1$s, hash::text)::text) AS record(line) ORDER BY %3$s seq',
         value_list, table_name,
         CASE WHEN entry.chain_by IS NULL THEN '' ELSE quote_ident(entry.chain_by) || ', ' END);
 END

@@ -16,7 +16,7 @@ use ledger_core::definition;
 use ledger_core::hash::{parse_hex, to_hex, Digest};
 use ledger_core::merkle::{self, Frontier};
 use ledger_core::note::{self, Note, Statement};
-use ledger_core::proof::{ConsistencyProof, InclusionProof};
+use ledger_core::proof::{self, ConsistencyProof, InclusionProof};
 use ledger_core::{LedgerError, SqlState};
 use pgrx::datum::DatumWithOid;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -143,11 +143,20 @@ fn leaves(hashes: &[Digest]) -> Vec<Digest> {
     hashes.iter().map(merkle::leaf_hash).collect()
 }
 
-fn layout_by_name(name: &str) -> Result<Rc<Layout>, LedgerError> {
-    let relid = select_one::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[name.into()])
+/// The table a checkpoint names, if a table of that name still exists.
+fn relid_by_name(name: &str) -> Result<pg_sys::Oid, LedgerError> {
+    select_one::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[name.into()])
         .map_err(|e| spi_error("cannot look up the ledger", e))?
-        .ok_or_else(|| LedgerError::new(SqlState::UndefinedObject, format!("ledger table {name} no longer exists")))?;
-    Ok(layout::for_relation(relid))
+        .ok_or_else(|| {
+            LedgerError::new(
+                SqlState::UndefinedObject,
+                format!("ledger table {name} no longer exists (dropped, or renamed)"),
+            )
+        })
+}
+
+fn layout_by_name(name: &str) -> Result<Rc<Layout>, LedgerError> {
+    layout::try_for_relation(relid_by_name(name)?)
 }
 
 /// MTH of the records `from_seq..=to_seq` of a chain.
@@ -251,8 +260,10 @@ fn latest_checkpoint(ledger: &str, chain: Option<&str>) -> Option<(Checkpoint, O
         "SELECT {CHECKPOINT_COLUMNS}, frontier FROM ledger.checkpoints \
          WHERE ledger = $1 AND chain IS NOT DISTINCT FROM $2 ORDER BY seq DESC LIMIT 1"
     );
-    Spi::connect(|client| {
-        let rows = client.select(query.as_str(), Some(1), &[ledger.into(), chain.into()])?;
+    // Read-write, so that under READ COMMITTED it takes a snapshot newer than the chain lock it
+    // waited for and sees the checkpoint made by the transaction it waited on.
+    Spi::connect_mut(|client| {
+        let rows = client.update(query.as_str(), Some(1), &[ledger.into(), chain.into()])?;
         match rows.into_iter().next() {
             Some(row) => Ok::<_, pgrx::spi::Error>(Some((read_checkpoint(&row)?, row.get::<Vec<u8>>(13)?))),
             None => Ok(None),
@@ -494,14 +505,18 @@ fn verify_checkpoint(
     }
 
     out.push(check_previous(&cp, today.as_ref().ok()));
-    out.push(check_definition(&cp, layout.as_ref().ok().map(|l| l.relid)));
+    out.push(check_definition(&cp, relid_by_name(&cp.ledger)));
     TableIterator::new(out)
 }
 
 /// The ledger's definition is still what it was when the checkpoint was made.
-fn check_definition(cp: &Checkpoint, relid: Option<pg_sys::Oid>) -> CheckRow {
-    let (Some(recorded), Some(relid)) = (&cp.definition, relid) else {
-        return check("definition", None, "not recorded in the checkpoint, or the ledger table is gone");
+fn check_definition(cp: &Checkpoint, relid: Result<pg_sys::Oid, LedgerError>) -> CheckRow {
+    let Some(recorded) = &cp.definition else {
+        return check("definition", None, "not recorded in the checkpoint");
+    };
+    let relid = match relid {
+        Ok(relid) => relid,
+        Err(e) => return check("definition", Some(false), e.message),
     };
     let today = definition::fingerprint_hex(&lifecycle::current_definition(relid));
     if *recorded == today {
@@ -617,11 +632,14 @@ fn no_longer_matches(cp: &Checkpoint) -> LedgerError {
 }
 
 /// Does `proof` show the record with `record_hash` is in the tree with `root`? Needs no table.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn verify_inclusion(record_hash: &str, proof: JsonB, root: &str) -> bool {
+/// The proof arrives as text (the jsonb overload casts): pgrx's own jsonb reading cannot take every
+/// valid jsonb (numbers beyond f64, deep nesting) and would fail with XX000.
+#[pg_extern(immutable, strict, parallel_safe, name = "verify_inclusion")]
+fn verify_inclusion_text(record_hash: &str, proof: &str, root: &str) -> bool {
     let record_hash = parse_hex(record_hash, "record_hash").or_raise();
     let root = parse_hex(root, "root").or_raise();
-    InclusionProof::parse(&proof.0).or_raise().verify(&record_hash, &root)
+    let proof = proof::parse_json(proof).or_raise();
+    InclusionProof::parse(&proof).or_raise().verify(&record_hash, &root)
 }
 
 /// A proof that checkpoint `old_cid`'s tree is a prefix of checkpoint `new_cid`'s.
@@ -666,11 +684,25 @@ fn consistency_proof(old_cid: pgrx::Uuid, new_cid: pgrx::Uuid) -> JsonB {
     JsonB(proof.to_json(info))
 }
 
-/// Is the old tree of `proof` a prefix of its new tree? Needs no table.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn verify_consistency(proof: JsonB) -> bool {
-    ConsistencyProof::parse(&proof.0).or_raise().verify()
+/// Is the old tree of `proof` a prefix of its new tree? Needs no table. (Text, as above.)
+#[pg_extern(immutable, strict, parallel_safe, name = "verify_consistency")]
+fn verify_consistency_text(proof: &str) -> bool {
+    let proof = proof::parse_json(proof).or_raise();
+    ConsistencyProof::parse(&proof).or_raise().verify()
 }
+
+extension_sql!(
+    r#"
+CREATE FUNCTION ledger.verify_inclusion(record_hash text, proof jsonb, root text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN ledger.verify_inclusion(record_hash, proof::text, root);
+CREATE FUNCTION ledger.verify_consistency(proof jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN ledger.verify_consistency(proof::text);
+"#,
+    name = "verify_proofs_jsonb",
+    requires = [verify_inclusion_text, verify_consistency_text]
+);
 
 /// A checkpoint as a self-contained signed statement, to keep outside the database.
 #[pg_extern(stable, parallel_safe)]

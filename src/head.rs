@@ -14,7 +14,7 @@
 //! transaction appended to is checked to be dense, so such a row can never leave a hole.
 
 use crate::datum::text_datum_to_str;
-use crate::error::raise;
+use crate::error::{raise, OrRaise};
 use crate::layout::Layout;
 use ledger_core::hash::{parse_hex, Digest};
 use ledger_core::{LedgerError, SqlState};
@@ -312,24 +312,26 @@ unsafe fn check_dense() {
     }
     // Portals are closed by PRE_COMMIT, taking their snapshots with them.
     pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    for (relid, chain_datum, first, last) in spans {
-        let layout = crate::layout::for_relation(relid);
-        let filter = match &layout.chain {
-            Some(c) => format!("{} = $3 AND", crate::layout::quote_ident(&c.name)),
-            None => String::new(),
-        };
-        let query =
-            format!("SELECT count(*) FROM ONLY {} WHERE {filter} seq >= $1 AND seq < $2", layout.qualified_name);
-        let mut args: Vec<pgrx::datum::DatumWithOid> = vec![first.into(), last.into()];
-        if let (Some(c), Some(d)) = (&layout.chain, chain_datum) {
-            args.push(pgrx::datum::DatumWithOid::new(d, c.type_oid));
-        }
-        // As the extension's owner: a role may append to a ledger it cannot read.
-        let present = crate::lifecycle::as_extension_owner(|| {
-            pgrx::spi::Spi::get_one_with_args::<i64>(&query, &args).ok().flatten().unwrap_or(-1)
-        });
-        if present != last - first {
-            raise(
+    // As the extension's owner: a role may append to a ledger it cannot read.
+    crate::lifecycle::as_extension_owner(|| {
+        for (relid, chain_datum, first, last) in spans {
+            let layout = crate::layout::for_relation(relid);
+            let filter = match &layout.chain {
+                Some(c) => format!("{} = $3 AND", crate::layout::quote_ident(&c.name)),
+                None => String::new(),
+            };
+            let query =
+                format!("SELECT count(*) FROM ONLY {} WHERE {filter} seq >= $1 AND seq < $2", layout.qualified_name);
+            let mut args: Vec<pgrx::datum::DatumWithOid> = vec![first.into(), last.into()];
+            if let (Some(c), Some(d)) = (&layout.chain, chain_datum) {
+                args.push(pgrx::datum::DatumWithOid::new(d, c.type_oid));
+            }
+            let present = crate::datum::select_one::<i64>(&query, &args)
+                .map_err(|e| LedgerError::new(SqlState::DataCorrupted, "cannot check the chain").detail(e.to_string()))
+                .or_raise()
+                .unwrap_or(0);
+            if present != last - first {
+                raise(
                 LedgerError::new(SqlState::CheckViolation, format!("a row chained into ledger {} was not stored", layout.qualified_name))
                     .detail(format!(
                         "Seqs {first} to {} were chained in this transaction but only {present} of them are in the table; a later row links to a missing one.",
@@ -337,7 +339,8 @@ unsafe fn check_dense() {
                     ))
                     .hint("A row skipped after chaining (by INSERT ... ON CONFLICT DO NOTHING, or a trigger returning NULL) must be the last of its chain in the statement; retry with one row per statement."),
             );
+            }
         }
-    }
+    });
     pg_sys::PopActiveSnapshot();
 }

@@ -70,12 +70,18 @@ thread_local! {
 
 /// The layout of a registered ledger table, from the cache or the registry.
 pub fn for_relation(relid: Oid) -> Rc<Layout> {
+    try_for_relation(relid).or_raise()
+}
+
+/// As `for_relation`, but a table that is not a ledger, or no longer matches its registered
+/// columns (42P16), is an error value, for reports that go on without the records.
+pub fn try_for_relation(relid: Oid) -> Result<Rc<Layout>, LedgerError> {
     if let Some(layout) = LAYOUTS.with(|l| l.borrow().get(&relid).cloned()) {
-        return layout;
+        return Ok(layout);
     }
-    let layout = Rc::new(load(relid).or_raise());
+    let layout = Rc::new(load(relid)?);
     LAYOUTS.with(|l| l.borrow_mut().insert(relid, layout.clone()));
-    layout
+    Ok(layout)
 }
 
 /// Forgets every cached layout.

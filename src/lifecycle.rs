@@ -50,6 +50,20 @@ pub fn require_primary(action: &str) {
     }
 }
 
+/// Refuses unless the current role may read the table: verification reads every row directly.
+pub fn require_select(relid: Oid) {
+    let allowed = select_one::<bool>("SELECT pg_catalog.has_table_privilege($1, 'SELECT')", &[relid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if !allowed {
+        raise(LedgerError::new(
+            SqlState::InsufficientPrivilege,
+            format!("permission denied for table {}", layout::qualified_name(relid)),
+        ));
+    }
+}
+
 /// Runs `f` as the extension's owner, who alone may write the registry and `ledger.events`. An
 /// error inside `f` aborts the (sub)transaction, and PostgreSQL's abort restores the user.
 pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {

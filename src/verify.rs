@@ -165,8 +165,20 @@ fn verify(
     'static,
     (name!(chain, Option<String>), name!(seq, Option<i64>), name!(problem, String), name!(detail, String)),
 > {
+    lifecycle::require_select(tbl.oid());
     let mut findings = definition_findings(tbl.oid());
-    findings.extend(verify_table(&tbl, chain));
+    match layout::try_for_relation(tbl.oid()) {
+        Ok(_) => findings.extend(verify_table(&tbl, chain)),
+        // A hashed column dropped, renamed or retyped: the change is reported, and so is what
+        // it costs (the records cannot be recomputed until it is undone).
+        Err(e) if e.state == SqlState::InvalidTableDefinition && !findings.is_empty() => findings.push((
+            None,
+            None,
+            "unverifiable".to_string(),
+            format!("{}; the records cannot be recomputed until the definition is restored", e.message),
+        )),
+        Err(e) => raise(e),
+    }
     TableIterator::new(findings)
 }
 

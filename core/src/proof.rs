@@ -34,6 +34,12 @@ fn shape(detail: impl Into<String>) -> LedgerError {
     LedgerError::new(SqlState::InvalidParameterValue, "malformed proof").detail(detail.into())
 }
 
+/// A proof's JSON text as a value. serde_json's nesting limit (128) stands: proofs nest two deep, and
+/// deeper input is refused rather than recursed into.
+pub fn parse_json(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| shape(format!("not JSON a proof can be read from: {e}")))
+}
+
 fn object<'a>(proof: &'a Value, kind: &str) -> Result<&'a Map<String, Value>> {
     let map = proof.as_object().ok_or_else(|| shape("a proof is a JSON object"))?;
     match map.get("type").and_then(Value::as_str) {

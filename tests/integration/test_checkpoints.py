@@ -1063,10 +1063,14 @@ def test_proof_members_beyond_the_format_are_ignored(fixtures_db):
 
 def test_verify_functions_are_immutable_and_strict(fixtures_db):
     f, db = fixtures_db, fixtures_db["db"]
-    rows = db.fetchall("SELECT proname, provolatile, proisstrict FROM pg_proc "
-                       "WHERE pronamespace = 'ledger'::regnamespace "
-                       "AND proname IN ('verify_inclusion', 'verify_consistency') ORDER BY 1")
-    assert rows == [("verify_consistency", "i", True), ("verify_inclusion", "i", True)]
+    rows = db.fetchall("SELECT proname, pg_get_function_identity_arguments(oid), provolatile, proisstrict, "
+                       "proparallel FROM pg_proc WHERE pronamespace = 'ledger'::regnamespace "
+                       "AND proname IN ('verify_inclusion', 'verify_consistency') ORDER BY 1, 2")
+    # The proof as jsonb, or as its text (the jsonb overloads cast and call these).
+    assert rows == [("verify_consistency", "proof jsonb", "i", True, "s"),
+                    ("verify_consistency", "proof text", "i", True, "s"),
+                    ("verify_inclusion", "record_hash text, proof jsonb, root text", "i", True, "s"),
+                    ("verify_inclusion", "record_hash text, proof text, root text", "i", True, "s")]
 
     proof, record, root = Jsonb(f["inclusion"]), f["record"], f["root"]
     for args in [(None, proof, root), (record, None, root), (record, proof, None), (None, None, None)]:
