@@ -6,7 +6,7 @@
 
 use crate::datum::select_one;
 use crate::datum::Hash64;
-use crate::error::{raise, OrRaise};
+use crate::error::{raise, spi_error, OrRaise};
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
 use crate::verify::{canonical_chain_text, chain_datum};
@@ -75,10 +75,6 @@ extern "C" {
 fn public_key() -> Option<String> {
     use base64::Engine as _;
     signing_key().map(|k| base64::engine::general_purpose::STANDARD.encode(k.verifying_key().to_bytes()))
-}
-
-fn spi_error(what: &str, e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::new(SqlState::DataCorrupted, what.to_string()).detail(e.to_string())
 }
 
 /// The record hashes of seqs `from..=to` of one chain, in order; an error names the first gap.

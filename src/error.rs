@@ -1,6 +1,6 @@
 //! Raising [`LedgerError`] as a PostgreSQL error with its SQLSTATE, detail and hint.
 
-use ledger_core::LedgerError;
+use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
@@ -32,4 +32,9 @@ impl<T> OrRaise<T> for Result<T, LedgerError> {
     fn or_raise(self) -> T {
         self.unwrap_or_else(|e| raise(e))
     }
+}
+
+/// An SPI failure on the extension's own queries: stored data or catalogs that cannot be read.
+pub fn spi_error(what: &str, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::new(SqlState::DataCorrupted, what.to_string()).detail(e.to_string())
 }

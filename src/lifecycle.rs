@@ -4,17 +4,13 @@
 
 use crate::checkpoint;
 use crate::datum::select_one;
-use crate::error::{raise, OrRaise};
+use crate::error::{raise, spi_error, OrRaise};
 use crate::layout;
 use ledger_core::definition;
 use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
-
-fn spi_error(what: &str, e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::new(SqlState::DataCorrupted, what.to_string()).detail(e.to_string())
-}
 
 /// The role the caller acts as (for the audit chain), read before any switch of user.
 pub fn current_role() -> String {
