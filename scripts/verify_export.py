@@ -917,7 +917,7 @@ def check_consistency_proof(data: bytes) -> tuple[bool, str]:
 # --------------------------------------------------------------------------------------------------
 
 DIGEST_FIRST_LINE = "ledger-checkpoint/v1"
-DIGEST_KEYWORDS = ("ledger", "chain", "size", "root", "previous", "time", "checkpoint", "key")
+DIGEST_KEYWORDS = ("ledger", "chain", "size", "root", "previous", "time", "checkpoint", "key", "definition")
 KEY_NAME = "ledger"
 _DIGEST_SIZE = re.compile(r"0|[1-9][0-9]*")
 _DIGEST_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
@@ -997,6 +997,8 @@ def parse_digest(data: bytes) -> Digest:
         raise MalformedInput(f"digest: checkpoint is not an id: {values['checkpoint']!r}")
     public_key = (None if values["key"] == "none"
                   else base64_octets(values["key"], 32, "digest: key"))
+    if values["definition"] != "none":
+        hash_octets(values["definition"], "digest: definition")
 
     # Trailing newlines (psql adds one after the note's own) are not part of the signature lines.
     signature_lines = trailer.rstrip("\n").split("\n") if trailer.rstrip("\n") else []

@@ -238,6 +238,7 @@ impl Checkpoint {
                         .map_err(|_| corrupt_checkpoint(self, "a malformed public_key"))?,
                 ),
             },
+            definition: self.definition.as_deref().map(|d| parse_hex(d, "definition")).transpose()?,
         })
     }
 
@@ -371,6 +372,7 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
         .or_raise();
     let cid = Spi::get_one::<String>("SELECT gen_random_uuid()::text").ok().flatten().expect("a uuid");
     let time = note::format_time(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+    let definition = definition::fingerprint(&lifecycle::current_definition(layout.relid));
     let statement = Statement {
         ledger: ledger.clone(),
         chain: chain.map(str::to_string),
@@ -380,10 +382,10 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
         time: time.clone(),
         checkpoint: cid.clone(),
         public_key: key.map(|k| k.verifying_key().to_bytes()),
+        definition: Some(definition),
     };
     let sig = key.map(|k| note::sign(&statement.body(), k).to_vec());
     let frontier_bytes: Vec<u8> = frontier.subtrees().concat();
-    let definition = definition::fingerprint_hex(&lifecycle::current_definition(layout.relid));
     // Anyone who can read the ledger may checkpoint it; only the extension writes ledger.checkpoints.
     lifecycle::as_extension_owner(|| {
         Spi::connect_mut(|client| {
@@ -404,7 +406,7 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
                 statement.public_key.map(|k| k.to_vec()).into(),
                 sig.into(),
                 frontier_bytes.into(),
-                definition.as_str().into(),
+                to_hex(&definition).into(),
             ],
         )?;
             rows.first().get::<pgrx::heap_tuple::PgHeapTuple<'static, AllocatedByRust>>(1)

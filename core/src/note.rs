@@ -28,6 +28,8 @@ pub struct Statement {
     pub time: String,
     pub checkpoint: String,
     pub public_key: Option<[u8; 32]>,
+    /// Fingerprint of the ledger's definition (docs/FORMAT.md, "Definitions") at the checkpoint.
+    pub definition: Option<Digest>,
 }
 
 fn malformed(detail: impl Into<String>) -> LedgerError {
@@ -49,6 +51,7 @@ impl Statement {
         body.push_str(&format!("time {}\n", self.time));
         body.push_str(&format!("checkpoint {}\n", self.checkpoint));
         body.push_str(&format!("key {}\n", self.public_key.as_ref().map_or("none".into(), |k| BASE64.encode(k))));
+        body.push_str(&format!("definition {}\n", self.definition.as_ref().map_or("none".into(), to_hex)));
         body
     }
 
@@ -90,10 +93,14 @@ impl Statement {
                     .ok_or_else(|| malformed("\"key\" must be a base64 Ed25519 public key"))?,
             ),
         };
+        let definition = match field("definition")?.as_str() {
+            "none" => None,
+            other => Some(parse_hex(other, "definition")?),
+        };
         if lines.next().is_some() {
-            return Err(malformed("unexpected lines after \"key\""));
+            return Err(malformed("unexpected lines after \"definition\""));
         }
-        Ok(Statement { ledger, chain, size, root, previous, time, checkpoint, public_key })
+        Ok(Statement { ledger, chain, size, root, previous, time, checkpoint, public_key, definition })
     }
 }
 
@@ -224,6 +231,7 @@ mod tests {
             time: format_time(0),
             checkpoint: "6f1c2a54-6c0e-4e8b-9d3e-2b0f5a7c1101".into(),
             public_key: key.map(|k| k.verifying_key().to_bytes()),
+            definition: Some(sha3_256(b"definition")),
         }
     }
 

@@ -339,6 +339,7 @@ fn statement(key: Option<&SigningKey>, size: u64, chain: Option<&str>) -> Statem
         time: "2026-01-02T03:04:05.123456Z".into(),
         checkpoint: "6f1c2a54-6c0e-4e8b-9d3e-2b0f5a7c1101".into(),
         public_key: key.map(|k| k.verifying_key().to_bytes()),
+        definition: (size % 3 != 0).then(|| sha3_256(b"definition")),
     }
 }
 

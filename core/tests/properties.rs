@@ -185,14 +185,14 @@ proptest! {
     }
 
     #[test]
-    fn a_digest_with_one_line_changed_fails_or_does_not_parse(line in 1usize..9, junk in "[a-z0-9 ]{1,8}") {
+    fn a_digest_with_one_line_changed_fails_or_does_not_parse(line in 1usize..10, junk in "[a-z0-9 ]{1,8}") {
         use ed25519_dalek::SigningKey;
         use ledger_core::note::{render, sign, Statement};
         let key = SigningKey::from_bytes(&[3; 32]);
         let st = Statement {
             ledger: "public.t".into(), chain: None, size: 3, root: [9; 32], previous: None,
             time: "2026-01-01T00:00:00.000000Z".into(), checkpoint: "c".into(),
-            public_key: Some(key.verifying_key().to_bytes()),
+            public_key: Some(key.verifying_key().to_bytes()), definition: Some([7; 32]),
         };
         let text = render(&st, Some(&sign(&st.body(), &key)));
         let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();

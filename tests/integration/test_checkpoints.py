@@ -736,6 +736,23 @@ def test_digest_with_key_line_changed_to_none_fails_its_signature(db, server_key
     assert checks["signature"][0] is False, checks
 
 
+def test_digest_signs_the_definition_fingerprint(db, server_key):
+    """The checkpoint row and its signed digest carry SHA3-256 of ledger.definition(tbl); a digest
+    whose definition line is changed no longer verifies."""
+    server_key.install(new_key())
+    append(db, A, 3)
+    cp = one_checkpoint(db, chain=A)
+    fingerprint = hashlib.sha3_256(
+        db.scalar("SELECT ledger.definition('ledger.records')").encode()).hexdigest()
+    assert cp["definition"] == fingerprint
+    text = digest(db, cp["cid"])
+    assert f"\ndefinition {fingerprint}\n" in text
+    assert verify_digest(db, text)["signature"][0] is True
+    changed = with_line(text, "definition", "0" * 64)
+    assert verify_digest(db, changed)["signature"][0] is False
+    assert offline_digest(db.export_lines(), changed)[1]["digest"]["signature"][0] is False
+
+
 def test_proofs_with_one_byte_changed_fail(db):
     append(db, A, 9)
     old = one_checkpoint(db, chain=A)

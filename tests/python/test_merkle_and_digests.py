@@ -462,7 +462,7 @@ def key_id(public_key):
 
 def digest_body(root, size, ledger="public.audit", chain="alice", public_key=None,
                 previous="none", time="2024-05-01T12:34:56.123456Z",
-                checkpoint="3f0c9a52-8d7e-4b1a-9c2d-5e6f7a8b9c0d"):
+                checkpoint="3f0c9a52-8d7e-4b1a-9c2d-5e6f7a8b9c0d", definition="ab" * 32):
     lines = [
         "ledger-checkpoint/v1",
         f"ledger {json.dumps(ledger)}",
@@ -473,6 +473,7 @@ def digest_body(root, size, ledger="public.audit", chain="alice", public_key=Non
         f"time {time}",
         f"checkpoint {checkpoint}",
         "key none" if public_key is None else f"key {base64.b64encode(public_key).decode()}",
+        f"definition {definition}",
     ]
     return "".join(line + "\n" for line in lines)
 
@@ -653,7 +654,8 @@ def test_digest_with_signature_stripped_or_key_removed(tmp_path, key):
     # A key without a signature line is not an unsigned digest: --allow-unsigned does not help.
     result = run_digest(tmp_path, TWO_CHAINS, body + "\n", "--allow-unsigned")
     assert result.returncode == 1 and statuses(result)["signature"] == "failed"
-    no_key = body.rsplit("\n", 1)[0] + "\nkey none\n"
+    lines = body.split("\n")
+    no_key = "\n".join(lines[:8] + ["key none"] + lines[9:]) + "\n"
     result = run_digest(tmp_path, TWO_CHAINS, no_key + "\n" + signature, "--allow-unsigned")
     assert result.returncode == 1 and statuses(result)["signature"] == "failed"
 
@@ -702,6 +704,8 @@ def malformed_digests(private_key):
     yield "key bad base64", with_line(8, "key !!!!")
     yield "key 31 octets", with_line(8, "key " + base64.b64encode(b"k" * 31).decode())
     yield "keyword without value", with_line(8, "key")
+    yield "definition short", with_line(9, "definition " + "0" * 63)
+    yield "definition null", with_line(9, "definition null")
     yield "signature hyphen", body + "\n\n" + signature.replace(EM_DASH, "-")
     yield "signature other name", body + "\n\n" + signature.replace(" ledger ", " other ")
     yield "signature bad base64", body + "\n\n" + f"{EM_DASH} ledger ***\n"
