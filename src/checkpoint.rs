@@ -4,8 +4,7 @@
 //! links to the chain's previous checkpoint, and is signed when the server has a key. It keeps the
 //! tree's frontier, so the next checkpoint hashes only the records added since.
 
-use crate::datum::select_one;
-use crate::datum::Hash64;
+use crate::datum::{select_one, Hash64};
 use crate::error::{raise, spi_error, OrRaise};
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
