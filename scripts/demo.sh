@@ -34,17 +34,30 @@ SET session_replication_role = replica;
 UPDATE ledger.records SET payload = '{"order": 1001, "amount": 0}' WHERE kind = 'order.paid';
 SQL
 
+echo "== a table owner who is not a superuser can append, but not disable the triggers or drop the ledger"
+run <<'SQL' || true
+CREATE ROLE demo_owner;
+GRANT CREATE ON SCHEMA public TO demo_owner;
+SET ROLE demo_owner;
+CREATE TABLE payments (id int PRIMARY KEY, account text NOT NULL, amount numeric NOT NULL);
+SELECT ledger.enable('payments', 'account');
+INSERT INTO payments VALUES (1, 'alice', 10), (2, 'bob', 5), (3, 'alice', 7.50);
+ALTER TABLE payments DISABLE TRIGGER ALL;
+DROP TABLE payments;
+SELECT account, seq, left(hash, 16) AS hash FROM payments ORDER BY account, seq;
+SQL
+
 echo "== ledger.verify on the intact ledger (no rows: intact)"
 run -c "SELECT * FROM ledger.verify()"
 
-echo "== a superuser disables the triggers and rewrites a payment"
+echo "== a superuser disables the triggers, rewrites a payment, and re-enables them the ordinary way"
 run -e <<'SQL'
 ALTER TABLE ledger.records DISABLE TRIGGER ALL;
 UPDATE ledger.records SET payload = '{"order": 1001, "amount": 2.59}' WHERE kind = 'order.paid';
 ALTER TABLE ledger.records ENABLE TRIGGER ALL;
 SQL
 
-echo "== ledger.verify names the record"
+echo "== ledger.verify names the record, and the triggers left ORIGIN instead of ALWAYS"
 run -c "SELECT chain, seq, problem, left(detail, 60) || '...' AS detail FROM ledger.verify()"
 
 echo "== the offline verifier, which shares no code with the extension, agrees"

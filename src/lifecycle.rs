@@ -60,8 +60,10 @@ pub fn require_select(relid: Oid) {
     }
 }
 
-/// Runs `f` as the extension's owner, who alone may write the registry and `ledger.events`. An
-/// error inside `f` aborts the (sub)transaction, and PostgreSQL's abort restores the user.
+/// Runs `f` as the extension's owner, who alone may write the registry and `ledger.events`, with
+/// `search_path` pinned to pg_catalog (as for a SECURITY DEFINER function: the caller's schemas
+/// could otherwise supply operators that would run with the owner's rights). An error inside `f`
+/// aborts the (sub)transaction, and PostgreSQL's abort restores the user and the setting.
 pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
     let owner = select_one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'ledger'", &[])
         .map_err(|e| spi_error("cannot find the ledger extension", e))
@@ -70,13 +72,28 @@ pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
     let mut user = pg_sys::InvalidOid;
     let mut context = 0;
     // SAFETY: the same save/switch/restore PostgreSQL does around SECURITY DEFINER functions.
-    unsafe {
+    let guc_level = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
-    }
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        level
+    };
     let out = f();
     // SAFETY: restoring what was saved above.
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, guc_level);
+        pg_sys::SetUserIdAndSecContext(user, context);
+    }
     out
 }
 
