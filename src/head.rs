@@ -9,6 +9,12 @@
 //! Under REPEATABLE READ and SERIALIZABLE the transaction snapshot may predate the head; appending
 //! after a record the transaction cannot see would be an anomaly, so that is a serialization failure.
 //!
+//! Each backend remembers the last committed head it saw of each chain. It is only a lower bound for
+//! the next lookup (`seq >= hint` as a second scan key), so the backward index scan stops after the
+//! records appended since, instead of reading every entry of the chain on the index page; a lookup
+//! that finds nothing above the hint (our append was rolled back, or rows removed) scans again
+//! without it.
+//!
 //! A row can be dropped after our BEFORE trigger chained it (INSERT ... ON CONFLICT DO NOTHING). The
 //! cache is re-checked against the table at each new command, and before commit every chain this
 //! transaction appended to is checked to be dense, so such a row can never leave a hole.
@@ -89,15 +95,59 @@ impl State {
     }
 }
 
+/// How many chains' hints a backend keeps per table; past that it forgets them and starts over.
+const MAX_HINTS: usize = 65_536;
+
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
+    /// The last committed head seq this backend knows of each chain, by table.
+    static HINTS: RefCell<HashMap<Oid, HashMap<Vec<u8>, i64>>> = RefCell::new(HashMap::new());
+}
+
+/// A transaction committed: its chains' heads become hints for later lookups.
+fn remember_heads(state: State) {
+    HINTS.with(|h| {
+        let mut hints = h.borrow_mut();
+        for (relid, chains) in state.heads {
+            let table = hints.entry(relid).or_default();
+            for (key, head) in chains {
+                if table.len() >= MAX_HINTS {
+                    table.clear();
+                }
+                table.insert(key, head.seq);
+            }
+        }
+    });
+}
+
+/// Forgets the hints of a table (or of all tables, for InvalidOid): its relcache entry was
+/// invalidated, so it may have been truncated or rewritten.
+pub fn forget_hints(relid: Oid) {
+    HINTS.with(|h| {
+        let mut hints = h.borrow_mut();
+        if relid == pg_sys::InvalidOid {
+            hints.clear();
+        } else {
+            hints.remove(&relid);
+        }
+    });
+}
+
+fn hint_for(relid: Oid, chain_key: &[u8]) -> Option<i64> {
+    HINTS.with(|h| h.borrow().get(&relid).and_then(|t| t.get(chain_key)).copied())
 }
 
 /// The (seq, prev_hash) the next record of this chain gets.
 ///
 /// # Safety
-/// `chain_datum` must be a valid datum of the layout's chain column type, or `None` without one.
-pub unsafe fn next_link(layout: &Layout, chain_key: &[u8], chain_datum: Option<Datum>) -> (i64, Option<Digest>) {
+/// `heap` must be the layout's table, open (as a trigger's relation is), and `chain_datum` a valid
+/// datum of the layout's chain column type, or `None` without one.
+pub unsafe fn next_link(
+    layout: &Layout,
+    heap: pg_sys::Relation,
+    chain_key: &[u8],
+    chain_datum: Option<Datum>,
+) -> (i64, Option<Digest>) {
     let cached = STATE.with(|s| s.borrow().heads.get(&layout.relid).and_then(|h| h.get(chain_key)).copied());
     let command_id = pg_sys::GetCurrentCommandId(false);
     if let Some(head) = cached {
@@ -105,16 +155,17 @@ pub unsafe fn next_link(layout: &Layout, chain_key: &[u8], chain_datum: Option<D
             return (head.seq + 1, Some(head.hash));
         }
         // A new command: rows chained by an earlier one may have been dropped after our trigger ran.
-        let actual = lookup(layout, chain_datum, pg_sys::GetLatestSnapshot());
+        let actual = lookup(layout, heap, chain_datum, pg_sys::GetLatestSnapshot(), Some(head.seq));
         return match actual {
             Some((seq, hash)) => (seq + 1, Some(hash)),
             None => (1, None),
         };
     }
     lock_chain(layout.relid, chain_key);
-    let latest = lookup(layout, chain_datum, pg_sys::GetLatestSnapshot());
+    let hint = hint_for(layout.relid, chain_key);
+    let latest = lookup(layout, heap, chain_datum, pg_sys::GetLatestSnapshot(), hint);
     if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
-        let visible = lookup(layout, chain_datum, pg_sys::GetTransactionSnapshot());
+        let visible = lookup(layout, heap, chain_datum, pg_sys::GetTransactionSnapshot(), hint);
         if visible != latest {
             raise(
                 LedgerError::new(
@@ -169,9 +220,7 @@ pub unsafe fn appended(layout: &Layout, chain_key: &[u8], chain_datum: Option<Da
 
 unsafe fn copy_to_transaction_memory(layout: &Layout, datum: Datum) -> Datum {
     let chain = layout.chain.as_ref().expect("a chain datum implies a chain column");
-    let mut typlen: i16 = 0;
-    let mut typbyval = false;
-    pg_sys::get_typlenbyval(chain.type_oid, &mut typlen, &mut typbyval);
+    let (typlen, typbyval) = (chain.type_len, chain.type_by_value);
     if typbyval {
         return datum;
     }
@@ -210,31 +259,67 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 }
 
 /// The chain's last record (seq, hash) as `snapshot` sees it: one backward step of the (chain, seq)
-/// index, without the executor.
-unsafe fn lookup(layout: &Layout, chain_datum: Option<Datum>, snapshot: pg_sys::Snapshot) -> Option<(i64, Digest)> {
+/// index, without the executor. `hint` is a seq the head is expected to be at or above.
+unsafe fn lookup(
+    layout: &Layout,
+    heap: pg_sys::Relation,
+    chain_datum: Option<Datum>,
+    snapshot: pg_sys::Snapshot,
+    hint: Option<i64>,
+) -> Option<(i64, Digest)> {
     let snapshot = pg_sys::RegisterSnapshot(snapshot);
-    let heap = pg_sys::table_open(layout.relid, pg_sys::AccessShareLock as i32);
-    let head_index = layout.head_index();
-    let index = pg_sys::index_open(head_index.index, pg_sys::AccessShareLock as i32);
-    let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
-    let nkeys = match chain_datum {
-        Some(datum) => {
-            pg_sys::ScanKeyEntryInitialize(
-                &mut key,
-                0,
-                1,
-                pg_sys::BTEqualStrategyNumber as u16,
-                pg_sys::InvalidOid,
-                head_index.chain_collation,
-                head_index.chain_equality,
-                datum,
-            );
-            1
-        }
-        None => 0,
+    let index = pg_sys::index_open(layout.head_index().index, pg_sys::AccessShareLock as i32);
+    let head = match hint.filter(|h| *h > 1) {
+        Some(hint) => scan_head(layout, heap, index, snapshot, chain_datum, Some(hint))
+            .or_else(|| scan_head(layout, heap, index, snapshot, chain_datum, None)),
+        None => scan_head(layout, heap, index, snapshot, chain_datum, None),
     };
-    let scan = pg_sys::index_beginscan(heap, index, snapshot, nkeys, 0);
-    pg_sys::index_rescan(scan, &mut key, nkeys, std::ptr::null_mut(), 0);
+    pg_sys::index_close(index, pg_sys::AccessShareLock as i32);
+    pg_sys::UnregisterSnapshot(snapshot);
+    head
+}
+
+/// The first record of a backward scan of the head index: the chain's highest seq (at least
+/// `min_seq`, when given) that `snapshot` sees.
+unsafe fn scan_head(
+    layout: &Layout,
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    chain_datum: Option<Datum>,
+    min_seq: Option<i64>,
+) -> Option<(i64, Digest)> {
+    let head_index = layout.head_index();
+    let mut keys: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
+    let mut nkeys = 0;
+    if let Some(datum) = chain_datum {
+        pg_sys::ScanKeyEntryInitialize(
+            &mut keys[0],
+            0,
+            1,
+            pg_sys::BTEqualStrategyNumber as u16,
+            pg_sys::InvalidOid,
+            head_index.chain_collation,
+            head_index.chain_equality,
+            datum,
+        );
+        nkeys = 1;
+    }
+    if let Some(min_seq) = min_seq {
+        pg_sys::ScanKeyEntryInitialize(
+            &mut keys[nkeys],
+            0,
+            nkeys as i16 + 1,
+            pg_sys::BTGreaterEqualStrategyNumber as u16,
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::Oid::from(pg_sys::F_INT8GE),
+            Datum::from(min_seq),
+        );
+        nkeys += 1;
+    }
+    let scan = begin_index_scan(heap, index, snapshot, nkeys as i32);
+    pg_sys::index_rescan(scan, keys.as_mut_ptr(), nkeys as i32, std::ptr::null_mut(), 0);
     let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
     let head = if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::BackwardScanDirection, slot) {
         let last = layout.seq.max(layout.hash) + 1;
@@ -252,10 +337,28 @@ unsafe fn lookup(layout: &Layout, chain_datum: Option<Datum>, snapshot: pg_sys::
     };
     pg_sys::ExecDropSingleTupleTableSlot(slot);
     pg_sys::index_endscan(scan);
-    pg_sys::index_close(index, pg_sys::AccessShareLock as i32);
-    pg_sys::table_close(heap, pg_sys::AccessShareLock as i32);
-    pg_sys::UnregisterSnapshot(snapshot);
     head
+}
+
+#[cfg(not(feature = "pg18"))]
+unsafe fn begin_index_scan(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    nkeys: i32,
+) -> pg_sys::IndexScanDesc {
+    pg_sys::index_beginscan(heap, index, snapshot, nkeys, 0)
+}
+
+/// PostgreSQL 18 added an instrumentation argument.
+#[cfg(feature = "pg18")]
+unsafe fn begin_index_scan(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    nkeys: i32,
+) -> pg_sys::IndexScanDesc {
+    pg_sys::index_beginscan(heap, index, snapshot, std::ptr::null_mut(), nkeys, 0)
 }
 
 fn corrupt_head(layout: &Layout, what: &str) -> LedgerError {
@@ -268,9 +371,10 @@ fn corrupt_head(layout: &Layout, what: &str) -> LedgerError {
 pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => check_dense(),
-        pg_sys::XactEvent::XACT_EVENT_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_PREPARE
-        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => STATE.with(|s| *s.borrow_mut() = State::default()),
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => remember_heads(STATE.with(|s| s.take())),
+        pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
+            STATE.with(|s| *s.borrow_mut() = State::default())
+        }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
             // A failed ledger.enable may have cached the layout of a table that is not a ledger.

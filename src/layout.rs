@@ -24,6 +24,9 @@ pub struct ChainColumn {
     pub index: usize,
     pub column_type: ColumnType,
     pub type_oid: Oid,
+    /// `pg_type.typlen` and `typbyval`, for copying a chain value.
+    pub type_len: i16,
+    pub type_by_value: bool,
     pub name: String,
 }
 
@@ -93,6 +96,7 @@ pub fn forget_all() {
 /// borrowed briefly by code that cannot trigger an invalidation, so it is free here.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, relid: Oid) {
+    crate::head::forget_hints(relid);
     if relid == pg_sys::InvalidOid {
         forget_all();
     } else {
@@ -221,7 +225,10 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
                     format!("chain column \"{name}\" has an unsupported type"),
                 )
             })?;
-            Some(ChainColumn { index, column_type, type_oid, name: name.clone() })
+            let (mut type_len, mut type_by_value) = (0, false);
+            // SAFETY: a catalog lookup of an existing type.
+            unsafe { pg_sys::get_typlenbyval(type_oid, &mut type_len, &mut type_by_value) };
+            Some(ChainColumn { index, column_type, type_oid, type_len, type_by_value, name: name.clone() })
         }
     };
     let (seq, _) = find("seq")?;

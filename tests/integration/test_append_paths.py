@@ -271,6 +271,12 @@ def test_on_conflict_do_nothing_single_rows(db):
         assert on_conflict_rows(tx, [(existing[1][0], A)]) == 0
     conn.commit()
     assert_dense(db, {A: 7})
+    # The dropped last row was chained as seq 8 before it was skipped: the next append of this
+    # session (which remembers the chain's head across transactions) still gets seq 8.
+    with conn.cursor() as tx:
+        assert insert_record(tx, A)[1] == 8
+    conn.commit()
+    assert_dense(db, {A: 8})
     assert_clean(db)
 
 
