@@ -156,6 +156,7 @@ fn layout_by_name(name: &str) -> Result<Rc<Layout>, LedgerError> {
 
 /// MTH of the records `from_seq..=to_seq` of a chain.
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn merkle_root(tbl: PgRelation, chain: Option<&str>, from_seq: i64, to_seq: i64) -> Hash64 {
     let layout = layout::for_relation(tbl.oid());
     if from_seq < 1 || to_seq < from_seq - 1 {
@@ -273,6 +274,7 @@ type CheckpointRow = pgrx::heap_tuple::PgHeapTuple<'static, AllocatedByRust>;
 
 /// Checkpoints one chain of `tbl` (every chain when `chain` is NULL).
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn checkpoint(
     tbl: default!(PgRelation, "'ledger.records'"),
     chain: default!(Option<&str>, "NULL"),
@@ -425,6 +427,7 @@ fn check(name: &str, ok: Option<bool>, detail: impl Into<String>) -> CheckRow {
 /// Recomputes what a checkpoint states from today's rows: its own row hash, its signature, its
 /// Merkle root, and its consistency with the chain's previous checkpoint.
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn verify_checkpoint(
     cid: pgrx::Uuid,
 ) -> TableIterator<'static, (name!(check, String), name!(ok, Option<bool>), name!(detail, String))> {
@@ -592,6 +595,7 @@ fn check_previous(cp: &Checkpoint, today: Option<&Vec<Digest>>) -> CheckRow {
 
 /// An inclusion proof of record `seq` in a checkpoint's tree.
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn inclusion_proof(cid: pgrx::Uuid, seq: i64) -> JsonB {
     let cp = load_checkpoint(cid);
     if seq < 1 || seq > cp.size {
@@ -641,6 +645,7 @@ fn verify_inclusion_text(record_hash: &str, proof: &str, root: &str) -> bool {
 
 /// A proof that checkpoint `old_cid`'s tree is a prefix of checkpoint `new_cid`'s.
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn consistency_proof(old_cid: pgrx::Uuid, new_cid: pgrx::Uuid) -> JsonB {
     let old = load_checkpoint(old_cid);
     let new = load_checkpoint(new_cid);
@@ -703,6 +708,7 @@ RETURN ledger.verify_consistency(proof::text);
 
 /// A checkpoint as a self-contained signed statement, to keep outside the database.
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn digest(cid: pgrx::Uuid) -> String {
     let cp = load_checkpoint(cid);
     let statement = cp.statement().or_raise();
@@ -712,6 +718,7 @@ fn digest(cid: pgrx::Uuid) -> String {
 /// Checks a digest against today's database: its signature, whether it is this server's key,
 /// whether the checkpoint is still stored as stated, and whether the chain still extends it.
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn verify_digest(
     digest: &str,
 ) -> TableIterator<'static, (name!(check, String), name!(ok, Option<bool>), name!(detail, String))> {

@@ -18,6 +18,7 @@ const LEDGER_COLUMNS: [(&str, &str, &str); 3] =
     [("seq", "bigint", "bigint"), ("prev_hash", "character(64)", "char(64)"), ("hash", "character(64)", "char(64)")];
 
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn enable(tbl: PgRelation, chain_by: default!(Option<SqlName>, "NULL")) {
     let chain_by = chain_by.as_ref().map(|n| n.0.as_str());
     crate::datum::require_utf8_database();

@@ -82,7 +82,7 @@ pub fn try_for_relation(relid: Oid) -> Result<Rc<Layout>, LedgerError> {
     if let Some(layout) = LAYOUTS.with(|l| l.borrow().get(&relid).cloned()) {
         return Ok(layout);
     }
-    let layout = Rc::new(load(relid)?);
+    let layout = Rc::new(crate::lifecycle::with_pinned_search_path(|| load(relid))?);
     LAYOUTS.with(|l| l.borrow_mut().insert(relid, layout.clone()));
     Ok(layout)
 }

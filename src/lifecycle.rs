@@ -60,21 +60,14 @@ pub fn require_select(relid: Oid) {
     }
 }
 
-/// Runs `f` as the extension's owner, who alone may write the registry and `ledger.events`, with
-/// `search_path` pinned to pg_catalog (as for a SECURITY DEFINER function: the caller's schemas
-/// could otherwise supply operators that would run with the owner's rights). An error inside `f`
-/// aborts the (sub)transaction, and PostgreSQL's abort restores the user and the setting.
-pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
-    let owner = select_one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'ledger'", &[])
-        .map_err(|e| spi_error("cannot find the ledger extension", e))
-        .or_raise()
-        .unwrap_or_else(|| raise(LedgerError::new(SqlState::UndefinedObject, "extension \"ledger\" is not installed")));
-    let mut user = pg_sys::InvalidOid;
-    let mut context = 0;
-    // SAFETY: the same save/switch/restore PostgreSQL does around SECURITY DEFINER functions.
-    let guc_level = unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+/// Runs `f` with `search_path` pinned to pg_catalog, as the SQL functions are declared: the
+/// extension's own queries must resolve names and operators to PostgreSQL's, never to objects in
+/// schemas the caller put on its path. For code that runs outside those functions (triggers,
+/// transaction callbacks). An error inside `f` aborts the (sub)transaction, and the abort restores
+/// the setting.
+pub fn with_pinned_search_path<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: the save/set/restore PostgreSQL does for a function's SET clause.
+    let level = unsafe {
         let level = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
@@ -89,11 +82,30 @@ pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
         level
     };
     let out = f();
-    // SAFETY: restoring what was saved above.
+    // SAFETY: pops the level pushed above.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    out
+}
+
+/// Runs `f` as the extension's owner, who alone may write the registry and `ledger.events`, with
+/// `search_path` pinned (as for a SECURITY DEFINER function: the caller's schemas could otherwise
+/// supply operators that would run with the owner's rights). An error inside `f` aborts the
+/// (sub)transaction, and PostgreSQL's abort restores the user and the setting.
+pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
+    let owner = select_one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'ledger'", &[])
+        .map_err(|e| spi_error("cannot find the ledger extension", e))
+        .or_raise()
+        .unwrap_or_else(|| raise(LedgerError::new(SqlState::UndefinedObject, "extension \"ledger\" is not installed")));
+    let mut user = pg_sys::InvalidOid;
+    let mut context = 0;
+    // SAFETY: the same save/switch/restore PostgreSQL does around SECURITY DEFINER functions.
     unsafe {
-        pg_sys::AtEOXact_GUC(true, guc_level);
-        pg_sys::SetUserIdAndSecContext(user, context);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
     }
+    let out = with_pinned_search_path(f);
+    // SAFETY: restoring what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
     out
 }
 
@@ -151,6 +163,7 @@ pub fn finish_enable(relid: Oid, name: &str, actor: &str) {
 /// Retires a ledger: no more appends, every chain checkpointed a last time, and who, when and
 /// why recorded in its chain of `ledger.events`. The rows stay, verifiable as before.
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn retire(tbl: PgRelation, reason: &str) -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
     require_primary("retire a ledger");
     let relid = tbl.oid();

@@ -158,6 +158,7 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
 }
 
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn verify(
     tbl: default!(PgRelation, "'ledger.records'"),
     chain: default!(Option<&str>, "NULL"),
@@ -198,6 +199,7 @@ fn definition_findings(relid: pg_sys::Oid) -> Findings {
 
 /// Exactly the bytes a record's hash covers.
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn canonical_bytes(tbl: PgRelation, chain: Option<&str>, seq: i64) -> Vec<u8> {
     let layout = layout::for_relation(tbl.oid());
     if layout.chain.is_some() && chain.is_none() {
