@@ -27,7 +27,14 @@ SELECT concat_ws(E'\n',
       WHERE g.tgrelid = c.oid AND p.pronamespace = 'ledger'::regnamespace),
     (SELECT string_agg('rule ' || regexp_replace(pg_get_ruledef(r.oid), '\s+', ' ', 'g'), E'\n'
                        ORDER BY r.rulename)
-       FROM pg_rewrite r WHERE r.ev_class = c.oid)
+       FROM pg_rewrite r WHERE r.ev_class = c.oid),
+    -- A child's rows show in every query of the ledger that does not say ONLY, unchained.
+    (SELECT string_agg(format('inherited_by %I.%I', cn.nspname, cc.relname), E'\n'
+                       ORDER BY cn.nspname, cc.relname)
+       FROM pg_inherits i
+       JOIN pg_class cc ON cc.oid = i.inhrelid
+       JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+      WHERE i.inhparent = c.oid)
 ) || E'\n'
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -83,6 +90,22 @@ BEGIN
                    WHERE classid = 'pg_policy'::regclass
             UNION SELECT c.oid FROM commands JOIN pg_class c ON c.relnamespace = objid
                    WHERE classid = 'pg_namespace'::regclass
+            -- A new inheritance child of a ledger.
+            UNION SELECT i.inhparent FROM commands JOIN pg_inherits i ON i.inhrelid = objid
+                   WHERE classid = 'pg_class'::regclass
+            -- Types and collations of ledger columns (renamed, moved), directly or by their schema.
+            UNION SELECT d.objid FROM commands JOIN pg_depend d
+                       ON d.refclassid = commands.classid AND d.refobjid = commands.objid
+                   WHERE commands.classid IN ('pg_type'::regclass, 'pg_collation'::regclass)
+                     AND d.classid = 'pg_class'::regclass
+            UNION SELECT d.objid FROM commands
+                     JOIN pg_type t ON t.typnamespace = commands.objid
+                     JOIN pg_depend d ON d.refclassid = 'pg_type'::regclass AND d.refobjid = t.oid
+                   WHERE commands.classid = 'pg_namespace'::regclass AND d.classid = 'pg_class'::regclass
+            UNION SELECT d.objid FROM commands
+                     JOIN pg_collation co ON co.collnamespace = commands.objid
+                     JOIN pg_depend d ON d.refclassid = 'pg_collation'::regclass AND d.refobjid = co.oid
+                   WHERE commands.classid = 'pg_namespace'::regclass AND d.classid = 'pg_class'::regclass
         )
         SELECT l.tbl, l.definition AS registered, ledger.definition(l.tbl) AS current
           FROM ledger.ledgers l JOIN relations ON relations.relid = l.tbl::oid
@@ -148,5 +171,28 @@ BEGIN
 END
 $$;
 
+-- A table rewrite (ALTER COLUMN ... TYPE ... USING, SET ACCESS METHOD) replaces every record without
+-- a row trigger firing: the USING expression could rewrite values and hashes alike while the
+-- definition stays the same.
+CREATE FUNCTION ledger.guard_rewrite() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rewritten oid := pg_event_trigger_table_rewrite_oid();
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM ledger.ledgers WHERE tbl::oid = rewritten) THEN
+        RAISE EXCEPTION 'ledger % cannot be rewritten', rewritten::regclass
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The command would replace every record without the ledger''s triggers seeing it.',
+                  HINT = 'Only a superuser can rewrite a ledger (and checkpoints made before report any change).';
+    END IF;
+END
+$$;
+
 CREATE EVENT TRIGGER ledger_guard_ddl ON ddl_command_end EXECUTE FUNCTION ledger.guard_ddl();
+CREATE EVENT TRIGGER ledger_guard_rewrite ON table_rewrite EXECUTE FUNCTION ledger.guard_rewrite();
 CREATE EVENT TRIGGER ledger_guard_drop ON sql_drop EXECUTE FUNCTION ledger.guard_drop();

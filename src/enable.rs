@@ -143,6 +143,20 @@ fn check_enableable(relid: Oid, relkind: u8, name: &str) {
             "Add a primary key: it identifies records and orders the rows already in the table when they are chained.",
         ));
     }
+    let children = Spi::get_one_with_args::<String>(
+        "SELECT string_agg(inhrelid::regclass::text, ', ' ORDER BY inhrelid::regclass::text) \
+         FROM pg_inherits WHERE inhparent = $1",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten();
+    if let Some(children) = children {
+        raise(
+            LedgerError::new(SqlState::InvalidTableDefinition, format!("table {name} has inheritance children"))
+                .detail(format!("Their rows would show in queries of the ledger without being chained: {children}."))
+                .hint("Detach them (ALTER TABLE ... NO INHERIT) first."),
+        );
+    }
     let generated = Spi::get_one_with_args::<String>(
         "SELECT string_agg(quote_ident(attname), ', ') FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''",
         &[relid.into()],

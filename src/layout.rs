@@ -51,10 +51,13 @@ impl Layout {
             raise(
                 LedgerError::new(
                     SqlState::InvalidTableDefinition,
-                    format!("ledger {} has lost its unique index on (chain, seq)", self.qualified_name),
+                    format!("ledger {} has no usable unique index on (chain, seq)", self.qualified_name),
                 )
-                .detail("ledger.enable creates it; appends need it to find a chain's head and to refuse forks.")
-                .hint("Recreate it as a unique btree index on the chain column and seq."),
+                .detail("Appends read a chain's head from it and rely on it to refuse forks.")
+                .hint(
+                    "Recreate it as ledger.enable makes it: CREATE UNIQUE INDEX ON tbl (chain_column, seq), \
+                     without expressions, predicates, DESC, or other operator classes or collations.",
+                ),
             )
         })
     }
@@ -238,7 +241,9 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_index, retired })
 }
 
-/// The valid, plain, unique btree index on exactly (chain, seq) or (seq).
+/// The valid, plain, unique btree index on exactly (chain, seq) or (seq), as `ledger.enable` makes
+/// it: default operator classes, ascending, each column's own collation (which `enable` requires
+/// to be deterministic), so a backward scan finds exactly the chain's highest seq.
 fn find_head_index(relid: Oid, chain: Option<usize>, seq: usize) -> Result<Option<HeadIndex>, LedgerError> {
     let key: Vec<i16> = chain.into_iter().chain([seq]).map(|i| i as i16 + 1).collect();
     Spi::connect(|client| {
@@ -254,6 +259,13 @@ fn find_head_index(relid: Oid, chain: Option<usize>, seq: usize) -> Result<Optio
              WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid \
                AND string_to_array(i.indkey::text, ' ')::int2[] = $2 \
                AND i.indexprs IS NULL AND i.indpred IS NULL \
+               AND NOT EXISTS ( \
+                   SELECT FROM unnest(i.indkey::int2[], i.indclass::oid[], i.indcollation::oid[], \
+                                      i.indoption::int2[]) AS k(attnum, opclass, coll, option) \
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                   JOIN pg_opclass kc ON kc.oid = k.opclass \
+                   WHERE NOT kc.opcdefault OR k.option <> 0 OR k.coll <> a.attcollation) \
+             ORDER BY i.indexrelid \
              LIMIT 1",
             Some(1),
             &[relid.into(), key.into()],

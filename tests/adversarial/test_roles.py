@@ -184,3 +184,35 @@ def test_owner_not_superuser_enables_appends_and_retires(db, setup):
         cid = db.scalar("SELECT cid FROM ledger.checkpoints WHERE ledger = 'public.mine' AND chain = %s", (chain,))
         assert {c: ok for c, ok, _ in db.fetchall("SELECT * FROM ledger.verify_checkpoint(%s)", (cid,))} == {
             "checkpoint_row": True, "signature": None, "merkle_root": True, "previous": True, "definition": True}
+
+
+def test_owner_cannot_swap_the_head_index(db, roles):
+    """The (chain, seq) index is what appends read a chain's head from. An owner may drop and
+    recreate indexes; one that compares chain values differently (a non-deterministic collation, so
+    'ALICE' would find 'alice''s head) or orders seq differently is not used: appends are refused
+    (42P16) until a plain one is back, and the chains stay intact."""
+    owner = roles.make("owner", create_in_public=True)
+    db.execute("CREATE COLLATION IF NOT EXISTS public.ledger_test_ci "
+               "(provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+    conn = roles.connect(owner)
+    conn.execute("CREATE TABLE acct (id int PRIMARY KEY, who text NOT NULL, amount int)")
+    conn.execute("SELECT ledger.enable('acct', 'who')")
+    conn.execute("INSERT INTO acct VALUES (1, 'alice', 1), (2, 'alice', 2)")
+    index = conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'acct'::regclass "
+                         "AND NOT indisprimary").fetchone()[0]
+    for replacement in ("(who COLLATE public.ledger_test_ci, seq)", "(who, seq DESC)",
+                        "(who text_pattern_ops, seq)", "(who, seq) WHERE seq > 0", "(lower(who), seq)"):
+        conn.execute(f"DROP INDEX {index}")
+        conn.execute(f"CREATE UNIQUE INDEX acct_head ON acct {replacement}")
+        index = "acct_head"
+        assert outcome(conn, "INSERT INTO acct VALUES (3, 'ALICE', 3)") == "42P16", replacement
+        assert outcome(conn, "INSERT INTO acct VALUES (3, 'alice', 3)") == "42P16", replacement
+    conn.execute("DROP INDEX acct_head")
+    conn.execute("CREATE UNIQUE INDEX acct_head ON acct (who, seq)")
+    conn.execute("INSERT INTO acct VALUES (3, 'ALICE', 3), (4, 'alice', 4)")
+    assert db.fetchall("SELECT who, seq FROM acct ORDER BY id") == [
+        ("alice", 1), ("alice", 2), ("ALICE", 1), ("alice", 3)]
+    assert_clean(db, "acct")
+    conn.close()
+    db.execute("DROP TABLE acct")
+    db.execute("DROP COLLATION public.ledger_test_ci")

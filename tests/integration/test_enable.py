@@ -160,6 +160,9 @@ ERROR_CASES = [
      "(id * 2) STORED)", "t", None, "42P16"),
     ("partitioned_table", "CREATE TABLE t (id int PRIMARY KEY) PARTITION BY RANGE (id)", "t", None,
      "42809"),
+    ("inheritance_children", "CREATE TABLE t (id int PRIMARY KEY, v text); "
+     "CREATE TABLE t_child (extra int) INHERITS (t); INSERT INTO t_child VALUES (1, 'x', 2)",
+     "t", None, "42P16"),
 ]
 
 

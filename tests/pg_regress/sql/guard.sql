@@ -10,17 +10,23 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 SET ROLE ledger_regress_owner;
-CREATE TABLE owned (id int PRIMARY KEY, account text NOT NULL, body text);
+CREATE DOMAIN label AS text;
+CREATE TABLE owned (id int PRIMARY KEY, account text NOT NULL, body text, tag label);
 SELECT ledger.enable('owned', 'account');
-INSERT INTO owned VALUES (1, 'a', 'one'), (2, 'a', 'two');
+INSERT INTO owned VALUES (1, 'a', 'one', 'x'), (2, 'a', 'two', 'y');
 SELECT statement, refusal_of(statement) FROM (VALUES
     ('DROP TABLE owned'),
     ('ALTER TABLE owned DISABLE TRIGGER zz_ledger_append'),
     ('ALTER TABLE owned DISABLE TRIGGER ALL'),
     ('ALTER TABLE owned ENABLE TRIGGER ledger_refuse_change'),
     ('DROP TRIGGER ledger_refuse_change ON owned'),
+    ('DROP TRIGGER zz_ledger_append ON owned'),
     ('CREATE RULE keep AS ON UPDATE TO owned DO INSTEAD NOTHING'),
     ('ALTER TABLE owned ALTER COLUMN body TYPE varchar'),
+    ('ALTER TABLE owned ALTER COLUMN body TYPE text USING upper(body)'),
+    ('ALTER TABLE owned ALTER COLUMN id TYPE bigint'),
+    ('CREATE TABLE owned_child () INHERITS (owned)'),
+    ('ALTER DOMAIN label RENAME TO relabel'),
     ('ALTER TABLE owned DROP COLUMN body'),
     ('ALTER TABLE owned ADD COLUMN extra text'),
     ('ALTER TABLE owned RENAME COLUMN body TO text'),
@@ -29,10 +35,13 @@ SELECT statement, refusal_of(statement) FROM (VALUES
     ('ALTER TABLE owned ENABLE ROW LEVEL SECURITY'),
     ('CREATE OR REPLACE FUNCTION ledger.append_row() RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN RETURN NEW; END$f$'),
     ('ALTER EXTENSION ledger DROP TABLE ledger.records'),
+    ('ALTER EXTENSION ledger DROP FUNCTION ledger.append_row()'),
+    ('DROP OWNED BY ledger_regress_owner'),
     ('DROP EVENT TRIGGER ledger_guard_ddl'),
     ('UPDATE ledger.ledgers SET definition = NULL'),
     ('INSERT INTO ledger.events (ledger, event, actor) VALUES (''public.owned'', ''retire'', ''me'')'),
     ('CREATE INDEX ON owned (body)'),
+    ('ALTER DOMAIN label ADD CONSTRAINT short CHECK (length(VALUE) < 100)'),
     ('COMMENT ON TABLE owned IS ''still a ledger''')
 ) AS s(statement);
 SELECT chain, seq, problem FROM ledger.verify('owned');
@@ -47,7 +56,7 @@ SELECT refusal_of('DROP SCHEMA books CASCADE');
 -- Retiring: appends refused, a last checkpoint per chain, the event in ledger.events.
 SELECT refusal_of('SELECT ledger.retire(''owned'', '' '')');
 SELECT chain, record_count FROM ledger.retire('owned', 'migrated to owned_v2');
-SELECT refusal_of('INSERT INTO owned VALUES (3, ''a'', ''three'')');
+SELECT refusal_of('INSERT INTO owned VALUES (3, ''a'', ''three'', ''z'')');
 SELECT refusal_of('SELECT ledger.retire(''owned'', ''again'')');
 SELECT chain, seq, problem FROM ledger.verify('owned');
 RESET ROLE;
@@ -56,6 +65,7 @@ SELECT retired_by, retire_reason FROM ledger.ledgers WHERE tbl = 'owned'::regcla
 
 -- A superuser may drop it; the drop is recorded and the registry forgets the table.
 DROP TABLE owned;
+DROP DOMAIN label;
 SELECT ledger, event, actor, reason, seq FROM ledger.events WHERE ledger = 'public.owned' ORDER BY seq;
 SELECT count(*) FROM ledger.ledgers WHERE tbl::oid NOT IN (SELECT oid FROM pg_class);
 DROP SCHEMA books CASCADE;
