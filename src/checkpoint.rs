@@ -5,7 +5,8 @@
 //! tree's frontier, so the next checkpoint hashes only the records added since.
 
 use crate::datum::{select_one, Hash64};
-use crate::error::{raise, spi_error, OrRaise};
+use crate::error::{raise, required, spi_error, OrRaise};
+use crate::guc;
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
 use crate::verify::{canonical_chain_text, chain_datum};
@@ -99,7 +100,8 @@ fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Re
         // SAFETY: a datum of the chain column's type.
         args.push(unsafe { DatumWithOid::new(datum, column.type_oid) });
     }
-    let mut hashes = Vec::with_capacity((to - from + 1) as usize);
+    // Sized from what is read, not from `to`: a digest or a caller may name any size.
+    let mut hashes = Vec::with_capacity((to - from + 1).min(1 << 16) as usize);
     let mut expected = from;
     Spi::connect(|client| {
         let mut cursor = client.open_cursor(query.as_str(), &args);
@@ -157,7 +159,9 @@ fn layout_by_name(name: &str) -> Result<Rc<Layout>, LedgerError> {
 /// MTH of the records `from_seq..=to_seq` of a chain.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
-fn merkle_root(tbl: PgRelation, chain: Option<&str>, from_seq: i64, to_seq: i64) -> Hash64 {
+fn merkle_root(tbl: Option<PgRelation>, chain: Option<&str>, from_seq: Option<i64>, to_seq: Option<i64>) -> Hash64 {
+    let tbl = required(tbl, "tbl");
+    let (from_seq, to_seq) = (required(from_seq, "from_seq"), required(to_seq, "to_seq"));
     let layout = layout::for_relation(tbl.oid());
     if from_seq < 1 || to_seq < from_seq - 1 {
         raise(
@@ -165,8 +169,34 @@ fn merkle_root(tbl: PgRelation, chain: Option<&str>, from_seq: i64, to_seq: i64)
                 .detail(format!("from_seq {from_seq}, to_seq {to_seq}: seqs start at 1 and to_seq >= from_seq - 1")),
         );
     }
+    let head = chain_head(&layout, chain).or_raise();
+    if to_seq > head {
+        raise(
+            LedgerError::new(SqlState::InvalidParameterValue, format!("to_seq {to_seq} is beyond the chain's head"))
+                .detail(format!("The chain's last record is seq {head}.")),
+        );
+    }
     let hashes = record_hashes(&layout, chain, from_seq, to_seq).or_raise();
     Hash64(to_hex(&merkle::root_of_leaves(&leaves(&hashes))))
+}
+
+/// The highest seq of a chain (0 when it has no records), from the (chain, seq) index.
+fn chain_head(layout: &Layout, chain: Option<&str>) -> Result<i64, LedgerError> {
+    if layout.chain.is_some() && chain.is_none() {
+        return Err(LedgerError::new(
+            SqlState::InvalidParameterValue,
+            format!("ledger {} has several chains", layout.qualified_name),
+        )
+        .hint("Name the chain."));
+    }
+    let chain_value = chain_datum(layout, chain);
+    let filter = chain_value.map(|(c, _)| format!("WHERE {} = $1", quote_ident(&c.name))).unwrap_or_default();
+    // SAFETY: a datum of the chain column's type.
+    let args: Vec<DatumWithOid> =
+        chain_value.map(|(column, datum)| unsafe { DatumWithOid::new(datum, column.type_oid) }).into_iter().collect();
+    Ok(select_one::<i64>(&format!("SELECT max(seq) FROM ONLY {} {filter}", layout.qualified_name), &args)
+        .map_err(|e| spi_error("cannot read the chain head", e))?
+        .unwrap_or(0))
 }
 
 /// A stored checkpoint, as read back.
@@ -276,9 +306,10 @@ type CheckpointRow = pgrx::heap_tuple::PgHeapTuple<'static, AllocatedByRust>;
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn checkpoint(
-    tbl: default!(PgRelation, "'ledger.records'"),
+    tbl: default!(Option<PgRelation>, "'ledger.records'"),
     chain: default!(Option<&str>, "NULL"),
 ) -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
+    let tbl = required(tbl, "tbl");
     lifecycle::require_primary("checkpoint a ledger");
     let layout = layout::for_relation(tbl.oid());
     drop(tbl);
@@ -295,13 +326,16 @@ fn checkpoint(
 pub fn checkpoint_every_chain(layout: &Layout) -> Vec<CheckpointRow> {
     let chains: Vec<Option<String>> = match &layout.chain {
         None => vec![None],
-        Some(column) => Spi::connect(|client| {
-            let query = format!(
-                "SELECT DISTINCT {}::text FROM ONLY {} ORDER BY 1",
-                quote_ident(&column.name),
-                layout.qualified_name
-            );
-            client.select(query.as_str(), None, &[])?.map(|row| row.get::<String>(1)).collect::<Result<Vec<_>, _>>()
+        // Written as the export writes them, whatever this session's settings.
+        Some(column) => guc::with_settings(guc::CANONICAL_OUTPUT, || {
+            Spi::connect(|client| {
+                let query = format!(
+                    "SELECT DISTINCT {}::text FROM ONLY {} ORDER BY 1",
+                    quote_ident(&column.name),
+                    layout.qualified_name
+                );
+                client.select(query.as_str(), None, &[])?.map(|row| row.get::<String>(1)).collect::<Result<Vec<_>, _>>()
+            })
         })
         .map_err(|e| spi_error("cannot list the chains", e))
         .or_raise(),
@@ -338,15 +372,7 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
                 .unwrap_or_else(|| raise(corrupt_checkpoint(cp, "a frontier that does not fit its record_count")))
         }
     };
-    // Typed, so the (chain, seq) index answers it.
-    let chain_value = chain_datum(layout, chain);
-    let filter = chain_value.map(|(c, _)| format!("WHERE {} = $1", quote_ident(&c.name))).unwrap_or_default();
-    let args: Vec<DatumWithOid> =
-        chain_value.map(|(column, datum)| unsafe { DatumWithOid::new(datum, column.type_oid) }).into_iter().collect();
-    let head = select_one::<i64>(&format!("SELECT max(seq) FROM ONLY {ledger} {filter}"), &args)
-        .map_err(|e| spi_error("cannot read the chain head", e))
-        .or_raise()
-        .unwrap_or(0);
+    let head = chain_head(layout, chain).or_raise();
     if head == 0 && layout.chain.is_some() {
         raise(LedgerError::new(
             SqlState::UndefinedObject,
@@ -471,6 +497,7 @@ fn verify_checkpoint(
         }
         (Ok(_), None) => out.push(check("signature", Some(false), "a public key but no valid signature")),
     }
+    out.push(key_check(statement.as_ref().ok().and_then(|s| s.public_key.as_ref())));
 
     let layout = layout_by_name(&cp.ledger);
     let today: Result<Vec<Digest>, LedgerError> = layout
@@ -507,6 +534,17 @@ fn verify_checkpoint(
     out.push(check_previous(&cp, today.as_ref().ok()));
     out.push(check_definition(&cp, relid_by_name(&cp.ledger)));
     TableIterator::new(out)
+}
+
+/// Is `key` this server's? A superuser could re-sign a rewritten checkpoint with a key of its own,
+/// and its signature would verify under that key.
+fn key_check(key: Option<&[u8; 32]>) -> CheckRow {
+    match (key, signing_key().map(|k| k.verifying_key().to_bytes())) {
+        (_, None) => check("key", None, "this server has no signing key to compare with"),
+        (Some(k), Some(server)) if *k == server => check("key", Some(true), "signed with this server's key"),
+        (Some(_), Some(_)) => check("key", Some(false), "signed with another key than this server's"),
+        (None, Some(_)) => check("key", Some(false), "unsigned, although this server signs checkpoints"),
+    }
 }
 
 /// The ledger's definition is still what it was when the checkpoint was made.
@@ -740,12 +778,7 @@ fn verify_digest(
             )
         }
     });
-    let server_key = signing_key().map(|k| k.verifying_key().to_bytes());
-    out.push(match (&st.public_key, server_key) {
-        (_, None) => check("key", None, "this server has no signing key to compare with"),
-        (Some(k), Some(s)) if *k == s => check("key", Some(true), "signed with this server's key"),
-        _ => check("key", Some(false), "not signed with this server's key"),
-    });
+    out.push(key_check(st.public_key.as_ref()));
 
     let stored = Spi::connect(|client| {
         let query = format!("SELECT {CHECKPOINT_COLUMNS} FROM ledger.checkpoints WHERE cid::text = $1");
@@ -766,10 +799,13 @@ fn verify_digest(
         ),
     });
 
-    let extends = layout_by_name(&st.ledger).and_then(|layout| {
-        let head = record_hashes(&layout, st.chain.as_deref(), 1, st.size as i64)?;
-        Ok(merkle::root_of_leaves(&leaves(&head)))
-    });
+    let extends = i64::try_from(st.size)
+        .map_err(|_| LedgerError::new(SqlState::InvalidParameterValue, "no chain can hold that many records"))
+        .and_then(|size| {
+            let layout = layout_by_name(&st.ledger)?;
+            let head = record_hashes(&layout, st.chain.as_deref(), 1, size)?;
+            Ok(merkle::root_of_leaves(&leaves(&head)))
+        });
     out.push(match extends {
         Ok(root) if root == st.root => {
             check("extends", Some(true), format!("today's chain starts with the digest's {} records", st.size))

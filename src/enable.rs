@@ -19,7 +19,8 @@ const LEDGER_COLUMNS: [(&str, &str, &str); 3] =
 
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn enable(tbl: PgRelation, chain_by: default!(Option<SqlName>, "NULL")) {
+fn enable(tbl: Option<PgRelation>, chain_by: default!(Option<SqlName>, "NULL")) {
+    let tbl = crate::error::required(tbl, "tbl");
     let chain_by = chain_by.as_ref().map(|n| n.0.as_str());
     crate::datum::require_utf8_database();
     // Our own ALTER TABLE refuses a relation this session holds open, so work by OID from here.

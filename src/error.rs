@@ -38,3 +38,9 @@ impl<T> OrRaise<T> for Result<T, LedgerError> {
 pub fn spi_error(what: &str, e: impl std::fmt::Display) -> LedgerError {
     LedgerError::new(SqlState::DataCorrupted, what.to_string()).detail(e.to_string())
 }
+
+/// The value of an argument that must not be NULL, in a function that is not STRICT because
+/// another of its arguments may be.
+pub fn required<T>(value: Option<T>, name: &str) -> T {
+    value.unwrap_or_else(|| raise(LedgerError::new(SqlState::NullValueNotAllowed, format!("{name} must not be null"))))
+}

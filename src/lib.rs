@@ -9,6 +9,7 @@ mod checkpoint;
 mod datum;
 mod enable;
 mod error;
+mod guc;
 mod head;
 mod layout;
 mod lifecycle;

@@ -5,6 +5,7 @@
 use crate::checkpoint;
 use crate::datum::select_one;
 use crate::error::{raise, spi_error, OrRaise};
+use crate::guc;
 use crate::layout;
 use ledger_core::definition;
 use ledger_core::{LedgerError, SqlState};
@@ -60,31 +61,10 @@ pub fn require_select(relid: Oid) {
     }
 }
 
-/// Runs `f` with `search_path` pinned to pg_catalog, as the SQL functions are declared: the
-/// extension's own queries must resolve names and operators to PostgreSQL's, never to objects in
-/// schemas the caller put on its path. For code that runs outside those functions (triggers,
-/// transaction callbacks). An error inside `f` aborts the (sub)transaction, and the abort restores
-/// the setting.
+/// Runs `f` with `search_path` pinned to pg_catalog, as the SQL functions are declared: for code
+/// that runs outside them (triggers, transaction callbacks).
 pub fn with_pinned_search_path<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: the save/set/restore PostgreSQL does for a function's SET clause.
-    let level = unsafe {
-        let level = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        level
-    };
-    let out = f();
-    // SAFETY: pops the level pushed above.
-    unsafe { pg_sys::AtEOXact_GUC(true, level) };
-    out
+    guc::with_settings(guc::PINNED_SEARCH_PATH, f)
 }
 
 /// Runs `f` as the extension's owner, who alone may write the registry and `ledger.events`, with

@@ -2,7 +2,8 @@
 //! from what is stored and check the links. Reads only, so it runs on hot standbys too.
 
 use crate::datum::{fetch_row, text_datum_to_str, DatumReader};
-use crate::error::raise;
+use crate::error::{raise, required};
+use crate::guc;
 use crate::layout::{self, ChainColumn, Layout};
 use crate::lifecycle;
 use crate::trigger::RecordScratch;
@@ -42,17 +43,25 @@ pub fn chain_datum<'l>(layout: &'l Layout, chain: Option<&str>) -> Option<(&'l C
     }
 }
 
-/// A chain given as text, written the way the chain column's type writes it (so an upper-case
-/// uuid and its lower-case form name one chain).
+/// A chain given as text, written the way the chain column's type writes it under fixed settings
+/// (so an upper-case uuid and its lower-case form, or one time in two time zones, name one chain).
 pub fn canonical_chain_text(layout: &Layout, chain: Option<&str>) -> Option<String> {
     let (column, datum) = chain_datum(layout, chain)?;
-    // SAFETY: the datum is of the column's type; its output function writes it.
-    unsafe {
-        let mut output_fn = pg_sys::InvalidOid;
-        let mut is_varlena = false;
-        pg_sys::getTypeOutputInfo(column.type_oid, &mut output_fn, &mut is_varlena);
-        Some(CStr::from_ptr(pg_sys::OidOutputFunctionCall(output_fn, datum)).to_string_lossy().into_owned())
-    }
+    // SAFETY: the datum is of the column's type.
+    Some(unsafe { output_text(column.type_oid, datum) })
+}
+
+/// A value's text under [`guc::CANONICAL_OUTPUT`], as the export writes it.
+///
+/// # Safety
+/// `datum` must be a valid datum of type `type_oid`.
+unsafe fn output_text(type_oid: pg_sys::Oid, datum: Datum) -> String {
+    let mut output_fn = pg_sys::InvalidOid;
+    let mut is_varlena = false;
+    pg_sys::getTypeOutputInfo(type_oid, &mut output_fn, &mut is_varlena);
+    guc::with_settings(guc::CANONICAL_OUTPUT, || {
+        CStr::from_ptr(pg_sys::OidOutputFunctionCall(output_fn, datum)).to_string_lossy().into_owned()
+    })
 }
 
 /// The chain key bytes of a chain given as text.
@@ -72,11 +81,7 @@ unsafe fn chain_text(layout: &Layout, values: &[Datum], nulls: &[bool]) -> Optio
     if nulls[column.index] {
         return None;
     }
-    let mut output_fn = pg_sys::InvalidOid;
-    let mut is_varlena = false;
-    pg_sys::getTypeOutputInfo(column.type_oid, &mut output_fn, &mut is_varlena);
-    let text = pg_sys::OidOutputFunctionCall(output_fn, values[column.index]);
-    Some(CStr::from_ptr(text).to_string_lossy().into_owned())
+    Some(output_text(column.type_oid, values[column.index]))
 }
 
 struct ChainLinks {
@@ -160,12 +165,13 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn verify(
-    tbl: default!(PgRelation, "'ledger.records'"),
+    tbl: default!(Option<PgRelation>, "'ledger.records'"),
     chain: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
     (name!(chain, Option<String>), name!(seq, Option<i64>), name!(problem, String), name!(detail, String)),
 > {
+    let tbl = required(tbl, "tbl");
     lifecycle::require_select(tbl.oid());
     let mut findings = definition_findings(tbl.oid());
     match layout::try_for_relation(tbl.oid()) {
@@ -200,7 +206,8 @@ fn definition_findings(relid: pg_sys::Oid) -> Findings {
 /// Exactly the bytes a record's hash covers.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
-fn canonical_bytes(tbl: PgRelation, chain: Option<&str>, seq: i64) -> Vec<u8> {
+fn canonical_bytes(tbl: Option<PgRelation>, chain: Option<&str>, seq: Option<i64>) -> Vec<u8> {
+    let (tbl, seq) = (required(tbl, "tbl"), required(seq, "seq"));
     let layout = layout::for_relation(tbl.oid());
     if layout.chain.is_some() && chain.is_none() {
         raise(

@@ -16,6 +16,8 @@ pub enum SqlState {
     InvalidTextRepresentation,
     /// 22023: an argument out of range or otherwise unusable.
     InvalidParameterValue,
+    /// 22004: NULL for an argument that needs a value.
+    NullValueNotAllowed,
     /// 42703: no such column.
     UndefinedColumn,
     /// 42P16: a table definition ledger cannot work with (no primary key, generated columns).
@@ -53,6 +55,7 @@ impl SqlState {
             SqlState::NotNullViolation => "23502",
             SqlState::InvalidTextRepresentation => "22P02",
             SqlState::InvalidParameterValue => "22023",
+            SqlState::NullValueNotAllowed => "22004",
             SqlState::UndefinedColumn => "42703",
             SqlState::InvalidTableDefinition => "42P16",
             SqlState::DatatypeMismatch => "42804",

@@ -183,7 +183,8 @@ def test_owner_not_superuser_enables_appends_and_retires(db, setup):
     for chain, size, _ in retired:  # the final checkpoints verify (as a superuser: they are for auditors)
         cid = db.scalar("SELECT cid FROM ledger.checkpoints WHERE ledger = 'public.mine' AND chain = %s", (chain,))
         assert {c: ok for c, ok, _ in db.fetchall("SELECT * FROM ledger.verify_checkpoint(%s)", (cid,))} == {
-            "checkpoint_row": True, "signature": None, "merkle_root": True, "previous": True, "definition": True}
+            "checkpoint_row": True, "signature": None, "key": None, "merkle_root": True, "previous": True,
+            "definition": True}
 
 
 def test_owner_cannot_swap_the_head_index(db, roles):

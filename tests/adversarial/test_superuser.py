@@ -35,7 +35,7 @@ def drop_event_triggers(db: Database) -> None:
     (2BP01) until they are taken out of it."""
     with pytest.raises(psycopg.errors.DependentObjectsStillExist):
         db.execute("DROP EVENT TRIGGER ledger_guard_ddl")
-    for name in ("ledger_guard_ddl", "ledger_guard_drop"):
+    for name in ("ledger_guard_ddl", "ledger_guard_drop", "ledger_guard_rewrite"):
         db.execute(f"ALTER EXTENSION ledger DROP EVENT TRIGGER {name}")
         db.execute(f"DROP EVENT TRIGGER {name}")
     assert db.scalar("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'ledger_guard%'") == 0
@@ -87,6 +87,7 @@ CHANGES = {
     "drop_column": ("ALTER TABLE n DROP COLUMN extra", ["- column extra text"]),
     "rename_column": ("ALTER TABLE n RENAME COLUMN extra TO other", ["- column extra text", "+ column other text"]),
     "rename_table": ("ALTER TABLE n RENAME TO renamed", ["- table public.n", "+ table public.renamed"]),
+    "inheritance_child": ("CREATE TABLE kid () INHERITS (n)", ["+ inherited_by public.kid"]),
 }
 
 
@@ -153,6 +154,30 @@ def test_disabled_trigger_lets_the_owner_edit_and_both_are_reported(db, roles):
     assert db.offline_verify("n") == [(None, 3, "hash_mismatch")]  # the export has rows only
     old = checks(db, before)
     assert (old["definition"], old["merkle_root"]) == (False, True), old  # stored hashes untouched
+
+
+def test_rewrite_after_event_triggers_dropped_is_detected(db, roles):
+    """A table rewrite replaces rows without row triggers and leaves the definition as it was: with
+    the guards in place the owner is refused; without them the rewritten values are caught by
+    verify, and rewritten hashes by the checkpoint made before."""
+    owner = roles.make("owner", create_in_public=True)
+    as_owner = roles.connect(owner)
+    make_ledger(as_owner)
+    before = checkpoint(db)
+    rewrite = "ALTER TABLE n ALTER COLUMN body TYPE text USING upper(body)"
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_owner.execute(rewrite)
+    assert db.verify("n") == []
+    drop_event_triggers(db)
+    as_owner.execute(rewrite)
+    assert db.verify("n") == [(None, seq, "hash_mismatch") for seq in range(1, N + 1)]
+    assert checks(db, before)["merkle_root"] is True  # the stored hashes are as checkpointed
+    # A second rewrite recomputes every hash in its USING expression: each record matches its hash
+    # again, the links do not, and the checkpoint's root no longer matches.
+    db.execute("ALTER TABLE n ALTER COLUMN hash TYPE char(64) USING "
+               "ledger.sha3_256(ledger.canonical_bytes('n', NULL, seq))")
+    assert db.verify("n")[:1] == [(None, 2, "prev_hash_mismatch")]
+    assert checks(db, before)["merkle_root"] is False
 
 
 def test_enable_trigger_all_after_tampering_is_definition_changed(db):
@@ -249,8 +274,8 @@ def test_heap_page_edits_are_detected_by_verify_and_stored_hash_edits_by_checkpo
             assert db.verify("notes") == [(None, 3, "hash_mismatch")]
             assert offline_verify(db.export_lines("notes")) == [(None, 3, "hash_mismatch")]
             # The checkpoint covers the stored hashes, which are unchanged: it does not see this edit.
-            assert checks(db, cid) == {"checkpoint_row": True, "signature": None, "merkle_root": True,
-                                       "previous": True, "definition": True}
+            assert checks(db, cid) == {"checkpoint_row": True, "signature": None, "key": None,
+                                       "merkle_root": True, "previous": True, "definition": True}
 
             # 2. A stored hash (seq 4's, not seq 5's prev_hash that repeats it): the checkpoint fails too.
             forged = hashlib.sha3_256(b"forged").hexdigest().encode()

@@ -32,7 +32,7 @@ from ledgertest import (backend_wait, offline_digest, offline_merkle_root, offli
                         offline_verify, set_signing_key_file, ve, wait_until)
 
 A, B = str(uuid.UUID(int=0xA)), str(uuid.UUID(int=0xB))
-CHECKPOINT_CHECKS = ["checkpoint_row", "signature", "merkle_root", "previous", "definition"]
+CHECKPOINT_CHECKS = ["checkpoint_row", "signature", "key", "merkle_root", "previous", "definition"]
 DIGEST_CHECKS = ["signature", "key", "checkpoint", "extends"]
 EMPTY_ROOT = hashlib.sha3_256(b"").hexdigest()
 POSTGRES = pwd.getpwnam("postgres")
@@ -294,8 +294,8 @@ def test_checkpoint_of_one_chain_then_of_all_chains(db):
 
     for row in [first, *both, second]:
         checks = verify_checkpoint(db, row["cid"])
-        assert oks(checks) == {"checkpoint_row": True, "signature": None, "merkle_root": True,
-                               "previous": True, "definition": True}, checks
+        assert oks(checks) == {"checkpoint_row": True, "signature": None, "key": None,
+                               "merkle_root": True, "previous": True, "definition": True}, checks
         assert "unsigned" in checks["signature"][1]
     assert str(by_chain[A]["cid"]) in verify_checkpoint(db, second["cid"])["previous"][1]
 
@@ -313,8 +313,8 @@ def test_checkpoint_of_single_chain_table_from_empty(db):
     assert empty["record_count"] == 0 and empty["merkle_root"] == EMPTY_ROOT
     assert bytes(empty["frontier"]) == b""
     assert oks(verify_checkpoint(db, empty["cid"])) == {
-        "checkpoint_row": True, "signature": None, "merkle_root": True, "previous": True,
-        "definition": True}
+        "checkpoint_row": True, "signature": None, "key": None, "merkle_root": True,
+        "previous": True, "definition": True}
     assert db.scalar("SELECT ledger.merkle_root('pay', NULL, 1, 0)") == EMPTY_ROOT
 
     append_single(db, "pay", 5)
@@ -329,8 +329,8 @@ def test_checkpoint_of_single_chain_table_from_empty(db):
     assert db.scalar("SELECT ledger.merkle_root('pay', NULL, 2, 4)") == mth(hashes[1:4]) == \
         offline_merkle_root(lines, None, 2, 4)
     assert oks(verify_checkpoint(db, cp["cid"])) == {
-        "checkpoint_row": True, "signature": None, "merkle_root": True, "previous": True,
-        "definition": True}
+        "checkpoint_row": True, "signature": None, "key": None, "merkle_root": True,
+        "previous": True, "definition": True}
 
     text = digest(db, cp["cid"])
     assert "\nchain none\n" in text and "\nkey none\n" in text
@@ -641,15 +641,47 @@ def test_forged_checkpoint_signatures_are_caught(db, server_key):
     assert "does not match" in verify_checkpoint(db, flipped["cid"])["signature"][1]
     assert "no valid signature" in verify_checkpoint(db, no_sig["cid"])["signature"][1]
 
-    # A signature that verifies under a key the server never had: only the row hash shows it, and a
-    # digest made of it is not by this server's key.
+    # A signature that verifies under a key the server never had: the row hash shows it, and so
+    # does the key check, here and in a digest made of it.
     checks = verify_checkpoint(db, own_pair["cid"])
     assert checks["signature"][0] is True and checks["checkpoint_row"][0] is False
+    assert checks["key"] == (False, "signed with another key than this server's")
     forged_digest = digest(db, own_pair["cid"])
     assert oks(verify_digest(db, forged_digest))["key"] is False
 
     seqs = {cp["seq"] for cp in cps}
     assert {(None, s, "hash_mismatch") for s in seqs} == set(db.verify("ledger.checkpoints"))
+
+
+def test_checkpoint_resigned_and_rehashed_with_another_key_is_caught_by_the_key(db, server_key):
+    """A superuser rewrites the chain, then makes the newest checkpoint state it, signs it with a key
+    of its own and re-hashes the row: row hash, signature, root and link all agree; only the key is
+    not the server's."""
+    append(db, A, 5)
+    early = one_checkpoint(db, chain=A)  # before the server had a key
+    server_key.install(new_key())
+    other = new_key()
+    first = one_checkpoint(db, chain=A)
+    append(db, A, 4)
+    cp = one_checkpoint(db, chain=A)
+    body = digest_body(digest(db, cp["cid"]))
+    tamper(db, "ledger.records", f"DELETE FROM ledger.records WHERE anchor_id = '{A}' AND seq = 9")
+    root8 = db.scalar("SELECT ledger.merkle_root('ledger.records', %s, 1, 8)", (A,))
+    forged = with_line(with_line(with_line(body, "size", "8"), "root", root8), "key", public_b64(other))
+    tamper(db, "ledger.checkpoints",
+           ("UPDATE ledger.checkpoints SET record_count = 8, range_end = '8', merkle_root = %s, "
+            "frontier = decode(%s, 'hex'), public_key = %s, sig = %s WHERE cid = %s",
+            (root8, root8, raw_public(other), other.sign(forged.encode()), cp["cid"])),
+           ("UPDATE ledger.checkpoints "
+            "SET hash = ledger.sha3_256(ledger.canonical_bytes('ledger.checkpoints', NULL, seq)) "
+            "WHERE cid = %s", (cp["cid"],)))
+    assert db.verify() == [] and db.verify("ledger.checkpoints") == []
+    checks = verify_checkpoint(db, cp["cid"])
+    assert oks(checks) == {"checkpoint_row": True, "signature": True, "key": False,
+                           "merkle_root": True, "previous": True, "definition": True}, checks
+    assert oks(verify_checkpoint(db, first["cid"]))["key"] is True
+    assert verify_checkpoint(db, early["cid"])["key"] == (
+        False, "unsigned, although this server signs checkpoints")
 
 
 def test_rehashed_checkpoint_row_is_caught_by_its_signature(db, server_key):
@@ -670,8 +702,8 @@ def test_rehashed_checkpoint_row_is_caught_by_its_signature(db, server_key):
             "WHERE cid = %s", (cp["cid"],)))
     assert db.verify() == [] and db.verify("ledger.checkpoints") == []
     checks = verify_checkpoint(db, cp["cid"])
-    assert oks(checks) == {"checkpoint_row": True, "signature": False, "merkle_root": True,
-                           "previous": True, "definition": True}, checks
+    assert oks(checks) == {"checkpoint_row": True, "signature": False, "key": True,
+                           "merkle_root": True, "previous": True, "definition": True}, checks
     assert oks(verify_digest(db, text)) == {"signature": True, "key": True, "checkpoint": False,
                                             "extends": False}
     assert oks(verify_digest(db, digest(db, cp["cid"])))["signature"] is False
@@ -855,7 +887,7 @@ def test_digest_signed_by_another_key(db, server_key):
     forged = signed_note(with_line(digest_body(text), "key", public_b64(other)), other)
     checks = verify_digest(db, forged)
     assert checks["signature"][0] is True  # valid under the digest's own key...
-    assert checks["key"] == (False, "not signed with this server's key")  # ...which is not ours
+    assert checks["key"] == (False, "signed with another key than this server's")  # ...which is not ours
     assert checks["checkpoint"][0] is False  # the row states the server's key
     assert checks["extends"][0] is True
 
@@ -1038,10 +1070,36 @@ MALFORMED = {
         "SELECT ledger.merkle_root('ledger.records', NULL, 1, 2)", None), "22023"),
     "checkpoint_chain_of_single_chain": (lambda f: ("SELECT * FROM ledger.checkpoint('pay', 'x')",
                                                     None), "22023"),
-    # records the chain does not have (yet): data_corrupted, as for a missing record
+    # records the chain does not have (yet): an argument out of range, however far
     "merkle_root_past_the_head": (lambda f: ("SELECT ledger.merkle_root('ledger.records', %s, 1, 18)",
-                                             (A,)), "XX001"),
+                                             (A,)), "22023"),
+    "merkle_root_far_past_the_head": (lambda f: (
+        "SELECT ledger.merkle_root('ledger.records', %s, 1, 1000000000000)", (A,)), "22023"),
+    "merkle_root_to_max": (lambda f: (
+        "SELECT ledger.merkle_root('ledger.records', %s, 1, 9223372036854775807)", (A,)), "22023"),
+    # NULL where a value is needed, in functions that take NULL elsewhere: 22004
+    "merkle_root_null_table": (lambda f: ("SELECT ledger.merkle_root(NULL, %s, 1, 2)", (A,)), "22004"),
+    "merkle_root_null_from": (lambda f: ("SELECT ledger.merkle_root('ledger.records', %s, NULL, 2)",
+                                         (A,)), "22004"),
+    "merkle_root_null_to": (lambda f: ("SELECT ledger.merkle_root('ledger.records', %s, 1, NULL)",
+                                       (A,)), "22004"),
+    "checkpoint_null_table": (lambda f: ("SELECT * FROM ledger.checkpoint(NULL)", None), "22004"),
+    "verify_null_table": (lambda f: ("SELECT * FROM ledger.verify(NULL)", None), "22004"),
+    "canonical_bytes_null_seq": (lambda f: ("SELECT ledger.canonical_bytes('ledger.records', %s, NULL)",
+                                            (A,)), "22004"),
+    "enable_null_table": (lambda f: ("SELECT ledger.enable(NULL)", None), "22004"),
 }
+
+
+@pytest.mark.parametrize("size", [18, 10 ** 12, 2 ** 62, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1])
+def test_digest_of_a_longer_chain_than_stored_does_not_extend(fixtures_db, size):
+    """A digest may state any size: checking it reads what the chain has, never allocates for what
+    the digest claims, and reports that today's chain does not extend it."""
+    db = fixtures_db["db"]
+    checks = verify_digest(db, with_line(fixtures_db["digest"], "size", str(size)))
+    assert checks["extends"][0] is False, checks
+    assert checks["checkpoint"][0] is False
+    assert db.scalar("SELECT 1") == 1  # the backend survived
 
 
 @pytest.mark.parametrize("case", MALFORMED)
@@ -1155,8 +1213,11 @@ def test_changed_server_key(db, server_key):
     server_key.install(new)
     checks = verify_digest(db, old_digest)
     assert oks(checks) == {"signature": True, "key": False, "checkpoint": True, "extends": True}
-    assert "not signed with this server's key" in checks["key"][1]
-    assert oks(verify_checkpoint(db, old_cp["cid"])) == dict.fromkeys(CHECKPOINT_CHECKS, True)
+    assert checks["key"][1] == "signed with another key than this server's"
+    # The checkpoint itself is intact; only its key is no longer the server's (a rotation, or a
+    # forgery: the auditor who knows which keys the server had decides).
+    assert oks(verify_checkpoint(db, old_cp["cid"])) == {**dict.fromkeys(CHECKPOINT_CHECKS, True),
+                                                         "key": False}
 
     append(db, A, 2)
     new_cp = one_checkpoint(db, chain=A)
@@ -1370,7 +1431,7 @@ def test_incremental_checkpoints_through_sizes_of_one_chain(db):
     assert found == []
     assert all(ok for _, ok, _ in db.fetchall(
         "SELECT v.* FROM ledger.checkpoints c, ledger.verify_checkpoint(c.cid) v "
-        "WHERE v.check <> 'signature'"))
+        "WHERE v.check NOT IN ('signature', 'key')"))
 
 
 def test_incremental_checkpoint_after_each_size(db):

@@ -197,3 +197,41 @@ def test_a_database_that_is_not_utf8_is_refused_cleanly(latin1_db):
     assert "UTF8" in str(refused.value)
     assert latin1_db.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'ledger'") == 0
     assert latin1_db.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'ledger'") == 0
+
+
+@pytest.mark.parametrize("chain_type, values", [
+    ("timestamptz", ["2024-03-04 05:06:07+00", "2024-03-04 05:06:07.5-08"]),
+    ("date", ["2024-03-04", "0044-03-15 BC"]),
+    ("timestamp", ["2024-03-04 05:06:07", "1900-02-28 00:00:00.000001"]),
+    ("bytea", ["\\x00ff", "\\xdeadbeef"]),
+])
+def test_chains_are_named_alike_from_every_session(db, chain_type, values):
+    """A chain value's text (in ledger.verify's rows, checkpoints, digests and proofs) does not depend
+    on the session: checkpoints of one chain made from two sessions form one line of checkpoints,
+    and ledger.verify names chains as the export and the offline verifier do."""
+    db.execute(f"CREATE TABLE public.by_{chain_type} (id int PRIMARY KEY, k {chain_type} NOT NULL, v int)")
+    tbl = f"public.by_{chain_type}"
+    db.execute(f"SELECT ledger.enable('{tbl}', 'k')")
+    one, two = db.connect(autocommit=True, settings=SESSION_1), db.connect(autocommit=True, settings=SESSION_2)
+    for i, value in enumerate(values * 2):
+        (one if i % 2 else two).execute(f"INSERT INTO {tbl} VALUES (%s, %s::{chain_type}, %s)", (i, value, i))
+    # Tamper so that ledger.verify names both chains.
+    db.execute(f"ALTER TABLE {tbl} DISABLE TRIGGER ALL")
+    db.execute(f"UPDATE {tbl} SET v = -v WHERE seq = 2")
+    for trigger in ("zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate"):
+        db.execute(f"ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {trigger}")
+    named = {tuple(conn.execute("SELECT array_agg(DISTINCT chain ORDER BY chain) FROM ledger.verify(%s) "
+                                "WHERE chain IS NOT NULL", (tbl,)).fetchone()[0])
+             for conn in (one, two, db.conn)}
+    assert len(named) == 1, named
+    offline = sorted({chain for chain, _, _ in offline_verify(db.export_lines(tbl)) if chain is not None})
+    assert list(named.pop()) == offline
+    # Checkpoints of the same chains, alternately from each session, link up per chain.
+    for conn in (one, two, one):
+        for value in values:
+            conn.execute(f"SELECT * FROM ledger.checkpoint(%s, %s::{chain_type}::text)", (tbl, value))
+        conn.execute("SELECT * FROM ledger.checkpoint(%s)", (tbl,))
+    rows = db.fetchall("SELECT chain, count(*), count(prev_checkpoint) FROM ledger.checkpoints "
+                       "WHERE ledger = %s GROUP BY chain ORDER BY chain", (tbl,))
+    assert [r[0] for r in rows] == offline
+    assert all(count == 6 and linked == 5 for _, count, linked in rows), rows

@@ -3,6 +3,7 @@ CREATE TABLE guarded (id int PRIMARY KEY, account text);
 SELECT ledger.enable('guarded', chain_by => 'account');
 INSERT INTO guarded VALUES (1, 'a');
 CREATE TABLE plain (id int);
+CREATE TABLE unchained (id int PRIMARY KEY, account text);
 CREATE FUNCTION sqlstate_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE statement;
@@ -24,11 +25,15 @@ SELECT statement, sqlstate_of(statement) FROM (VALUES
     ('SELECT ledger.enable(''guarded'')'),
     ('SELECT ledger.enable(''plain'')'),
     ('SELECT ledger.enable(''guarded_account_seq_idx'')'),
-    ('SELECT ledger.enable(''guarded'', chain_by => ''nope'')'),
+    ('SELECT ledger.enable(''unchained'', chain_by => ''nope'')'),
+    ('SELECT ledger.enable(NULL)'),
     ('SELECT ledger.verify(''plain'')'),
     ('SELECT ledger.verify(''ledger.records'', ''not a uuid'')'),
     ('SELECT ledger.canonical_bytes(''guarded'', ''a'', 99)'),
     ('SELECT ledger.canonical_bytes(''guarded'', null, 1)'),
+    ('SELECT ledger.merkle_root(''guarded'', ''a'', 1, 2)'),
+    ('SELECT ledger.merkle_root(''guarded'', ''a'', 1, null)'),
+    ('SELECT ledger.checkpoint(null)'),
     ('SELECT ledger.export(''plain'')')
 ) AS s(statement);
 SELECT id, account, seq, prev_hash IS NULL AS first FROM guarded ORDER BY seq;
