@@ -14,9 +14,11 @@ Usage:
       As above, then one line per digest check, `digest<TAB>check<TAB>ok|failed|skipped<TAB>detail`
       (with --json one object {"problems": [...], "digest": [{"check", "ok", "detail"}, ...]}).
       Exit status: 0 no problems and no failed check, 1 otherwise, 2 malformed input.
-  verify_export.py --inclusion PROOF_FILE --record-hash HEX --root HEX
-  verify_export.py --consistency PROOF_FILE
+  verify_export.py --inclusion PROOF_FILE --record-hash HEX --root HEX [--tree-size N]
+  verify_export.py --consistency PROOF_FILE [--between OLD_SIZE OLD_ROOT NEW_SIZE NEW_ROOT]
       One line, `valid: ...` or `invalid: ...`. Exit status: 0 valid, 1 invalid, 2 malformed proof.
+      A path does not fix the tree size (RFC 9162): give the size the root is of (--tree-size), or
+      the (size, root) pairs of the two trees (--between), as checkpoints or digests state them.
   verify_export.py EXPORT --merkle-root CHAIN FROM TO
       The Merkle tree hash of records FROM..TO of chain CHAIN (`-` for a single-chain table), in hex.
       Exit status: 0 printed, 1 a record of the range is missing, 2 malformed input.
@@ -886,30 +888,39 @@ def _proof_path(proof: dict) -> list[bytes]:
     return [hash_octets(entry, "a proof path entry") for entry in path]
 
 
-def check_inclusion_proof(data: bytes, record_hash: bytes, root: bytes) -> tuple[bool, str]:
-    """Verify an inclusion proof (JSON text) of a record hash against a root: (valid, description).
-    Raises MalformedInput when the proof is malformed."""
+def check_inclusion_proof(data: bytes, record_hash: bytes, root: bytes,
+                          root_size: int | None = None) -> tuple[bool, str]:
+    """Verify an inclusion proof (JSON text) of a record hash against a root (of `root_size`
+    records, when known): (valid, description). Raises MalformedInput when the proof is malformed."""
     proof = _proof_object(data, "inclusion")
     seq = _proof_integer(proof, "seq", 1)
     tree_size = _proof_integer(proof, "tree_size", 0)
     path = _proof_path(proof)
-    valid = verify_inclusion(seq - 1, tree_size, path, leaf_hash(record_hash), root)
-    return valid, (f"record {record_hash.hex()} as seq {seq} of the tree of size {tree_size} with "
+    description = (f"record {record_hash.hex()} as seq {seq} of the tree of size {tree_size} with "
                    f"root {root.hex()}")
+    if root_size is not None and tree_size != root_size:
+        return False, f"{description}: the proof is for a tree of size {tree_size}, not {root_size}"
+    return verify_inclusion(seq - 1, tree_size, path, leaf_hash(record_hash), root), description
 
 
-def check_consistency_proof(data: bytes) -> tuple[bool, str]:
-    """Verify a consistency proof (JSON text): (valid, description). Raises MalformedInput when the
-    proof is malformed."""
+def check_consistency_proof(data: bytes,
+                            between: tuple[int, bytes, int, bytes] | None = None) -> tuple[bool, str]:
+    """Verify a consistency proof (JSON text), optionally between two trusted (size, root) pairs:
+    (valid, description). Raises MalformedInput when the proof is malformed."""
     proof = _proof_object(data, "consistency")
     old_size = _proof_integer(proof, "old_size", 0)
     new_size = _proof_integer(proof, "new_size", 0)
     old_root = hash_octets(proof.get("old_root"), 'proof "old_root"')
     new_root = hash_octets(proof.get("new_root"), 'proof "new_root"')
     path = _proof_path(proof)
-    valid = verify_consistency(old_size, new_size, path, old_root, new_root)
-    return valid, (f"the tree of size {old_size} with root {old_root.hex()} as a prefix of the tree "
+    description = (f"the tree of size {old_size} with root {old_root.hex()} as a prefix of the tree "
                    f"of size {new_size} with root {new_root.hex()}")
+    if between is not None and between != (old_size, old_root, new_size, new_root):
+        trusted_old_size, trusted_old_root, trusted_new_size, trusted_new_root = between
+        return False, (f"{description}: the proof is not about the trees of size {trusted_old_size} "
+                       f"with root {trusted_old_root.hex()} and of size {trusted_new_size} with root "
+                       f"{trusted_new_root.hex()}")
+    return verify_consistency(old_size, new_size, path, old_root, new_root), description
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1147,6 +1158,10 @@ def _parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParse
                         help="with --digest: accept an unsigned digest")
     parser.add_argument("--record-hash", metavar="HEX", help="with --inclusion: the record's hash")
     parser.add_argument("--root", metavar="HEX", help="with --inclusion: the tree's root")
+    parser.add_argument("--tree-size", metavar="N",
+                        help="with --inclusion: the number of records the root is of")
+    parser.add_argument("--between", nargs=4, metavar=("OLD_SIZE", "OLD_ROOT", "NEW_SIZE", "NEW_ROOT"),
+                        help="with --consistency: the trees the proof must be about")
     arguments = parser.parse_args(argv)
 
     proof_mode = arguments.inclusion is not None or arguments.consistency is not None
@@ -1161,6 +1176,16 @@ def _parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParse
     if (arguments.inclusion is None) != (arguments.record_hash is None) or (
             arguments.inclusion is None) != (arguments.root is None):
         parser.error("--inclusion needs --record-hash and --root, and they go with it only")
+    if arguments.tree_size is not None:
+        if arguments.inclusion is None:
+            parser.error("--tree-size goes with --inclusion only")
+        arguments.tree_size = _size_argument(parser, arguments.tree_size, "--tree-size")
+    if arguments.between is not None:
+        if arguments.consistency is None:
+            parser.error("--between goes with --consistency only")
+        old_size, old_root, new_size, new_root = arguments.between
+        arguments.between = (_size_argument(parser, old_size, "--between OLD_SIZE"), old_root,
+                             _size_argument(parser, new_size, "--between NEW_SIZE"), new_root)
     if arguments.merkle_root:
         chain, first, last = arguments.merkle_root
         try:
@@ -1171,6 +1196,12 @@ def _parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParse
             parser.error("--merkle-root needs 1 <= FROM <= TO + 1")
         arguments.merkle_root = (chain, first, last)
     return parser, arguments
+
+
+def _size_argument(parser: argparse.ArgumentParser, text: str, what: str) -> int:
+    if not re.fullmatch(r"0|[1-9][0-9]*", text):
+        parser.error(f"{what} must be a non-negative integer")
+    return int(text)
 
 
 def _read_report(path: str) -> Report:
@@ -1189,10 +1220,16 @@ def _run_proof(arguments: argparse.Namespace) -> int:
     if arguments.inclusion is not None:
         record_hash = hash_octets(arguments.record_hash, "--record-hash")
         root = hash_octets(arguments.root, "--root")
-        valid, description = check_inclusion_proof(_read_bytes(arguments.inclusion), record_hash, root)
+        valid, description = check_inclusion_proof(_read_bytes(arguments.inclusion), record_hash, root,
+                                                   arguments.tree_size)
         claim = "inclusion proof"
     else:
-        valid, description = check_consistency_proof(_read_bytes(arguments.consistency))
+        between = None
+        if arguments.between is not None:
+            old_size, old_root, new_size, new_root = arguments.between
+            between = (old_size, hash_octets(old_root, "--between OLD_ROOT"),
+                       new_size, hash_octets(new_root, "--between NEW_ROOT"))
+        valid, description = check_consistency_proof(_read_bytes(arguments.consistency), between)
         claim = "consistency proof"
     print(f"valid: {claim} verifies {description}" if valid
           else f"invalid: {claim} does not verify {description}")

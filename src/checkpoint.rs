@@ -681,6 +681,23 @@ fn verify_inclusion_text(record_hash: &str, proof: &str, root: &str) -> bool {
     InclusionProof::parse(&proof).or_raise().verify(&record_hash, &root)
 }
 
+/// As `verify_inclusion`, against a root and the size it is the root of (both from a checkpoint or
+/// digest): a path alone does not fix the tree size, so a proof relabelled with another size could
+/// verify against the root; here it does not.
+#[pg_extern(immutable, strict, parallel_safe, name = "verify_inclusion")]
+fn verify_inclusion_sized_text(record_hash: &str, proof: &str, root: &str, tree_size: i64) -> bool {
+    let record_hash = parse_hex(record_hash, "record_hash").or_raise();
+    let root = parse_hex(root, "root").or_raise();
+    let proof = InclusionProof::parse(&proof::parse_json(proof).or_raise()).or_raise();
+    proof.verify_in(&record_hash, &root, tree_size_arg(tree_size, "tree_size"))
+}
+
+fn tree_size_arg(size: i64, name: &str) -> u64 {
+    u64::try_from(size).unwrap_or_else(|_| {
+        raise(LedgerError::new(SqlState::InvalidParameterValue, format!("{name} must not be negative")))
+    })
+}
+
 /// A proof that checkpoint `old_cid`'s tree is a prefix of checkpoint `new_cid`'s.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
@@ -731,17 +748,35 @@ fn verify_consistency_text(proof: &str) -> bool {
     ConsistencyProof::parse(&proof).or_raise().verify()
 }
 
+/// As `verify_consistency`, between the (size, root) pairs of two checkpoints or digests: the
+/// proof must be about exactly these trees.
+#[pg_extern(immutable, strict, parallel_safe, name = "verify_consistency")]
+fn verify_consistency_between_text(proof: &str, old_size: i64, old_root: &str, new_size: i64, new_root: &str) -> bool {
+    let proof = ConsistencyProof::parse(&proof::parse_json(proof).or_raise()).or_raise();
+    let old = (tree_size_arg(old_size, "old_size"), parse_hex(old_root, "old_root").or_raise());
+    let new = (tree_size_arg(new_size, "new_size"), parse_hex(new_root, "new_root").or_raise());
+    proof.verify_between((old.0, &old.1), (new.0, &new.1))
+}
+
 extension_sql!(
     r#"
 CREATE FUNCTION ledger.verify_inclusion(record_hash text, proof jsonb, root text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN ledger.verify_inclusion(record_hash, proof::text, root);
+CREATE FUNCTION ledger.verify_inclusion(record_hash text, proof jsonb, root text, tree_size bigint) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN ledger.verify_inclusion(record_hash, proof::text, root, tree_size);
 CREATE FUNCTION ledger.verify_consistency(proof jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN ledger.verify_consistency(proof::text);
+CREATE FUNCTION ledger.verify_consistency(proof jsonb, old_size bigint, old_root text, new_size bigint, new_root text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN ledger.verify_consistency(proof::text, old_size, old_root, new_size, new_root);
 "#,
     name = "verify_proofs_jsonb",
-    requires = [verify_inclusion_text, verify_consistency_text]
+    requires =
+        [verify_inclusion_text, verify_inclusion_sized_text, verify_consistency_text, verify_consistency_between_text]
 );
 
 /// A checkpoint as a self-contained signed statement, to keep outside the database.

@@ -88,9 +88,19 @@ impl InclusionProof {
     }
 
     /// Is the record with `record_hash` at `seq` in the tree with `root`?
+    ///
+    /// As in RFC 9162, the path authenticates the leaf against the root, not the tree size: a path
+    /// can verify for several sizes that give the leaf the same shape. [`Self::verify_in`] also
+    /// binds the size.
     pub fn verify(&self, record_hash: &Digest, root: &Digest) -> bool {
         self.seq >= 1
             && merkle::verify_inclusion(&merkle::leaf_hash(record_hash), self.seq - 1, self.tree_size, &self.path, root)
+    }
+
+    /// Is the record in the tree of `tree_size` records with `root`, as a checkpoint or digest
+    /// states them together?
+    pub fn verify_in(&self, record_hash: &Digest, root: &Digest, tree_size: u64) -> bool {
+        self.tree_size == tree_size && self.verify(record_hash, root)
     }
 }
 
@@ -117,9 +127,16 @@ impl ConsistencyProof {
         Value::Object(map)
     }
 
-    /// Is the old tree a prefix of the new one?
+    /// Is the old tree a prefix of the new one? (The sizes are the proof's own; see
+    /// [`Self::verify_between`].)
     pub fn verify(&self) -> bool {
         merkle::verify_consistency(self.old_size, self.new_size, &self.old_root, &self.new_root, &self.path)
+    }
+
+    /// Is the tree of `old` (size, root) a prefix of the tree of `new` (size, root), as two
+    /// checkpoints or digests state them?
+    pub fn verify_between(&self, old: (u64, &Digest), new: (u64, &Digest)) -> bool {
+        (self.old_size, &self.old_root) == old && (self.new_size, &self.new_root) == new && self.verify()
     }
 }
 
@@ -165,7 +182,34 @@ mod tests {
         assert_eq!(parsed, proof);
         assert!(parsed.verify());
         assert!(!ConsistencyProof { old_size: 5, ..parsed.clone() }.verify());
-        assert!(!ConsistencyProof { new_root: parsed.old_root, ..parsed }.verify());
+        assert!(!ConsistencyProof { new_root: parsed.old_root, ..parsed.clone() }.verify());
+        assert!(parsed.verify_between((4, &parsed.old_root), (9, &parsed.new_root)));
+        assert!(!parsed.verify_between((4, &parsed.old_root), (10, &parsed.new_root)));
+        assert!(!parsed.verify_between((4, &parsed.new_root), (9, &parsed.new_root)));
+    }
+
+    /// RFC 9162 paths do not fix the tree size; the sized checks do.
+    #[test]
+    fn a_proof_with_another_size_fails_against_the_stated_size() {
+        let recs = records(18);
+        let leaves: Vec<Digest> = recs.iter().map(merkle::leaf_hash).collect();
+        let root17 = merkle::root_of_leaves(&leaves[..17]);
+        let proof = InclusionProof { seq: 5, tree_size: 17, path: merkle::inclusion_proof(&leaves[..17], 4).unwrap() };
+        let relabelled = InclusionProof { tree_size: 18, ..proof.clone() };
+        assert!(relabelled.verify(&recs[4], &root17), "the path alone does not fix the size");
+        assert!(proof.verify_in(&recs[4], &root17, 17));
+        assert!(!relabelled.verify_in(&recs[4], &root17, 17));
+        let root18 = merkle::root_of_leaves(&leaves);
+        assert!(!relabelled.verify_in(&recs[4], &root18, 18));
+
+        let leaves32: Vec<Digest> = records(32).iter().map(merkle::leaf_hash).collect();
+        let (old, new) = (merkle::root_of_leaves(&leaves32[..9]), merkle::root_of_leaves(&leaves32[..17]));
+        let path = merkle::consistency_proof(&leaves32[..17], 9).unwrap();
+        let consistency = ConsistencyProof { old_size: 9, new_size: 17, old_root: old, new_root: new, path };
+        let relabelled = ConsistencyProof { new_size: 18, ..consistency.clone() };
+        assert!(relabelled.verify(), "the path alone does not fix the size");
+        assert!(consistency.verify_between((9, &old), (17, &new)));
+        assert!(!relabelled.verify_between((9, &old), (17, &new)));
     }
 
     #[test]

@@ -367,6 +367,22 @@ def offline_proof(kind: str, proof, record_hash: str | None = None, root: str | 
     return result.returncode
 
 
+def offline_inclusion(proof: dict, record_hash: str, root: str,
+                      tree_size: int | None = None) -> tuple[int, str]:
+    """`verify_export.py --inclusion FILE --record-hash H --root R [--tree-size N]`: (exit status,
+    the line it printed)."""
+    path = _write_temp(json.dumps(proof), ".json")
+    args = ["--inclusion", path, "--record-hash", record_hash, "--root", root]
+    if tree_size is not None:
+        args += ["--tree-size", str(tree_size)]
+    try:
+        result = run_verifier(*args)
+    finally:
+        os.unlink(path)
+    assert result.returncode in (0, 1), (result.returncode, result.stderr)
+    return result.returncode, result.stdout.strip()
+
+
 def set_signing_key_file(cluster: Cluster, path: str | None,
                          connections: Iterable[psycopg.Connection] = (),
                          timeout: float = 10.0) -> None:

@@ -28,8 +28,8 @@ from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ledgertest import (backend_wait, offline_digest, offline_merkle_root, offline_proof,
-                        offline_verify, set_signing_key_file, ve, wait_until)
+from ledgertest import (backend_wait, offline_digest, offline_inclusion, offline_merkle_root,
+                        offline_proof, offline_verify, set_signing_key_file, ve, wait_until)
 
 A, B = str(uuid.UUID(int=0xA)), str(uuid.UUID(int=0xB))
 CHECKPOINT_CHECKS = ["checkpoint_row", "signature", "key", "merkle_root", "previous", "definition"]
@@ -875,6 +875,47 @@ def test_proofs_for_the_wrong_seq_or_size_fail(db):
     # The roots of other checkpoints of the same chain.
     assert db.scalar("SELECT ledger.verify_consistency(%s)", (Jsonb(
         {**consistency, "new_size": 18, "new_root": root18}),)) is False
+
+
+def test_a_relabelled_size_is_caught_against_the_checkpoint(db):
+    """An RFC 9162 path does not fix the tree size: relabelled with another size of the same shape,
+    a proof still verifies against the root alone. Verified against the (size, root) pair a
+    checkpoint or digest states, every relabelling fails, and so does the offline check."""
+    append(db, A, 9)
+    nine = one_checkpoint(db, chain=A)
+    append(db, A, 8)
+    seventeen = one_checkpoint(db, chain=A)
+    record5 = db.scalar("SELECT hash FROM ledger.records WHERE anchor_id = %s AND seq = 5", (A,))
+    proof = db.scalar("SELECT ledger.inclusion_proof(%s, 5)", (seventeen["cid"],))
+    root17, size17 = seventeen["merkle_root"], seventeen["record_count"]
+
+    def included(p, *bound):
+        args = ", %s" * len(bound)
+        return db.scalar(f"SELECT ledger.verify_inclusion(%s, %s, %s{args})", (record5, Jsonb(p), root17, *bound))
+
+    same_shape = [size for size in range(1, 40) if included({**proof, "tree_size": size})]
+    assert 17 in same_shape and len(same_shape) > 1, same_shape  # the RFC property, shown
+    assert included(proof, size17) is True
+    for size in same_shape:
+        assert included({**proof, "tree_size": size}, size17) is (size == 17), size
+        status, out = offline_inclusion(proof | {"tree_size": size}, record5, root17, tree_size=size17)
+        assert status == (0 if size == 17 else 1) and ("not 17" in out) == (size != 17), (size, out)
+
+    consistency = db.scalar("SELECT ledger.consistency_proof(%s, %s)", (nine["cid"], seventeen["cid"]))
+    pairs = (nine["record_count"], nine["merkle_root"], size17, root17)
+
+    def consistent(p):
+        return db.scalar("SELECT ledger.verify_consistency(%s, %s, %s, %s, %s)", (Jsonb(p), *pairs))
+
+    relabelled = [size for size in range(1, 40)
+                  if db.scalar("SELECT ledger.verify_consistency(%s)", (Jsonb({**consistency, "new_size": size}),))]
+    assert 17 in relabelled and len(relabelled) > 1, relabelled
+    assert consistent(consistency) is True
+    for size in relabelled:
+        assert consistent({**consistency, "new_size": size}) is (size == 17), size
+    assert consistent({**consistency, "old_root": root17}) is False
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        db.scalar("SELECT ledger.verify_inclusion(%s, %s, %s, -1)", (record5, Jsonb(proof), root17))
 
 
 def test_digest_signed_by_another_key(db, server_key):

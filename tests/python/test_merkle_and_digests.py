@@ -139,6 +139,28 @@ def test_proof_shapes_for_size_7():
     assert ve.verify_consistency(6, 7, [M(4, 6), L[6], M(0, 4)], M(0, 6), root)
 
 
+def test_cli_sizes_bind_what_a_path_does_not(tmp_path):
+    """RFC 9162 paths do not fix the tree size: relabelled with another size of the same shape, a
+    proof verifies against the root alone, but not against the size the root is of."""
+    relabelled = {**inclusion_proof(), "tree_size": 18}
+    assert_one_line(run_inclusion(tmp_path, relabelled), 0, "valid: ")
+    proof_file = write_json(tmp_path, relabelled)
+    for size, status in ((17, 1), (18, 0)):
+        result = run_script("--inclusion", proof_file, "--record-hash", RECORD_HASHES[4].hex(),
+                            "--root", ROOTS[17].hex(), "--tree-size", str(size))
+        assert_one_line(result, status, "valid: " if status == 0 else "invalid: ")
+    assert "the proof is for a tree of size 18, not 17" in run_script(
+        "--inclusion", proof_file, "--record-hash", RECORD_HASHES[4].hex(), "--root", ROOTS[17].hex(),
+        "--tree-size", "17").stdout
+
+    relabelled = {**consistency_proof(), "new_size": 18}
+    assert_one_line(run_script("--consistency", write_json(tmp_path, relabelled)), 0, "valid: ")
+    between = ["--between", "9", ROOTS[9].hex(), "17", ROOTS[17].hex()]
+    assert_one_line(run_script("--consistency", write_json(tmp_path, relabelled), *between), 1, "invalid: ")
+    assert_one_line(run_script("--consistency", write_json(tmp_path, consistency_proof()), *between), 0,
+                    "valid: ")
+
+
 @pytest.mark.parametrize("vector", VECTORS["inclusion"], ids=lambda v: f"{v['seq']}of{v['tree_size']}")
 def test_inclusion_vectors(vector):
     path = [bytes.fromhex(entry) for entry in vector["path"]]
@@ -273,6 +295,28 @@ def test_cli_inclusion_valid_and_invalid(tmp_path):
     assert_one_line(run_inclusion(tmp_path, tampered), 1, "invalid: ")
 
 
+def test_cli_sizes_bind_what_a_path_does_not(tmp_path):
+    """RFC 9162 paths do not fix the tree size: relabelled with another size of the same shape, a
+    proof verifies against the root alone, but not against the size the root is of."""
+    relabelled = {**inclusion_proof(), "tree_size": 18}
+    assert_one_line(run_inclusion(tmp_path, relabelled), 0, "valid: ")
+    proof_file = write_json(tmp_path, relabelled)
+    for size, status in ((17, 1), (18, 0)):
+        result = run_script("--inclusion", proof_file, "--record-hash", RECORD_HASHES[4].hex(),
+                            "--root", ROOTS[17].hex(), "--tree-size", str(size))
+        assert_one_line(result, status, "valid: " if status == 0 else "invalid: ")
+    assert "the proof is for a tree of size 18, not 17" in run_script(
+        "--inclusion", proof_file, "--record-hash", RECORD_HASHES[4].hex(), "--root", ROOTS[17].hex(),
+        "--tree-size", "17").stdout
+
+    relabelled = {**consistency_proof(), "new_size": 18}
+    assert_one_line(run_script("--consistency", write_json(tmp_path, relabelled)), 0, "valid: ")
+    between = ["--between", "9", ROOTS[9].hex(), "17", ROOTS[17].hex()]
+    assert_one_line(run_script("--consistency", write_json(tmp_path, relabelled), *between), 1, "invalid: ")
+    assert_one_line(run_script("--consistency", write_json(tmp_path, consistency_proof()), *between), 0,
+                    "valid: ")
+
+
 @pytest.mark.parametrize("vector", VECTORS["inclusion"], ids=lambda v: f"{v['seq']}of{v['tree_size']}")
 def test_cli_inclusion_vectors(tmp_path, vector):
     result = run_inclusion(tmp_path, {"type": "inclusion", **vector}, record_hash=vector["record_hash"],
@@ -367,6 +411,11 @@ def test_cli_proof_missing_file_exits_2(tmp_path):
     ["export.jsonl", "--inclusion", "p.json", "--record-hash", "0" * 64, "--root", "0" * 64],
     ["--consistency", "p.json", "--json"],
     ["--inclusion", "p.json", "--consistency", "p.json"],
+    ["--inclusion", "p.json", "--record-hash", "0" * 64, "--root", "0" * 64, "--tree-size", "-1"],
+    ["--consistency", "p.json", "--tree-size", "3"],
+    ["--inclusion", "p.json", "--record-hash", "0" * 64, "--root", "0" * 64, "--between", "1", "0" * 64,
+     "2", "0" * 64],
+    ["--consistency", "p.json", "--between", "x", "0" * 64, "2", "0" * 64],
     ["export.jsonl", "--public-key", "AAAA"],
     ["export.jsonl", "--allow-unsigned"],
     ["export.jsonl", "--merkle-root", "-", "1"],

@@ -36,6 +36,15 @@ SELECT ledger.verify_consistency(consistency) AS valid,
        ledger.verify_consistency(jsonb_set(consistency, '{old_size}', '8')) AS wrong_size,
        ledger.verify_consistency(jsonb_set(consistency, '{old_root}', to_jsonb(root))) AS wrong_root
 FROM proofs;
+-- A path does not fix the tree size (RFC 9162): relabelled as 18, it still fits the root of 17; bound
+-- to the size the checkpoint states with that root, it does not.
+SELECT ledger.verify_inclusion(record, jsonb_set(inclusion, '{tree_size}', '18'), root) AS root_only,
+       ledger.verify_inclusion(record, jsonb_set(inclusion, '{tree_size}', '18'), root, 17) AS bound,
+       ledger.verify_inclusion(record, inclusion, root, 17) AS valid
+FROM proofs;
+SELECT ledger.verify_consistency(consistency, 9, consistency->>'old_root', 17, root) AS valid,
+       ledger.verify_consistency(jsonb_set(consistency, '{new_size}', '18'), 9, consistency->>'old_root', 17, root) AS relabelled
+FROM proofs;
 SELECT ledger.verify_inclusion(record, '{"type": "inclusion"}', root) FROM proofs;
 SELECT ledger.verify_inclusion('xyz', inclusion, root) FROM proofs;
 SELECT ledger.verify_consistency('[1, 2]');
