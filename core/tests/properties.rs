@@ -8,75 +8,266 @@ use ledger_core::note::Note;
 use ledger_core::proof::{ConsistencyProof, InclusionProof};
 use proptest::prelude::*;
 
-/// An owned value, so strategies can generate it.
+/// An owned value of every supported type (NULL with its column's type), so strategies can
+/// generate it.
 #[derive(Debug, Clone, PartialEq)]
 enum Owned {
-    Null,
-    Int(i64),
-    Float(f64),
+    Null(ColumnType),
+    Boolean(bool),
+    Smallint(i16),
+    Integer(i32),
+    Bigint(i64),
+    Real(f32),
+    Double(f64),
     Numeric(String),
     Text(String),
     Bytes(Vec<u8>),
+    Uuid([u8; 16]),
+    /// Canonical JSON bytes, as the reader hands them over.
+    Jsonb(Vec<u8>),
+    Date(i32),
+    Time(i64),
+    Timestamp(i64),
+    Timestamptz(i64),
     Interval(i32, i32, i64),
 }
 
 impl Owned {
-    fn column_type(&self, fallback: ColumnType) -> ColumnType {
+    fn column_type(&self) -> ColumnType {
         match self {
-            Owned::Null => fallback,
-            Owned::Int(_) => ColumnType::Bigint,
-            Owned::Float(_) => ColumnType::DoublePrecision,
+            Owned::Null(t) => *t,
+            Owned::Boolean(_) => ColumnType::Boolean,
+            Owned::Smallint(_) => ColumnType::Smallint,
+            Owned::Integer(_) => ColumnType::Integer,
+            Owned::Bigint(_) => ColumnType::Bigint,
+            Owned::Real(_) => ColumnType::Real,
+            Owned::Double(_) => ColumnType::DoublePrecision,
             Owned::Numeric(_) => ColumnType::Numeric,
             Owned::Text(_) => ColumnType::Text,
             Owned::Bytes(_) => ColumnType::Bytea,
+            Owned::Uuid(_) => ColumnType::Uuid,
+            Owned::Jsonb(_) => ColumnType::Jsonb,
+            Owned::Date(_) => ColumnType::Date,
+            Owned::Time(_) => ColumnType::Time,
+            Owned::Timestamp(_) => ColumnType::Timestamp,
+            Owned::Timestamptz(_) => ColumnType::Timestamptz,
             Owned::Interval(..) => ColumnType::Interval,
         }
     }
 
     fn value(&self) -> Value<'_> {
         match self {
-            Owned::Null => Value::Null,
-            Owned::Int(v) => Value::Bigint(*v),
-            Owned::Float(v) => Value::DoublePrecision(*v),
+            Owned::Null(_) => Value::Null,
+            Owned::Boolean(v) => Value::Boolean(*v),
+            Owned::Smallint(v) => Value::Smallint(*v),
+            Owned::Integer(v) => Value::Integer(*v),
+            Owned::Bigint(v) => Value::Bigint(*v),
+            Owned::Real(v) => Value::Real(*v),
+            Owned::Double(v) => Value::DoublePrecision(*v),
             Owned::Numeric(v) => Value::Numeric(v),
             Owned::Text(v) => Value::Text(v),
             Owned::Bytes(v) => Value::Bytea(v),
+            Owned::Uuid(v) => Value::Uuid(v),
+            Owned::Jsonb(v) => Value::Jsonb(v),
+            Owned::Date(v) => Value::Date(*v),
+            Owned::Time(v) => Value::Time(*v),
+            Owned::Timestamp(v) => Value::Timestamp(*v),
+            Owned::Timestamptz(v) => Value::Timestamptz(*v),
             Owned::Interval(m, d, us) => Value::Interval { months: *m, days: *d, microseconds: *us },
         }
     }
 
-    /// The value as the database holds it: every NaN is one value.
+    /// The same value as the database holds it: every NaN is one value (-0 is not 0).
     fn same_stored_value(&self, other: &Owned) -> bool {
         match (self, other) {
-            (Owned::Float(a), Owned::Float(b)) => (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits(),
+            (Owned::Double(a), Owned::Double(b)) => (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits(),
+            (Owned::Real(a), Owned::Real(b)) => (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits(),
             _ => self == other,
         }
     }
 }
 
+fn column_type() -> impl Strategy<Value = ColumnType> {
+    prop::sample::select(ColumnType::ALL.to_vec())
+}
+
 fn owned() -> impl Strategy<Value = Owned> {
     prop_oneof![
-        Just(Owned::Null),
-        any::<i64>().prop_map(Owned::Int),
-        any::<f64>().prop_map(Owned::Float),
-        "-?[0-9]{1,5}(\\.[0-9]{0,4})?".prop_map(Owned::Numeric),
+        column_type().prop_map(Owned::Null),
+        any::<bool>().prop_map(Owned::Boolean),
+        any::<i16>().prop_map(Owned::Smallint),
+        any::<i32>().prop_map(Owned::Integer),
+        any::<i64>().prop_map(Owned::Bigint),
+        any::<f32>().prop_map(Owned::Real),
+        any::<f64>().prop_map(Owned::Double),
+        "-?[0-9]{1,5}(\\.[0-9]{0,4})?|NaN|-?Infinity".prop_map(Owned::Numeric),
         ".{0,12}".prop_map(Owned::Text),
         prop::collection::vec(any::<u8>(), 0..12).prop_map(Owned::Bytes),
+        any::<[u8; 16]>().prop_map(Owned::Uuid),
+        prop::collection::vec(any::<u8>(), 1..12).prop_map(Owned::Jsonb),
+        any::<i32>().prop_map(Owned::Date),
+        any::<i64>().prop_map(Owned::Time),
+        any::<i64>().prop_map(Owned::Timestamp),
+        any::<i64>().prop_map(Owned::Timestamptz),
         (any::<i32>(), any::<i32>(), any::<i64>()).prop_map(|(m, d, us)| Owned::Interval(m, d, us)),
     ]
 }
 
-/// A row: names and values, with each column's type fixed by its first non-null value.
 fn encode(names: &[String], values: &[Owned]) -> Vec<u8> {
     let mut encoder = RecordEncoder::new();
     encoder.begin(values.len() as u32);
     for (name, value) in names.iter().zip(values) {
-        encoder.column(name, value.column_type(ColumnType::Text), &value.value()).unwrap();
+        encoder.column(name, value.column_type(), &value.value()).unwrap();
     }
     encoder.bytes().to_vec()
 }
 
+fn same_row(names_a: &[String], values_a: &[Owned], names_b: &[String], values_b: &[Owned]) -> bool {
+    names_a == names_b
+        && values_a.len() == values_b.len()
+        && values_a.iter().zip(values_b).all(|(a, b)| a.column_type() == b.column_type() && a.same_stored_value(b))
+}
+
+/// A small change to one row: what tampering, or a confusable value, looks like.
+#[derive(Debug, Clone)]
+enum Nudge {
+    /// Flip one bit of one value's stored form (numbers, times, bytes, text).
+    FlipBit { column: usize, bit: u32 },
+    /// Move the boundary between two adjacent text or bytea values ("ab"+"c" vs "a"+"bc").
+    MoveBoundary { column: usize },
+    /// The same bits under another type of the same width (integer 5 vs date 5).
+    Retype { column: usize, to: ColumnType },
+    /// NULL instead of the value (or the empty value instead of NULL).
+    Nullify { column: usize },
+    /// Rename a column.
+    Rename { column: usize },
+}
+
+fn nudge() -> impl Strategy<Value = Nudge> {
+    prop_oneof![
+        (any::<usize>(), 0u32..64).prop_map(|(column, bit)| Nudge::FlipBit { column, bit }),
+        any::<usize>().prop_map(|column| Nudge::MoveBoundary { column }),
+        (any::<usize>(), column_type()).prop_map(|(column, to)| Nudge::Retype { column, to }),
+        any::<usize>().prop_map(|column| Nudge::Nullify { column }),
+        any::<usize>().prop_map(|column| Nudge::Rename { column }),
+    ]
+}
+
+fn flip(value: &Owned, bit: u32) -> Owned {
+    match value {
+        Owned::Boolean(v) => Owned::Boolean(!v),
+        Owned::Smallint(v) => Owned::Smallint(v ^ (1 << (bit % 16))),
+        Owned::Integer(v) => Owned::Integer(v ^ (1 << (bit % 32))),
+        Owned::Bigint(v) => Owned::Bigint(v ^ (1 << bit)),
+        Owned::Real(v) => Owned::Real(f32::from_bits(v.to_bits() ^ (1 << (bit % 32)))),
+        Owned::Double(v) => Owned::Double(f64::from_bits(v.to_bits() ^ (1 << bit))),
+        Owned::Date(v) => Owned::Date(v ^ (1 << (bit % 32))),
+        Owned::Time(v) => Owned::Time(v ^ (1 << bit)),
+        Owned::Timestamp(v) => Owned::Timestamp(v ^ (1 << bit)),
+        Owned::Timestamptz(v) => Owned::Timestamptz(v ^ (1 << bit)),
+        Owned::Interval(m, d, us) => Owned::Interval(*m, *d, us ^ (1 << bit)),
+        Owned::Uuid(v) => {
+            let mut v = *v;
+            v[(bit / 8) as usize % 16] ^= 1 << (bit % 8);
+            Owned::Uuid(v)
+        }
+        Owned::Bytes(v) | Owned::Jsonb(v) if !v.is_empty() => {
+            let mut v = v.clone();
+            let i = bit as usize % v.len();
+            v[i] ^= 1 << (bit % 8);
+            if matches!(value, Owned::Bytes(_)) {
+                Owned::Bytes(v)
+            } else {
+                Owned::Jsonb(v)
+            }
+        }
+        Owned::Bytes(_) => Owned::Bytes(vec![bit as u8]),
+        Owned::Jsonb(v) => Owned::Jsonb([v.as_slice(), &[0]].concat()),
+        Owned::Text(v) => Owned::Text(format!("{v}{}", char::from(b'a' + (bit % 26) as u8))),
+        Owned::Numeric(v) => Owned::Numeric(format!("{v}0")),
+        Owned::Null(t) => Owned::Null(*t),
+    }
+}
+
+/// The same bits as another type of the same width, when there is one.
+fn retype(value: &Owned, to: ColumnType) -> Option<Owned> {
+    let bits64 = match value {
+        Owned::Bigint(v) | Owned::Time(v) | Owned::Timestamp(v) | Owned::Timestamptz(v) => Some(*v),
+        Owned::Double(v) => Some(v.to_bits() as i64),
+        _ => None,
+    };
+    let bits32 = match value {
+        Owned::Integer(v) | Owned::Date(v) => Some(*v),
+        Owned::Real(v) => Some(v.to_bits() as i32),
+        _ => None,
+    };
+    let bytes = match value {
+        Owned::Text(v) => Some(v.as_bytes().to_vec()),
+        Owned::Bytes(v) | Owned::Jsonb(v) => Some(v.clone()),
+        Owned::Numeric(v) => Some(v.as_bytes().to_vec()),
+        _ => None,
+    };
+    Some(match to {
+        ColumnType::Bigint => Owned::Bigint(bits64?),
+        ColumnType::Time => Owned::Time(bits64?),
+        ColumnType::Timestamp => Owned::Timestamp(bits64?),
+        ColumnType::Timestamptz => Owned::Timestamptz(bits64?),
+        ColumnType::DoublePrecision => Owned::Double(f64::from_bits(bits64? as u64)),
+        ColumnType::Integer => Owned::Integer(bits32?),
+        ColumnType::Date => Owned::Date(bits32?),
+        ColumnType::Real => Owned::Real(f32::from_bits(bits32? as u32)),
+        ColumnType::Bytea => Owned::Bytes(bytes?),
+        ColumnType::Jsonb if !bytes.as_ref()?.is_empty() => Owned::Jsonb(bytes?),
+        ColumnType::Text => Owned::Text(String::from_utf8(bytes?).ok()?),
+        ColumnType::Numeric => Owned::Numeric(String::from_utf8(bytes?).ok()?),
+        _ => return None,
+    })
+}
+
+fn apply(names: &mut [String], values: &mut [Owned], nudge: &Nudge) {
+    let n = values.len();
+    match *nudge {
+        Nudge::FlipBit { column, bit } => values[column % n] = flip(&values[column % n], bit),
+        Nudge::MoveBoundary { column } => {
+            let i = column % n;
+            if i + 1 < n {
+                match (&values[i], &values[i + 1]) {
+                    (Owned::Text(a), Owned::Text(b)) if !a.is_empty() => {
+                        let cut = a.char_indices().last().map_or(0, |(j, _)| j);
+                        let (a, moved) = a.split_at(cut);
+                        let (a, b) = (a.to_string(), format!("{moved}{b}"));
+                        values[i] = Owned::Text(a);
+                        values[i + 1] = Owned::Text(b);
+                    }
+                    (Owned::Bytes(a), Owned::Bytes(b)) if !a.is_empty() => {
+                        let (a, b) = (a[..a.len() - 1].to_vec(), [&a[a.len() - 1..], b.as_slice()].concat());
+                        values[i] = Owned::Bytes(a);
+                        values[i + 1] = Owned::Bytes(b);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Nudge::Retype { column, to } => {
+            if let Some(v) = retype(&values[column % n], to) {
+                values[column % n] = v;
+            }
+        }
+        Nudge::Nullify { column } => {
+            let i = column % n;
+            values[i] = match &values[i] {
+                Owned::Null(ColumnType::Text) => Owned::Text(String::new()),
+                Owned::Null(ColumnType::Bytea) => Owned::Bytes(Vec::new()),
+                other => Owned::Null(other.column_type()),
+            };
+        }
+        Nudge::Rename { column } => names[column % n].push('x'),
+    }
+}
+
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
     #[test]
     fn distinct_rows_never_encode_alike(
         names_a in prop::collection::vec("[a-z]{0,3}", 1..5),
@@ -88,12 +279,30 @@ proptest! {
         let n_b = names_b.len().min(values_b.len());
         let (names_a, values_a) = (&names_a[..n_a], &values_a[..n_a]);
         let (names_b, values_b) = (&names_b[..n_b], &values_b[..n_b]);
-        let same_row = n_a == n_b
-            && names_a == names_b
-            && values_a.iter().zip(values_b).all(|(a, b)| {
-                a.same_stored_value(b) && a.column_type(ColumnType::Text) == b.column_type(ColumnType::Text)
-            });
-        prop_assert_eq!(encode(names_a, values_a) == encode(names_b, values_b), same_row);
+        prop_assert_eq!(
+            encode(names_a, values_a) == encode(names_b, values_b),
+            same_row(names_a, values_a, names_b, values_b)
+        );
+    }
+
+    /// Two random rows are almost never equal; a row and a near neighbour of it test the hard side.
+    #[test]
+    fn a_nudged_row_encodes_differently_unless_its_values_are_the_same(
+        names in prop::collection::vec("[a-z]{0,3}", 1..6),
+        values in prop::collection::vec(owned(), 1..6),
+        nudges in prop::collection::vec(nudge(), 1..3),
+    ) {
+        let n = names.len().min(values.len());
+        let (names, values) = (names[..n].to_vec(), values[..n].to_vec());
+        let (mut names_b, mut values_b) = (names.clone(), values.clone());
+        for nudge in &nudges {
+            apply(&mut names_b, &mut values_b, nudge);
+        }
+        prop_assert_eq!(
+            encode(&names, &values) == encode(&names_b, &values_b),
+            same_row(&names, &values, &names_b, &values_b),
+            "{:?} -> {:?} by {:?}", values, values_b, nudges
+        );
     }
 }
 

@@ -165,9 +165,15 @@ def test_owner_not_superuser_enables_appends_and_retires(db, setup):
     ]
     assert [(s, outcome(owner, s)) for s, _ in steps] == steps
 
+    started = db.scalar("SELECT clock_timestamp()")
     retired = owner.execute("SELECT chain, record_count, ledger FROM ledger.retire('mine', 'moved to mine_v2') "
                             "ORDER BY chain").fetchall()
     assert retired == [("a", 2, "public.mine"), ("b", 1, "public.mine")]
+    # When: the retirement's time, as the transaction that made it saw it.
+    assert db.scalar("SELECT at FROM ledger.events WHERE ledger = 'public.mine' AND event = 'retire'") \
+        == db.scalar("SELECT retired_at FROM ledger.ledgers WHERE tbl = 'mine'::regclass")
+    assert started <= db.scalar("SELECT at FROM ledger.events WHERE ledger = 'public.mine' AND event = 'retire'") \
+        <= db.scalar("SELECT clock_timestamp()")
     after = [
         ("INSERT INTO mine VALUES (4, 'a', 1)", "55000"),
         ("INSERT INTO mine VALUES (5, 'c', 1)", "55000"),

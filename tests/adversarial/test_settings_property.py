@@ -28,7 +28,7 @@ SETTINGS = {
     "DateStyle": ["ISO, MDY", "SQL, DMY", "Postgres, MDY", "German, DMY", "ISO, YMD"],
     "IntervalStyle": ["postgres", "postgres_verbose", "sql_standard", "iso_8601"],
     "extra_float_digits": [str(d) for d in range(-15, 4)],
-    "lc_numeric": ["C", "C.utf8"],
+    "lc_numeric": ["C", "C.utf8", "de_DE.UTF-8"],  # the last writes 1,5 (scripts/setup.sh makes it)
     "client_encoding": ["UTF8", "LATIN1", "WIN1252"],
     "search_path": ["public", "pg_catalog, public", '"$user", public'],
 }

@@ -90,6 +90,16 @@ def test_dump_and_restore_keep_every_hash(cluster, db, target, tmp_path, fmt):
     target.execute("ALTER TABLE ledger.records ENABLE ALWAYS TRIGGER zz_ledger_append, "
                    "ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate")
     assert target.verify("ledger.records") == [("00000000-0000-0000-0000-000000000001", 7, "hash_mismatch")]
+    # The same on the user ledger, and deleting its newest record is caught by the restored checkpoint.
+    target.execute("ALTER TABLE pay DISABLE TRIGGER ALL")
+    target.execute("UPDATE pay SET amount = amount + 1 WHERE account = 'b' AND seq = 3")
+    target.execute("DELETE FROM pay WHERE account = 'c' AND seq = (SELECT max(seq) FROM pay WHERE account = 'c')")
+    target.execute("ALTER TABLE pay ENABLE ALWAYS TRIGGER zz_ledger_append, "
+                   "ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate")
+    assert target.verify("pay") == [("b", 3, "hash_mismatch")]
+    cid = target.scalar("SELECT cid FROM ledger.checkpoints WHERE ledger = 'public.pay' AND chain = 'c'")
+    checks = {c: ok for c, ok, _ in target.fetchall("SELECT * FROM ledger.verify_checkpoint(%s)", (cid,))}
+    assert checks["merkle_root"] is False and checks["checkpoint_row"] is True, checks
 
 
 def test_a_tampered_dump_is_refused_on_restore(cluster, db, target, tmp_path):

@@ -36,7 +36,7 @@ SESSION_1 = {"TimeZone": "UTC", "DateStyle": "ISO, DMY", "IntervalStyle": "postg
              "extra_float_digits": "-15", "lc_numeric": "C", "client_encoding": "UTF8",
              "search_path": "public", "bytea_output": "hex"}
 SESSION_2 = {"TimeZone": "Pacific/Chatham", "DateStyle": "SQL, MDY",
-             "IntervalStyle": "sql_standard", "extra_float_digits": "3", "lc_numeric": "C.utf8",
+             "IntervalStyle": "sql_standard", "extra_float_digits": "3", "lc_numeric": "de_DE.UTF-8",
              "client_encoding": "LATIN1", "search_path": "pg_catalog, ledger",
              "bytea_output": "escape"}
 
@@ -90,8 +90,11 @@ def test_settings_do_not_change_hashes(db):
     write_rows(two, "s2", "%b")  # parameters in binary format
 
     # The sessions really see different text for the same stored values.
-    q = "SELECT tstz::text, ts::text, iv::text, f8::text, b::text FROM public.s1 WHERE id = 1"
-    assert one.execute(q).fetchone() != two.execute(q).fetchone()
+    q = ("SELECT tstz::text, ts::text, iv::text, f8::text, b::text, to_char(n, 'FM99999D999999') "
+         "FROM public.s1 WHERE id = 1")
+    texts = one.execute(q).fetchone(), two.execute(q).fetchone()
+    assert texts[0] != texts[1]
+    assert (texts[0][5], texts[1][5]) == ("12345.6789", "12345,6789"), texts  # lc_numeric
     one.rollback()
     two.rollback()
 
