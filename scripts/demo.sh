@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The ledger in five minutes: builds and installs the extension into the local PostgreSQL 15, starts
 # a throwaway cluster, appends records, shows an UPDATE refused, tampers as a superuser with the
-# triggers disabled, and shows ledger.verify and the offline verifier both catching it.
+# triggers disabled, and shows ledger.verify and the offline verifier both catching it; then deletes
+# the newest record of a chain and shows a checkpoint's digest catching that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -63,3 +64,21 @@ run -c "SELECT chain, seq, problem, left(detail, 60) || '...' AS detail FROM led
 echo "== the offline verifier, which shares no code with the extension, agrees"
 run -At -c "SELECT * FROM ledger.export('ledger.records')" >"$dir/export.jsonl"
 python3 scripts/verify_export.py "$dir/export.jsonl" || true
+
+echo "== a checkpoint's digest, kept outside the database, catches what a chain alone cannot"
+run -At -c "SELECT ledger.digest(cid) FROM ledger.checkpoint('payments', 'alice')" >"$dir/alice.digest"
+cat "$dir/alice.digest"
+echo "-- a superuser deletes alice's newest payment; the chain left behind is valid"
+run -e <<'SQL'
+ALTER TABLE payments DISABLE TRIGGER ALL;
+DELETE FROM payments WHERE account = 'alice' AND seq = 2;
+ALTER TABLE payments ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change,
+                     ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
+SQL
+run -c "SELECT * FROM ledger.verify('payments')"
+digest=$(cat "$dir/alice.digest"; printf x)  # the x keeps the digest's final newlines
+run -v digest="${digest%x}" <<'SQL'
+SELECT "check", ok, left(detail, 70) AS detail FROM ledger.verify_digest(:'digest');
+SQL
+run -At -c "SELECT * FROM ledger.export('payments')" >"$dir/payments.jsonl"
+python3 scripts/verify_export.py "$dir/payments.jsonl" --digest "$dir/alice.digest" --allow-unsigned || true
