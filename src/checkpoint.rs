@@ -758,21 +758,23 @@ fn verify_consistency_between_text(proof: &str, old_size: i64, old_root: &str, n
     proof.verify_between((old.0, &old.1), (new.0, &new.1))
 }
 
+// Bodies in quotes, not SQL-standard RETURN (PostgreSQL 14+), for every supported major; every name
+// in them is qualified.
 extension_sql!(
     r#"
 CREATE FUNCTION ledger.verify_inclusion(record_hash text, proof jsonb, root text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN ledger.verify_inclusion(record_hash, proof::text, root);
+AS $$ SELECT ledger.verify_inclusion(record_hash, proof::pg_catalog.text, root) $$;
 CREATE FUNCTION ledger.verify_inclusion(record_hash text, proof jsonb, root text, tree_size bigint) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN ledger.verify_inclusion(record_hash, proof::text, root, tree_size);
+AS $$ SELECT ledger.verify_inclusion(record_hash, proof::pg_catalog.text, root, tree_size) $$;
 CREATE FUNCTION ledger.verify_consistency(proof jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN ledger.verify_consistency(proof::text);
+AS $$ SELECT ledger.verify_consistency(proof::pg_catalog.text) $$;
 CREATE FUNCTION ledger.verify_consistency(proof jsonb, old_size bigint, old_root text, new_size bigint, new_root text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN ledger.verify_consistency(proof::text, old_size, old_root, new_size, new_root);
+AS $$ SELECT ledger.verify_consistency(proof::pg_catalog.text, old_size, old_root, new_size, new_root) $$;
 "#,
     name = "verify_proofs_jsonb",
     requires =

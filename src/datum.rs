@@ -241,7 +241,12 @@ pub unsafe fn fetch_row(rel: pg_sys::Relation, tid_datum: Datum) -> Option<Store
     let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
     tuple.t_self = *tid_datum.cast_mut_ptr::<pg_sys::ItemPointerData>();
     let mut buffer: pg_sys::Buffer = 0;
-    if !pg_sys::heap_fetch(rel, pg_sys::GetActiveSnapshot(), &mut tuple, &mut buffer, false) {
+    // PostgreSQL 15 added keep_buf: false releases the buffer of a tuple that is not visible.
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    let found = pg_sys::heap_fetch(rel, pg_sys::GetActiveSnapshot(), &mut tuple, &mut buffer);
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    let found = pg_sys::heap_fetch(rel, pg_sys::GetActiveSnapshot(), &mut tuple, &mut buffer, false);
+    if !found {
         return None;
     }
     let tupdesc = (*rel).rd_att;

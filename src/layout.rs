@@ -175,9 +175,8 @@ pub fn attributes(relid: Oid) -> Vec<(usize, String, Oid)> {
     // SAFETY: the relation is opened and closed here under AccessShareLock.
     unsafe {
         let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as i32);
-        let desc = (*rel).rd_att;
-        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
-        let out = attrs
+        let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+        let out = desc
             .iter()
             .enumerate()
             .filter(|(_, a)| !a.attisdropped)
