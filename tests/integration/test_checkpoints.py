@@ -1182,11 +1182,19 @@ def test_verify_functions_are_immutable_and_strict(fixtures_db):
     rows = db.fetchall("SELECT proname, pg_get_function_identity_arguments(oid), provolatile, proisstrict, "
                        "proparallel FROM pg_proc WHERE pronamespace = 'ledger'::regnamespace "
                        "AND proname IN ('verify_inclusion', 'verify_consistency') ORDER BY 1, 2")
-    # The proof as jsonb, or as its text (the jsonb overloads cast and call these).
+    # The proof as jsonb, or as its text (the jsonb overloads cast and call these); each also bound
+    # to the sizes a checkpoint states.
+    sized_consistency = "old_size bigint, old_root text, new_size bigint, new_root text"
     assert rows == [("verify_consistency", "proof jsonb", "i", True, "s"),
+                    ("verify_consistency", f"proof jsonb, {sized_consistency}", "i", True, "s"),
                     ("verify_consistency", "proof text", "i", True, "s"),
+                    ("verify_consistency", f"proof text, {sized_consistency}", "i", True, "s"),
                     ("verify_inclusion", "record_hash text, proof jsonb, root text", "i", True, "s"),
-                    ("verify_inclusion", "record_hash text, proof text, root text", "i", True, "s")]
+                    ("verify_inclusion", "record_hash text, proof jsonb, root text, tree_size bigint",
+                     "i", True, "s"),
+                    ("verify_inclusion", "record_hash text, proof text, root text", "i", True, "s"),
+                    ("verify_inclusion", "record_hash text, proof text, root text, tree_size bigint",
+                     "i", True, "s")]
 
     proof, record, root = Jsonb(f["inclusion"]), f["record"], f["root"]
     for args in [(None, proof, root), (record, None, root), (record, proof, None), (None, None, None)]:
