@@ -3,7 +3,9 @@
 
 use crate::error::{raise, OrRaise};
 use ledger_core::canonical::{ColumnType, Value};
-use ledger_core::json::{JsonCanonicalizer, JsonToken};
+use ledger_core::json::JsonCanonicalizer;
+use ledger_core::jsonb::JsonbReader;
+use ledger_core::numeric;
 use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::CStr;
@@ -37,9 +39,24 @@ pub fn column_type_of(type_oid: Oid) -> Option<ColumnType> {
 #[derive(Default)]
 pub struct DatumReader {
     json: JsonCanonicalizer,
+    jsonb: JsonbReader,
     /// Canonical jsonb bytes, one buffer per jsonb column of the record.
     json_out: Vec<Vec<u8>>,
     json_used: usize,
+    /// Numeric text, one buffer per numeric column of the record.
+    numeric_out: Vec<String>,
+    numeric_used: usize,
+}
+
+/// The next of a record's reusable buffers, cleared.
+fn next_buffer<'a, T: Default>(buffers: &'a mut Vec<T>, used: &mut usize, clear: impl FnOnce(&mut T)) -> &'a mut T {
+    if *used == buffers.len() {
+        buffers.push(T::default());
+    }
+    *used += 1;
+    let buffer = &mut buffers[*used - 1];
+    clear(buffer);
+    buffer
 }
 
 impl DatumReader {
@@ -47,13 +64,14 @@ impl DatumReader {
         Self::default()
     }
 
-    /// Call before reading a new record: jsonb buffers are reused from here on.
+    /// Call before reading a new record: jsonb and numeric buffers are reused from here on.
     pub fn begin_record(&mut self) {
         self.json_used = 0;
+        self.numeric_used = 0;
     }
 
     /// Reads a non-null datum of `column_type`. Pointers into detoasted data live as long as the
-    /// current memory context; jsonb bytes live until the next `begin_record`.
+    /// current memory context; jsonb bytes and numeric text live until the next `begin_record`.
     ///
     /// # Safety
     /// `datum` must be a valid, non-null datum of a type that `column_type_of` mapped to `column_type`.
@@ -65,7 +83,7 @@ impl DatumReader {
             ColumnType::Bigint => Value::Bigint(datum.value() as i64),
             ColumnType::Real => Value::Real(f32::from_bits(datum.value() as u32)),
             ColumnType::DoublePrecision => Value::DoublePrecision(f64::from_bits(datum.value() as u64)),
-            ColumnType::Numeric => Value::Numeric(numeric_text(datum)),
+            ColumnType::Numeric => Value::Numeric(self.numeric_text(datum)),
             ColumnType::Text => Value::Text(text_datum_to_str(datum)),
             ColumnType::Bytea => Value::Bytea(varlena_bytes(datum)),
             ColumnType::Uuid => Value::Uuid(&*(datum.cast_mut_ptr::<[u8; 16]>())),
@@ -81,75 +99,21 @@ impl DatumReader {
         }
     }
 
-    unsafe fn canonical_jsonb(&mut self, datum: Datum) -> &[u8] {
-        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
-        // The iterator needs a 4-byte header; only other forms need detoasting.
-        let jsonb =
-            if pgrx::varlena::varatt_is_4b_u(ptr) { ptr } else { pg_sys::pg_detoast_datum(ptr) } as *mut pg_sys::Jsonb;
-        let mut iterator = pg_sys::JsonbIteratorInit(&mut (*jsonb).root);
-        let mut value: pg_sys::JsonbValue = std::mem::zeroed();
-        // jsonb stores a top-level scalar as a one-element "raw scalar" array; it is not an array.
-        let mut raw_scalar_arrays: Vec<bool> = Vec::new();
-        self.json.reset();
-        loop {
-            let token = pg_sys::JsonbIteratorNext(&mut iterator, &mut value, false);
-            let pushed = match token {
-                pg_sys::JsonbIteratorToken::WJB_DONE => break,
-                pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY => {
-                    let raw = value.val.array.rawScalar;
-                    raw_scalar_arrays.push(raw);
-                    if raw {
-                        Ok(())
-                    } else {
-                        self.json.push(JsonToken::BeginArray)
-                    }
-                }
-                pg_sys::JsonbIteratorToken::WJB_END_ARRAY => {
-                    if raw_scalar_arrays.pop() == Some(true) {
-                        Ok(())
-                    } else {
-                        self.json.push(JsonToken::EndArray)
-                    }
-                }
-                pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT => self.json.push(JsonToken::BeginObject),
-                pg_sys::JsonbIteratorToken::WJB_END_OBJECT => self.json.push(JsonToken::EndObject),
-                pg_sys::JsonbIteratorToken::WJB_KEY => self.json.push(JsonToken::Key(jsonb_string(&value))),
-                _ => match value.type_ {
-                    pg_sys::jbvType::jbvNull => self.json.push(JsonToken::Null),
-                    pg_sys::jbvType::jbvBool => self.json.push(JsonToken::Bool(value.val.boolean)),
-                    pg_sys::jbvType::jbvString => self.json.push(JsonToken::String(jsonb_string(&value))),
-                    pg_sys::jbvType::jbvNumeric => {
-                        self.json.push(JsonToken::Number(numeric_text(Datum::from(value.val.numeric))))
-                    }
-                    other => Err(LedgerError::new(SqlState::DataCorrupted, "unexpected jsonb value")
-                        .detail(format!("jsonb value type {other}"))),
-                },
-            };
-            pushed.or_raise();
-        }
-        let bytes = self.json.finish().or_raise();
-        if self.json_used == self.json_out.len() {
-            self.json_out.push(Vec::new());
-        }
-        let slot = &mut self.json_out[self.json_used];
-        self.json_used += 1;
-        slot.clear();
-        slot.extend_from_slice(bytes);
-        slot
+    /// numeric's output text (docs/FORMAT.md), read from the stored value.
+    unsafe fn numeric_text(&mut self, datum: Datum) -> &str {
+        let out = next_buffer(&mut self.numeric_out, &mut self.numeric_used, String::clear);
+        numeric::write_text(varlena_bytes(datum), out).or_raise();
+        out
     }
-}
 
-unsafe fn jsonb_string<'a>(value: &pg_sys::JsonbValue) -> &'a str {
-    let s = value.val.string;
-    let bytes = std::slice::from_raw_parts(s.val as *const u8, s.len as usize);
-    server_bytes_to_str(bytes)
-}
-
-/// numeric's output: plain ASCII decimal (never an exponent), NaN or [-]Infinity.
-unsafe fn numeric_text<'a>(numeric: Datum) -> &'a str {
-    let text = pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_out, &[Some(numeric)])
-        .expect("numeric_out never returns NULL");
-    std::str::from_utf8_unchecked(CStr::from_ptr(text.cast_mut_ptr()).to_bytes())
+    /// Canonical JSON of a jsonb value, read from its stored form.
+    unsafe fn canonical_jsonb(&mut self, datum: Datum) -> &[u8] {
+        self.jsonb.canonicalize(varlena_bytes(datum), &mut self.json).or_raise();
+        let bytes = self.json.finish().or_raise();
+        let out = next_buffer(&mut self.json_out, &mut self.json_used, Vec::clear);
+        out.extend_from_slice(bytes);
+        out
+    }
 }
 
 /// The bytes of a (possibly toasted or short-header) varlena datum.

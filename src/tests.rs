@@ -5,7 +5,9 @@
 mod tests {
     use crate::datum::{column_type_of, DatumReader};
     use ledger_core::canonical::{ColumnType, Value};
+    use ledger_core::json::{JsonCanonicalizer, JsonToken};
     use pgrx::prelude::*;
+    use std::ffi::CStr;
 
     /// Canonical bytes of a jsonb literal, read through the jsonb iterator.
     fn jsonb_bytes(literal: &str) -> Vec<u8> {
@@ -120,5 +122,124 @@ mod tests {
         Spi::run("INSERT INTO idem VALUES (2, 'second')").unwrap();
         assert_eq!(Spi::get_one::<i64>("SELECT max(seq) FROM idem").unwrap(), Some(2));
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM ledger.verify('idem')").unwrap(), Some(0));
+    }
+
+    /// Canonical JSON of a jsonb datum by PostgreSQL's own iterator and numeric output: the oracle
+    /// the extension's direct reading of the stored form is checked against.
+    unsafe fn canonical_by_iterator(datum: pg_sys::Datum) -> Vec<u8> {
+        let jsonb = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+        let mut iterator = pg_sys::JsonbIteratorInit(&mut (*jsonb).root);
+        let mut value: pg_sys::JsonbValue = std::mem::zeroed();
+        let mut raw_scalar = Vec::new();
+        let mut out = JsonCanonicalizer::new();
+        let text = |v: &pg_sys::JsonbValue| {
+            let s = v.val.string;
+            std::str::from_utf8(std::slice::from_raw_parts(s.val as *const u8, s.len as usize)).unwrap().to_string()
+        };
+        loop {
+            let token = pg_sys::JsonbIteratorNext(&mut iterator, &mut value, false);
+            match token {
+                pg_sys::JsonbIteratorToken::WJB_DONE => break,
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY => {
+                    raw_scalar.push(value.val.array.rawScalar);
+                    if !value.val.array.rawScalar {
+                        out.push(JsonToken::BeginArray).unwrap();
+                    }
+                }
+                pg_sys::JsonbIteratorToken::WJB_END_ARRAY => {
+                    if raw_scalar.pop() != Some(true) {
+                        out.push(JsonToken::EndArray).unwrap();
+                    }
+                }
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT => out.push(JsonToken::BeginObject).unwrap(),
+                pg_sys::JsonbIteratorToken::WJB_END_OBJECT => out.push(JsonToken::EndObject).unwrap(),
+                pg_sys::JsonbIteratorToken::WJB_KEY => out.push(JsonToken::Key(&text(&value))).unwrap(),
+                _ => match value.type_ {
+                    pg_sys::jbvType::jbvNull => out.push(JsonToken::Null).unwrap(),
+                    pg_sys::jbvType::jbvBool => out.push(JsonToken::Bool(value.val.boolean)).unwrap(),
+                    pg_sys::jbvType::jbvString => out.push(JsonToken::String(&text(&value))).unwrap(),
+                    pg_sys::jbvType::jbvNumeric => {
+                        let number = numeric_out(pg_sys::Datum::from(value.val.numeric));
+                        out.push(JsonToken::Number(&number)).unwrap()
+                    }
+                    other => panic!("jsonb value type {other}"),
+                },
+            }
+        }
+        out.finish().unwrap().to_vec()
+    }
+
+    unsafe fn numeric_out(datum: pg_sys::Datum) -> String {
+        let text = pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_out, &[Some(datum)]).unwrap();
+        CStr::from_ptr(text.cast_mut_ptr()).to_string_lossy().into_owned()
+    }
+
+    /// Every value of the first column of `query`, as a datum, with `f` applied while it is valid.
+    fn each_datum(query: &str, mut f: impl FnMut(pg_sys::Datum)) {
+        Spi::connect(|client| {
+            let mut rows = client.select(query, None, &[])?;
+            while rows.next().is_some() {
+                f(rows.get_datum_by_ordinal(1)?.unwrap());
+            }
+            Ok::<_, pgrx::spi::Error>(())
+        })
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn stored_jsonb_reads_as_postgresql_iterates_it() {
+        // Small and large containers (offsets stored every 32 children), nesting, every scalar
+        // type, numbers of every shape, keys needing more than one byte, and toasted values.
+        let corpus = r#"
+            SELECT v::jsonb FROM (VALUES ('null'), ('true'), ('false'), ('0'), ('-0.0'), ('1.50'), ('1e20'),
+                ('-1e-20'), ('123456789012345678901234567890.123456789'), ('"s"'), ('""'), ('"é ✓ 𝄞"'),
+                ('[]'), ('{}'), ('[null, [], {}, [[[1]]]]'), ('{"b": [1.50, null, true], "a": "x", "ab": {"c": -7}}'),
+                ('{"": 0, "😀": "x", "a\\tb": 1}')) AS t(v)
+            UNION ALL SELECT jsonb_agg(g * 1.25) FROM generate_series(1, 100) g
+            UNION ALL SELECT jsonb_object_agg('key' || g, CASE WHEN g % 2 = 0 THEN to_jsonb(g) ELSE to_jsonb('v' || g) END)
+                      FROM generate_series(1, 70) g
+            UNION ALL SELECT jsonb_build_object('long', repeat('x', 100000), 'n', 1)
+            UNION ALL SELECT jsonb_agg(jsonb_build_object('i', g, 'f', g / 7.0, 'neg', -g * 10000000000, 'b', g % 2 = 0))
+                      FROM generate_series(1, 300) g
+            UNION ALL SELECT (repeat('[', 500) || '1' || repeat(']', 500))::jsonb"#;
+        let mut checked = 0;
+        let mut reader = DatumReader::new();
+        each_datum(corpus, |datum| {
+            reader.begin_record();
+            // SAFETY: a jsonb datum, valid while the SPI result lives.
+            let (direct, oracle) = unsafe {
+                let Value::Jsonb(direct) = reader.read(ColumnType::Jsonb, datum) else { panic!("not jsonb") };
+                (direct.to_vec(), canonical_by_iterator(datum))
+            };
+            assert_eq!(direct, oracle, "value {checked} of the corpus");
+            checked += 1;
+        });
+        assert_eq!(checked, 22);
+    }
+
+    #[pg_test]
+    fn stored_numerics_read_as_numeric_out_writes_them() {
+        let corpus = "
+            SELECT v::numeric FROM (VALUES ('0'), ('-0'), ('0.000'), ('1.50'), ('-1.50'), ('NaN'), ('Infinity'),
+                ('-Infinity'), ('9999'), ('10000'), ('0.0001'), ('-0.00010'), ('1e-100'), ('1e100'),
+                ('123456789012345678901234567890.123456789012345678901234567890'),
+                ('0.000000000000000000000000000001'), ('99999999.99999999')) AS t(v)
+            UNION ALL SELECT round((random() - 0.5)::numeric * 10::numeric ^ (g % 40 - 20), g % 25)
+                      FROM generate_series(1, 2000) g
+            UNION ALL SELECT (g::numeric / 7) ^ (g % 5) FROM generate_series(1, 200) g
+            UNION ALL SELECT factorial(g % 60) * power(10::numeric, -(g % 30)) FROM generate_series(1, 200) g";
+        let mut checked = 0;
+        let mut reader = DatumReader::new();
+        each_datum(corpus, |datum| {
+            reader.begin_record();
+            // SAFETY: a numeric datum, valid while the SPI result lives.
+            let (direct, oracle) = unsafe {
+                let Value::Numeric(direct) = reader.read(ColumnType::Numeric, datum) else { panic!("not numeric") };
+                (direct.to_string(), numeric_out(datum))
+            };
+            assert_eq!(direct, oracle);
+            checked += 1;
+        });
+        assert_eq!(checked, 2417);
     }
 }

@@ -8,8 +8,10 @@ pub mod definition;
 pub mod error;
 pub mod hash;
 pub mod json;
+pub mod jsonb;
 pub mod merkle;
 pub mod note;
+pub mod numeric;
 pub mod proof;
 
 pub use error::{LedgerError, SqlState};

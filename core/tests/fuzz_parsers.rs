@@ -1,6 +1,7 @@
 //! Fuzzing of the parsers and verifiers that take outside input: the JSON inclusion and consistency
-//! proofs (`proof.rs`), the signed-note digest (`note.rs`), hex hashes (`hash.rs`) and the number
-//! normalisation and token stream of canonical JSON (`json.rs`).
+//! proofs (`proof.rs`), the signed-note digest (`note.rs`), hex hashes (`hash.rs`), the number
+//! normalisation and token stream of canonical JSON (`json.rs`), and the readers of stored jsonb and
+//! numeric values (`jsonb.rs`, `numeric.rs`), which read what is on disk, damaged or not.
 //!
 //! Two kinds of properties:
 //! - any input, however malformed, gives a value or an error, never a panic;
@@ -15,8 +16,10 @@
 use ed25519_dalek::SigningKey;
 use ledger_core::hash::{parse_hex, sha3_256, to_hex, Digest};
 use ledger_core::json::{normalize_number, JsonCanonicalizer, JsonToken};
+use ledger_core::jsonb::JsonbReader;
 use ledger_core::merkle;
 use ledger_core::note::{render, sign, Note, Statement};
+use ledger_core::numeric;
 use ledger_core::proof::{ConsistencyProof, InclusionProof};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -432,6 +435,9 @@ proptest! {
     /// Arbitrary bytes and strings: no parser panics.
     #[test]
     fn every_parser_takes_any_input(bytes in prop::collection::vec(any::<u8>(), 0..300), text in "\\PC{0,120}") {
+        let mut canonical = JsonCanonicalizer::new();
+        let _ = JsonbReader::default().canonicalize(&bytes, &mut canonical);
+        let _ = numeric::write_text(&bytes, &mut String::new());
         for input in [String::from_utf8_lossy(&bytes).into_owned(), text] {
             let _ = parse_hex(&input, "fuzz");
             let _ = normalize_number(&input);
