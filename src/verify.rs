@@ -8,14 +8,14 @@ use crate::layout::{self, ChainColumn, Layout};
 use crate::lifecycle;
 use crate::trigger::RecordScratch;
 use ledger_core::canonical::chain_key_bytes;
-use ledger_core::chain::{check_chain, Link, StoredHash};
+use ledger_core::chain::{check_chain, ChainStream, Link, StoredHash};
 use ledger_core::definition;
 use ledger_core::hash;
 use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgRelation};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 
 /// A chain given as text, parsed by the chain column's own input function. None when no chain is
@@ -92,64 +92,59 @@ struct ChainLinks {
 /// (chain, seq, problem, detail) rows, as `ledger.verify` returns them.
 pub type Findings = Vec<(Option<String>, Option<i64>, String, String)>;
 
-/// Scans the table once, recomputing each hash, then checks each chain's links.
+/// Recomputes every record's hash and checks every chain. A first pass confirms intact chains as
+/// it goes, keeping only each chain's head, so memory does not grow with the table; the records of
+/// any chain it cannot confirm are read again and checked in full, which names every problem.
 pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
     let layout = layout::for_relation(relation.oid());
     let wanted = chain_filter(&layout, chain);
-    let mut chains: HashMap<Vec<u8>, ChainLinks> = HashMap::new();
-    let mut scratch = RecordScratch::default();
-    let row_memory = PgMemoryContexts::new("ledger.verify row");
-    // SAFETY: a plain heap scan of an open relation under the active snapshot.
+    let mut streams: HashMap<Vec<u8>, ChainStream> = HashMap::new();
+    let mut computed_hex = [0u8; 64];
+    // SAFETY: the callback gets the deformed datums of a row of this table.
     unsafe {
-        let rel = relation.as_ptr();
-        let tupdesc = (*rel).rd_att;
-        let natts = (*tupdesc).natts as usize;
-        let mut values = vec![Datum::from(0); natts];
-        let mut nulls = vec![false; natts];
-        let scan = pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
-        // What reading a record pallocs (detoasted values, jsonb iterators) goes here, freed in batches.
-        let old = pg_sys::MemoryContextSwitchTo(row_memory.value());
-        let mut rows_since_reset = 0u32;
-        loop {
-            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
-            if tuple.is_null() {
-                break;
+        scan_records(relation, &layout, wanted.as_deref(), |scratch, values, nulls| {
+            hash::hex_into(&hash::sha3_256(scratch.encode(&layout, values, nulls)), &mut computed_hex);
+            let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]).as_bytes());
+            let stream = match streams.get_mut(scratch.chain_key.as_slice()) {
+                Some(stream) => stream,
+                None => streams.entry(scratch.chain_key.clone()).or_default(),
+            };
+            stream.push(
+                (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
+                text_at(layout.hash),
+                text_at(layout.prev_hash),
+                &computed_hex,
+            );
+        });
+    }
+    let broken: HashSet<Vec<u8>> = streams.into_iter().filter(|(_, s)| !s.intact()).map(|(k, _)| k).collect();
+    if broken.is_empty() {
+        return Vec::new();
+    }
+    let mut chains: HashMap<Vec<u8>, ChainLinks> = HashMap::new();
+    // SAFETY: as above.
+    unsafe {
+        scan_records(relation, &layout, wanted.as_deref(), |scratch, values, nulls| {
+            if !broken.contains(scratch.chain_key.as_slice()) {
+                return;
             }
-            pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            scratch.chain_key.clear();
-            if let Some(column) = &layout.chain {
-                if !nulls[column.index] {
-                    scratch.reader.begin_record();
-                    let value = scratch.reader.read(column.column_type, values[column.index]);
-                    chain_key_bytes(&value, &mut scratch.chain_key);
+            let computed = hash::sha3_256(scratch.encode(&layout, values, nulls));
+            let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]));
+            let link = Link::new(
+                (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
+                StoredHash::parse(text_at(layout.hash)),
+                StoredHash::parse(text_at(layout.prev_hash)),
+                &computed,
+            );
+            let entry = match chains.get_mut(scratch.chain_key.as_slice()) {
+                Some(entry) => entry,
+                None => {
+                    let text = chain_text(&layout, values, nulls);
+                    chains.entry(scratch.chain_key.clone()).or_insert(ChainLinks { text, links: Vec::new() })
                 }
-            }
-            if wanted.as_ref().is_none_or(|w| *w == scratch.chain_key) {
-                let computed = hash::sha3_256(scratch.encode(&layout, &values, &nulls));
-                let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]));
-                let link = Link::new(
-                    (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
-                    StoredHash::parse(text_at(layout.hash)),
-                    StoredHash::parse(text_at(layout.prev_hash)),
-                    &computed,
-                );
-                let entry = match chains.get_mut(scratch.chain_key.as_slice()) {
-                    Some(entry) => entry,
-                    None => {
-                        let text = chain_text(&layout, &values, &nulls);
-                        chains.entry(scratch.chain_key.clone()).or_insert(ChainLinks { text, links: Vec::new() })
-                    }
-                };
-                entry.links.push(link);
-            }
-            rows_since_reset += 1;
-            if rows_since_reset == 1024 {
-                pg_sys::MemoryContextReset(row_memory.value());
-                rows_since_reset = 0;
-            }
-        }
-        pg_sys::MemoryContextSwitchTo(old);
-        pg_sys::table_endscan(scan);
+            };
+            entry.links.push(link);
+        });
     }
     let mut chains: Vec<ChainLinks> = chains.into_values().collect();
     chains.sort_by(|a, b| a.text.cmp(&b.text));
@@ -160,6 +155,55 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
         }
     }
     findings
+}
+
+/// Calls `each` with every row of the table (of the `wanted` chain only, when given), its chain
+/// key in `scratch.chain_key`.
+///
+/// # Safety
+/// `relation` must be the layout's table, open.
+unsafe fn scan_records(
+    relation: &PgRelation,
+    layout: &Layout,
+    wanted: Option<&[u8]>,
+    mut each: impl FnMut(&mut RecordScratch, &[Datum], &[bool]),
+) {
+    let mut scratch = RecordScratch::default();
+    let row_memory = PgMemoryContexts::new("ledger.verify row");
+    let rel = relation.as_ptr();
+    let tupdesc = (*rel).rd_att;
+    let natts = (*tupdesc).natts as usize;
+    let mut values = vec![Datum::from(0); natts];
+    let mut nulls = vec![false; natts];
+    let scan = pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
+    // What reading a record pallocs (detoasted values, output text) goes here, freed in batches.
+    let old = pg_sys::MemoryContextSwitchTo(row_memory.value());
+    let mut rows_since_reset = 0u32;
+    loop {
+        let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+        if tuple.is_null() {
+            break;
+        }
+        pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        scratch.chain_key.clear();
+        if let Some(column) = &layout.chain {
+            if !nulls[column.index] {
+                scratch.reader.begin_record();
+                let value = scratch.reader.read(column.column_type, values[column.index]);
+                chain_key_bytes(&value, &mut scratch.chain_key);
+            }
+        }
+        if wanted.is_none_or(|w| w == scratch.chain_key) {
+            each(&mut scratch, &values, &nulls);
+        }
+        rows_since_reset += 1;
+        if rows_since_reset == 1024 {
+            pg_sys::MemoryContextReset(row_memory.value());
+            rows_since_reset = 0;
+        }
+    }
+    pg_sys::MemoryContextSwitchTo(old);
+    pg_sys::table_endscan(scan);
 }
 
 #[pg_extern(stable, parallel_safe)]

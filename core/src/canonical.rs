@@ -233,7 +233,6 @@ pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
 #[derive(Default)]
 pub struct RecordEncoder {
     buf: Vec<u8>,
-    value_buf: Vec<u8>,
     columns: u32,
     written: u32,
 }
@@ -267,9 +266,15 @@ impl RecordEncoder {
             self.buf.push(0x00);
         } else {
             self.buf.push(0x01);
-            self.value_buf.clear();
-            value.write_octets(&mut self.value_buf);
-            write_bytes(&mut self.buf, &self.value_buf)?;
+            // The length prefix is filled in once the value is written in place.
+            let at = self.buf.len();
+            self.buf.extend_from_slice(&[0; 4]);
+            value.write_octets(&mut self.buf);
+            let len = u32::try_from(self.buf.len() - at - 4).map_err(|_| {
+                LedgerError::new(SqlState::InvalidParameterValue, "value too long for the canonical encoding")
+                    .detail(format!("column \"{name}\" exceeds 4294967295 bytes"))
+            })?;
+            self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
         self.written += 1;
         Ok(())

@@ -1,9 +1,14 @@
 //! The link checks of `ledger.verify` (docs/FORMAT.md, "Verification"). The caller recomputes
-//! each record's hash while scanning; this module orders a chain's records by seq and checks the
-//! links between them. It reports every problem, in seq order, so the first row names the first
-//! bad seq of the chain.
+//! each record's hash while scanning.
+//!
+//! [`ChainStream`] takes a chain's records in any order and keeps only its head (and the few
+//! records that arrive ahead of their turn), so an intact chain is confirmed in memory that does
+//! not grow with it. A chain it cannot confirm is then checked in full by [`check_chain`], which
+//! orders the chain's records by seq and reports every problem, in seq order, so the first row
+//! names the first bad seq of the chain.
 
 use crate::hash::{to_hex, Digest};
+use std::collections::BTreeMap;
 
 /// A stored `hash` or `prev_hash` column. The variant order is the tie order of FORMAT.md:
 /// well-formed hashes (by octets), then malformed ones, then NULL.
@@ -141,6 +146,87 @@ pub fn check_chain(mut links: Vec<Link>) -> Vec<Finding> {
     findings
 }
 
+/// A stored hash as the table holds it: 64 lower-case hex digits when well-formed.
+pub type HexHash = [u8; 64];
+
+/// How many records of one chain may arrive ahead of their turn before the chain is left to the
+/// full check (which holds all of them anyway).
+const MAX_PENDING: usize = 65_536;
+
+/// Confirms, record by record and in any arrival order, that a chain is intact: seqs 1..n with no
+/// duplicates, every stored hash equal to the record's recomputed hash, the first `prev_hash`
+/// NULL and every other equal to the previous record's hash. Exactly the chains for which
+/// [`check_chain`] finds nothing are confirmed.
+pub struct ChainStream {
+    next_seq: i64,
+    /// The stored hash of record `next_seq - 1` (none before the first).
+    head: Option<HexHash>,
+    /// Records that arrived ahead of their turn: seq -> (stored hash, stored prev_hash).
+    ahead: BTreeMap<i64, (HexHash, Option<HexHash>)>,
+    spoiled: bool,
+}
+
+impl Default for ChainStream {
+    fn default() -> Self {
+        ChainStream { next_seq: 1, head: None, ahead: BTreeMap::new(), spoiled: false }
+    }
+}
+
+impl ChainStream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One record: its seq, its stored hash and prev_hash (the column text), and the hex of the
+    /// hash recomputed from its values.
+    pub fn push(&mut self, seq: Option<i64>, hash: Option<&[u8]>, prev_hash: Option<&[u8]>, computed: &HexHash) {
+        if self.spoiled {
+            return;
+        }
+        let (Some(seq), Some(hash)) = (seq, hash) else {
+            self.spoiled = true;
+            return;
+        };
+        if hash != computed.as_slice() {
+            self.spoiled = true;
+            return;
+        }
+        let prev_hash = match prev_hash.map(<HexHash>::try_from) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) => {
+                self.spoiled = true;
+                return;
+            }
+        };
+        if seq == self.next_seq {
+            self.advance(*computed, prev_hash);
+            while !self.spoiled {
+                let Some((hash, prev_hash)) = self.ahead.remove(&self.next_seq) else { break };
+                self.advance(hash, prev_hash);
+            }
+        } else if seq < self.next_seq || self.ahead.len() >= MAX_PENDING {
+            self.spoiled = true;
+        } else if self.ahead.insert(seq, (*computed, prev_hash)).is_some() {
+            self.spoiled = true; // a duplicate seq
+        }
+    }
+
+    fn advance(&mut self, hash: HexHash, prev_hash: Option<HexHash>) {
+        if prev_hash != self.head {
+            self.spoiled = true;
+            return;
+        }
+        self.head = Some(hash);
+        self.next_seq += 1;
+    }
+
+    /// Whether every record pushed forms an intact chain.
+    pub fn intact(&self) -> bool {
+        !self.spoiled && self.ahead.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +334,65 @@ mod tests {
         let mut l = links(&records);
         l[2].seq = None;
         assert_eq!(problems(&check_chain(l)), vec![(None, "seq_gap")]);
+    }
+
+    fn hex(d: &Digest) -> HexHash {
+        to_hex(d).into_bytes().try_into().unwrap()
+    }
+
+    /// The stream's verdict, and check_chain's, over the same links.
+    fn both(l: &[Link], computed: &[Digest]) -> (bool, bool) {
+        let mut stream = ChainStream::default();
+        for (link, c) in l.iter().zip(computed) {
+            let text = |h: &StoredHash| match h {
+                StoredHash::Digest(d) => Some(to_hex(d)),
+                StoredHash::Malformed => Some("not a hash".to_string()),
+                StoredHash::Null => None,
+            };
+            let (h, p) = (text(&link.hash), text(&link.prev_hash));
+            stream.push(link.seq, h.as_deref().map(str::as_bytes), p.as_deref().map(str::as_bytes), &hex(c));
+        }
+        (stream.intact(), check_chain(l.to_vec()).is_empty())
+    }
+
+    #[test]
+    fn the_stream_confirms_exactly_the_chains_check_chain_passes() {
+        let records = chain(40);
+        let computed: Vec<Digest> = records.iter().map(|r| r.1).collect();
+        let intact = links(&records);
+        let mut cases: Vec<(Vec<Link>, Vec<Digest>)> = vec![(intact.clone(), computed.clone())];
+        // Every arrival order of a small window, reversed, interleaved.
+        let mut reversed = intact.clone();
+        reversed.reverse();
+        cases.push((reversed, computed.iter().rev().copied().collect()));
+        let order: Vec<usize> = (0..40).map(|i| (i * 7) % 40).collect();
+        cases.push((order.iter().map(|&i| intact[i].clone()).collect(), order.iter().map(|&i| computed[i]).collect()));
+        // Each kind of tampering.
+        for i in 0..40 {
+            let mut edited = intact.clone();
+            edited[i] = Link::new(edited[i].seq, StoredHash::Digest([9; 32]), edited[i].prev_hash, &computed[i]);
+            cases.push((edited, computed.clone()));
+            let mut deleted = intact.clone();
+            let mut c = computed.clone();
+            deleted.remove(i);
+            c.remove(i);
+            cases.push((deleted, c));
+            let mut duplicated = intact.clone();
+            duplicated.push(intact[i].clone());
+            let mut c = computed.clone();
+            c.push(computed[i]);
+            cases.push((duplicated, c));
+            let mut relinked = intact.clone();
+            relinked[i].prev_hash = StoredHash::Malformed;
+            cases.push((relinked, computed.clone()));
+        }
+        let mut null_seq = intact.clone();
+        null_seq[5].seq = None;
+        cases.push((null_seq, computed.clone()));
+        for (l, c) in &cases {
+            let (stream, full) = both(l, c);
+            assert_eq!(stream, full, "{:?}", l.iter().map(|x| x.seq).collect::<Vec<_>>());
+        }
+        assert!(both(&[], &[]).0);
     }
 }

@@ -21,6 +21,14 @@ pub fn to_hex(digest: &Digest) -> String {
     out
 }
 
+/// Lower-case hex into a buffer, sparing an allocation per record.
+pub fn hex_into(digest: &Digest, out: &mut [u8; 64]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[(byte >> 4) as usize];
+        pair[1] = HEX[(byte & 15) as usize];
+    }
+}
+
 /// Parses exactly 64 lower-case hex characters; `what` names the value in the error.
 pub fn parse_hex(text: &str, what: &str) -> Result<Digest> {
     let bytes = text.as_bytes();
@@ -81,6 +89,9 @@ mod tests {
     fn hex_round_trips_and_rejects_what_is_not_lower_case_hex() {
         let digest = sha3_256(b"abc");
         assert_eq!(parse_hex(&to_hex(&digest), "hash").unwrap(), digest);
+        let mut buffer = [0u8; 64];
+        hex_into(&digest, &mut buffer);
+        assert_eq!(&buffer[..], to_hex(&digest).as_bytes());
         let upper = to_hex(&digest).to_uppercase();
         assert_eq!(parse_hex(&upper, "hash").unwrap_err().state, SqlState::InvalidTextRepresentation);
         assert!(parse_hex("abc", "hash").is_err());
