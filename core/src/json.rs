@@ -52,6 +52,10 @@ pub struct JsonCanonicalizer {
     out: Vec<u8>,
     stack: Vec<Frame>,
     scratch: Vec<u8>,
+    /// Member lists of closed objects and the last number's normal form, kept so that
+    /// canonicalising a record allocates nothing once warm.
+    spare_members: Vec<Vec<Member>>,
+    number: String,
     done: bool,
 }
 
@@ -74,7 +78,8 @@ impl JsonCanonicalizer {
                 self.out.push(0x06);
                 let start = self.out.len();
                 self.out.extend_from_slice(&[0; 4]);
-                self.stack.push(Frame::Object { start, members: Vec::new() });
+                let members = self.spare_members.pop().unwrap_or_default();
+                self.stack.push(Frame::Object { start, members });
             }
             JsonToken::BeginArray => {
                 self.value_starts()?;
@@ -112,8 +117,11 @@ impl JsonCanonicalizer {
             JsonToken::Bool(false) => self.scalar(&[0x01], None)?,
             JsonToken::Bool(true) => self.scalar(&[0x02], None)?,
             JsonToken::Number(text) => {
-                let normal = normalize_number(text)?;
-                self.scalar(&[0x03], Some(normal.as_bytes()))?
+                let mut normal = std::mem::take(&mut self.number);
+                let written = write_normal_number(text, &mut normal);
+                let result = written.and_then(|()| self.scalar(&[0x03], Some(normal.as_bytes())));
+                self.number = normal;
+                result?
             }
             JsonToken::String(text) => self.scalar(&[0x04], Some(text.as_bytes()))?,
         }
@@ -190,6 +198,8 @@ impl JsonCanonicalizer {
         }
         self.out.truncate(body);
         self.out.extend_from_slice(&self.scratch);
+        members.clear();
+        self.spare_members.push(members);
         Ok(())
     }
 }
@@ -197,6 +207,14 @@ impl JsonCanonicalizer {
 /// Normalises a plain decimal: no '+', no leading zeros, no trailing fractional zeros, no bare
 /// '.', and no "-0". Values that compare equal as jsonb numbers (1.0 and 1) normalise alike.
 pub fn normalize_number(text: &str) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    write_normal_number(text, &mut out)?;
+    Ok(out)
+}
+
+/// [`normalize_number`] into a reusable buffer (cleared first).
+fn write_normal_number(text: &str, out: &mut String) -> Result<()> {
+    out.clear();
     let bad = || malformed(&format!("\"{text}\" is not a plain decimal number"));
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -217,7 +235,6 @@ pub fn normalize_number(text: &str) -> Result<String> {
     let frac_part = frac_part.trim_end_matches('0');
     let int_part = if int_part.is_empty() { "0" } else { int_part };
     let is_zero = int_part == "0" && frac_part.is_empty();
-    let mut out = String::with_capacity(text.len());
     if negative && !is_zero {
         out.push('-');
     }
@@ -226,7 +243,7 @@ pub fn normalize_number(text: &str) -> Result<String> {
         out.push('.');
         out.push_str(frac_part);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

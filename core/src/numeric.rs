@@ -56,11 +56,13 @@ pub fn write_text(payload: &[u8], out: &mut String) -> Result<()> {
     if digit_bytes.len() % 2 != 0 || digits_at > payload.len() {
         return Err(corrupt("a partial digit"));
     }
-    let digits: Vec<i16> = digit_bytes.chunks_exact(2).map(|b| i16::from_ne_bytes([b[0], b[1]])).collect();
-    if digits.iter().any(|d| !(0..10000).contains(d)) {
+    // Base-10000 digits, read in place: a record's numerics cost no allocation.
+    let stored = |i: usize| i16::from_ne_bytes([digit_bytes[2 * i], digit_bytes[2 * i + 1]]);
+    let count = digit_bytes.len() / 2;
+    if (0..count).any(|i| !(0..10000).contains(&stored(i))) {
         return Err(corrupt("a digit out of range"));
     }
-    let digit = |d: i32| if d >= 0 && (d as usize) < digits.len() { digits[d as usize] } else { 0 };
+    let digit = |d: i32| if d >= 0 && (d as usize) < count { stored(d as usize) } else { 0 };
 
     // As PostgreSQL's get_str_from_var.
     if negative {
@@ -76,7 +78,7 @@ pub fn write_text(payload: &[u8], out: &mut String) -> Result<()> {
         while d <= weight {
             let value = digit(d);
             if d == 0 {
-                out.push_str(&value.to_string());
+                push_without_leading_zeros(out, value);
             } else {
                 push_four(out, value);
             }
@@ -95,6 +97,18 @@ pub fn write_text(payload: &[u8], out: &mut String) -> Result<()> {
         out.truncate(end);
     }
     Ok(())
+}
+
+fn push_without_leading_zeros(out: &mut String, value: i16) {
+    let value = value as u16;
+    let mut started = false;
+    for divisor in [1000, 100, 10, 1] {
+        let digit = (value / divisor) % 10;
+        started |= digit != 0 || divisor == 1;
+        if started {
+            out.push(char::from(b'0' + digit as u8));
+        }
+    }
 }
 
 fn push_four(out: &mut String, value: i16) {
