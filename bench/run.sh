@@ -47,7 +47,7 @@
 #   BENCH_RESULTS [bench/RESULTS.md / bench/out/RESULTS-quick.md]
 #   BENCH_KEEP [0]             1 = keep the cluster's data directory after the run
 #   BULK_ROWS [200000/20000]  BULK_ANCHORS [100]  BULK_RUNS [3/2]
-#   PGBENCH_SECONDS [20/3]  PGBENCH_CLIENTS [8]  PGBENCH_ANCHORS [1000]  PGBENCH_RUNS [3/1]
+#   PGBENCH_SECONDS [15/3]  PGBENCH_CLIENTS [8]  PGBENCH_ANCHORS [1000]  PGBENCH_RUNS [5/1]
 #   VERIFY_ROWS [1000000/50000]  VERIFY_CHAINS [100]  VERIFY_RUNS [6/2]
 #   LIMIT_SAMPLE [VERIFY_ROWS]  LIMIT_HASHES [VERIFY_ROWS]
 #   MERKLE_ROWS [1000000/50000]  MERKLE_RUNS [3/2]  CP_NEW [10000/2000]  CP_RUNS [3]  PROOF_RUNS [3]
@@ -84,10 +84,10 @@ BENCH_KEEP=${BENCH_KEEP:-0}
 BULK_ROWS=${BULK_ROWS:-$(q 200000 20000)}
 BULK_ANCHORS=${BULK_ANCHORS:-100}
 BULK_RUNS=${BULK_RUNS:-$(q 3 2)}
-PGBENCH_SECONDS=${PGBENCH_SECONDS:-$(q 20 3)}
+PGBENCH_SECONDS=${PGBENCH_SECONDS:-$(q 15 3)}
 PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-8}
 PGBENCH_ANCHORS=${PGBENCH_ANCHORS:-1000}
-PGBENCH_RUNS=${PGBENCH_RUNS:-$(q 3 1)}
+PGBENCH_RUNS=${PGBENCH_RUNS:-$(q 5 1)}
 VERIFY_ROWS=${VERIFY_ROWS:-$(q 1000000 50000)}
 VERIFY_CHAINS=${VERIFY_CHAINS:-100}
 VERIFY_RUNS=${VERIFY_RUNS:-$(q 6 2)}
@@ -355,7 +355,13 @@ PGB_CONFIGS=("plain random 1" "ledger random 1" "hand random 1"
              "plain random $PGBENCH_CLIENTS async" "ledger random $PGBENCH_CLIENTS async")
 declare -A PGB_TPS=()
 for ((run = 1; run <= PGBENCH_RUNS; run++)); do
-  for config in "${PGB_CONFIGS[@]}"; do
+  # Every other round runs the variants in reverse, so neither side of a ratio always goes first.
+  order=("${PGB_CONFIGS[@]}")
+  if ((run % 2 == 0)); then
+    order=()
+    for ((i = ${#PGB_CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${PGB_CONFIGS[$i]}"); done
+  fi
+  for config in "${order[@]}"; do
     read -r kind chains clients commit <<<"$config"
     tps=$(run_pgbench "$kind" "$chains" "$clients" "$commit")
     PGB_TPS[$config]+="$tps "
@@ -655,7 +661,7 @@ hand-written table has the same index); the plain table does not.
 
 \`pgbench -n -M prepared -T $PGBENCH_SECONDS\`, one INSERT per transaction, fsync on; *random* picks one of
 $PGBENCH_ANCHORS chains per transaction, *one* puts every insert on the same chain. $PGBENCH_RUNS
-round(s), each running every variant once, back to back; -j = min(clients, nproc). The tps columns
+round(s), each running every variant once, back to back (every other round in reverse order); -j = min(clients, nproc). The tps columns
 are the best run of each variant; every ratio is the **median over the rounds of the ratio within a
 round** (run k / run k), because an fsync-bound tps follows the disk's latency, which drifts over
 minutes: a ratio of bests would be decided by whichever side had one lucky run.
