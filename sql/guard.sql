@@ -112,6 +112,7 @@ BEGIN
          WHERE l.definition IS NOT NULL
     LOOP
         IF touched.current IS DISTINCT FROM touched.registered THEN
+            PERFORM ledger.count_guard_refusal(touched.tbl, TG_EVENT);
             PERFORM ledger.refuse_definition_change(touched.tbl, touched.registered, touched.current);
         END IF;
     END LOOP;
@@ -137,6 +138,7 @@ BEGIN
          WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
     LOOP
         IF NOT superuser THEN
+            PERFORM ledger.count_guard_refusal(dropped.relid, TG_EVENT);
             RAISE EXCEPTION 'ledger % cannot be dropped', dropped.object_identity
                 USING ERRCODE = 'insufficient_privilege',
                       DETAIL = 'Dropping a ledger destroys the records it vouches for.',
@@ -165,6 +167,7 @@ BEGIN
          WHERE l.definition IS NOT NULL
     LOOP
         IF dropped.current IS DISTINCT FROM dropped.registered THEN
+            PERFORM ledger.count_guard_refusal(dropped.tbl, TG_EVENT);
             PERFORM ledger.refuse_definition_change(dropped.tbl, dropped.registered, dropped.current);
         END IF;
     END LOOP;
@@ -185,6 +188,7 @@ BEGIN
         RETURN;
     END IF;
     IF EXISTS (SELECT FROM ledger.ledgers WHERE tbl::oid = rewritten) THEN
+        PERFORM ledger.count_guard_refusal(rewritten, TG_EVENT);
         RAISE EXCEPTION 'ledger % cannot be rewritten', rewritten::regclass
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = 'The command would replace every record without the ledger''s triggers seeing it.',

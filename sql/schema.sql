@@ -75,3 +75,23 @@ CREATE TABLE ledger.events (
     hash       char(64) UNIQUE NOT NULL
 );
 COMMENT ON TABLE ledger.events IS 'who enabled, retired or dropped each ledger, when and why; itself a ledger';
+
+-- Runs of ledger.verify_all: one row per ledger per run, one chain per ledger, so a run cannot be
+-- edited or dropped from the record. Itself a ledger.
+CREATE TABLE ledger.verify_runs (
+    vid                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    run                 uuid NOT NULL,
+    ledger              text NOT NULL,
+    started_at          timestamptz NOT NULL,
+    finished_at         timestamptz NOT NULL,
+    chains              bigint NOT NULL,
+    records             bigint NOT NULL,
+    problems            bigint NOT NULL,
+    checkpoints_checked bigint NOT NULL,
+    checkpoint_failures bigint NOT NULL,
+    actor               text NOT NULL,
+    seq                 bigint NOT NULL,
+    prev_hash           char(64),
+    hash                char(64) UNIQUE NOT NULL
+);
+COMMENT ON TABLE ledger.verify_runs IS 'runs of ledger.verify_all, one chain per ledger; itself a ledger';

@@ -300,7 +300,7 @@ fn latest_checkpoint(ledger: &str, chain: Option<&str>) -> Option<(Checkpoint, O
     .or_raise()
 }
 
-type CheckpointRow = pgrx::heap_tuple::PgHeapTuple<'static, AllocatedByRust>;
+pub type CheckpointRow = pgrx::heap_tuple::PgHeapTuple<'static, AllocatedByRust>;
 
 /// Checkpoints one chain of `tbl` (every chain when `chain` is NULL).
 #[pg_extern(volatile, parallel_unsafe)]
@@ -317,14 +317,27 @@ fn checkpoint(
         Some(c) => {
             vec![checkpoint_chain(&layout, canonical_chain_text(&layout, Some(c)).as_deref(), signing_key().as_ref())]
         }
-        None => checkpoint_every_chain(&layout),
+        None => checkpoint_every_chain(&layout, |_| true),
     };
     SetOfIterator::new(rows)
 }
 
-/// Checkpoints every chain of a ledger (its one chain when it has no chain column).
-pub fn checkpoint_every_chain(layout: &Layout) -> Vec<CheckpointRow> {
-    let chains: Vec<Option<String>> = match &layout.chain {
+/// Checkpoints every chain of a ledger (its one chain when it has no chain column) that `wanted`
+/// accepts, given the chain's canonical text.
+pub fn checkpoint_every_chain(layout: &Layout, wanted: impl Fn(Option<&str>) -> bool) -> Vec<CheckpointRow> {
+    let key = signing_key();
+    every_chain(layout)
+        .iter()
+        .map(|c| canonical_chain_text(layout, c.as_deref()))
+        .filter(|c| wanted(c.as_deref()))
+        .map(|c| checkpoint_chain(layout, c.as_deref(), key.as_ref()))
+        .collect()
+}
+
+/// The chains of a ledger as the export writes them, in order (one unnamed chain without a chain
+/// column).
+pub fn every_chain(layout: &Layout) -> Vec<Option<String>> {
+    match &layout.chain {
         None => vec![None],
         // One index probe per chain (a skip scan of the (chain, seq) index), not a pass over every
         // record; written as the export writes them, whatever this session's settings.
@@ -351,12 +364,32 @@ pub fn checkpoint_every_chain(layout: &Layout) -> Vec<CheckpointRow> {
             chains.sort();
             chains
         }
-    };
-    let key = signing_key();
-    chains
-        .iter()
-        .map(|c| checkpoint_chain(layout, canonical_chain_text(layout, c.as_deref()).as_deref(), key.as_ref()))
-        .collect()
+    }
+}
+
+/// The newest checkpoint of a chain and how many records it covers (None: never checkpointed).
+pub fn newest_checkpoint(ledger: &str, chain: Option<&str>) -> Option<(pgrx::Uuid, i64)> {
+    lifecycle::as_extension_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT cid, record_count::bigint FROM ledger.checkpoints \
+                 WHERE ledger = $1 AND chain IS NOT DISTINCT FROM $2 ORDER BY seq DESC LIMIT 1",
+                Some(1),
+                &[ledger.into(), chain.into()],
+            )?;
+            match rows.into_iter().next() {
+                Some(row) => Ok::<_, pgrx::spi::Error>(row.get::<pgrx::Uuid>(1)?.zip(row.get::<i64>(2)?)),
+                None => Ok(None),
+            }
+        })
+    })
+    .map_err(|e| spi_error("cannot read the newest checkpoint", e))
+    .or_raise()
+}
+
+/// The highest seq of a chain given by its canonical text (0 when empty).
+pub fn head_of(layout: &Layout, chain: Option<&str>) -> i64 {
+    chain_head(layout, chain).or_raise()
 }
 
 fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKey>) -> CheckpointRow {
@@ -456,7 +489,7 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
     .expect("INSERT ... RETURNING returns the row")
 }
 
-type CheckRow = (String, Option<bool>, String);
+pub type CheckRow = (String, Option<bool>, String);
 
 fn check(name: &str, ok: Option<bool>, detail: impl Into<String>) -> CheckRow {
     (name.to_string(), ok, detail.into())
@@ -469,6 +502,11 @@ fn check(name: &str, ok: Option<bool>, detail: impl Into<String>) -> CheckRow {
 fn verify_checkpoint(
     cid: pgrx::Uuid,
 ) -> TableIterator<'static, (name!(check, String), name!(ok, Option<bool>), name!(detail, String))> {
+    TableIterator::new(checkpoint_checks(cid))
+}
+
+/// The checks `ledger.verify_checkpoint` reports (`ok` NULL: not applicable).
+pub fn checkpoint_checks(cid: pgrx::Uuid) -> Vec<CheckRow> {
     let cp = load_checkpoint(cid);
     let mut out = Vec::new();
 
@@ -545,7 +583,7 @@ fn verify_checkpoint(
 
     out.push(check_previous(&cp, today.as_ref().ok()));
     out.push(check_definition(&cp, relid_by_name(&cp.ledger)));
-    TableIterator::new(out)
+    out
 }
 
 /// Is `key` this server's? A superuser could re-sign a rewritten checkpoint with a key of its own,

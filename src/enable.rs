@@ -120,6 +120,7 @@ fn enable(tbl: Option<PgRelation>, chain_by: default!(Option<SqlName>, "NULL")) 
         spi_run(&format!("ALTER TABLE ONLY {name} ENABLE ALWAYS TRIGGER {trigger}"));
     }
     lifecycle::finish_enable(relid, &name, &actor);
+    crate::metrics::reset(relid);
 }
 
 fn check_enableable(relid: Oid, relkind: u8, name: &str) {
@@ -230,7 +231,7 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
         return;
     }
     if hashed == total {
-        let findings = crate::verify::verify_table(tbl, None);
+        let findings = crate::verify::verify_table(tbl, None).findings;
         if let Some((chain, seq, problem, detail)) = findings.first() {
             raise(
                 LedgerError::new(

@@ -120,6 +120,18 @@ fn remember_heads(state: State) {
     });
 }
 
+/// A transaction committed: every chain it appended to holds its records from `first_seq` to the
+/// head (the pre-commit check made sure of it), so that many appends are counted.
+fn count_appends(state: &State) {
+    if !crate::metrics::available() {
+        return;
+    }
+    for (relid, chains) in &state.heads {
+        let appended: i64 = chains.values().map(|h| h.seq - h.first_seq + 1).sum();
+        crate::metrics::count_appends(*relid, appended as u64);
+    }
+}
+
 /// Forgets the hints of a table (or of all tables, for InvalidOid): its relcache entry was
 /// invalidated, so it may have been truncated or rewritten.
 pub fn forget_hints(relid: Oid) {
@@ -371,7 +383,11 @@ fn corrupt_head(layout: &Layout, what: &str) -> LedgerError {
 pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => check_dense(),
-        pg_sys::XactEvent::XACT_EVENT_COMMIT => remember_heads(STATE.with(|s| s.take())),
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            let state = STATE.with(|s| s.take());
+            count_appends(&state);
+            remember_heads(state)
+        }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
             STATE.with(|s| *s.borrow_mut() = State::default())
         }

@@ -13,6 +13,8 @@ mod guc;
 mod head;
 mod layout;
 mod lifecycle;
+mod metrics;
+mod scheduled;
 mod trigger;
 mod verify;
 
@@ -21,11 +23,17 @@ mod verify;
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/export.sql", name = "export", requires = ["schema"]);
 extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["schema"]);
+extension_sql_file!(
+    "../sql/stats.sql",
+    name = "stats",
+    requires = ["schema", metrics::counters, metrics::refusal_counters]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     checkpoint::register_settings();
+    metrics::init();
     // SAFETY: registering process-lifetime callbacks once, at library load.
     unsafe {
         pg_sys::RegisterXactCallback(Some(head::on_xact), std::ptr::null_mut());

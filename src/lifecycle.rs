@@ -176,7 +176,7 @@ fn retire(tbl: PgRelation, reason: &str) -> SetOfIterator<'static, pgrx::composi
     }
     let actor = current_role();
     let definition = current_definition(relid);
-    let checkpoints = checkpoint::checkpoint_every_chain(&layout);
+    let checkpoints = checkpoint::checkpoint_every_chain(&layout, |_| true);
     as_extension_owner(|| {
         Spi::run_with_args(
             "UPDATE ledger.ledgers SET retired_at = now(), retired_by = $2, retire_reason = $3 WHERE tbl = $1",

@@ -5,6 +5,7 @@ use crate::datum::{text_datum, text_datum_to_str, DatumReader};
 use crate::error::{raise, OrRaise};
 use crate::head;
 use crate::layout::{self, Layout};
+use crate::metrics::{self, Refusal};
 use ledger_core::canonical::{chain_key_bytes, RecordEncoder, Value};
 use ledger_core::hash::{parse_hex, to_hex, Digest};
 use ledger_core::{LedgerError, SqlState};
@@ -82,6 +83,7 @@ fn append_row<'a>(
         let tupdesc = (*rel).rd_att;
         let layout = layout::for_relation((*rel).rd_id);
         if let Some(retired) = &layout.retired {
+            metrics::count_refusal(layout.relid, Refusal::Retired);
             raise(
                 LedgerError::new(
                     SqlState::ObjectNotInPrerequisiteState,
@@ -219,7 +221,9 @@ impl Supplied {
     }
 }
 
+/// A supplied link that is not the chain's: counted as a forged link, then raised by the caller.
 fn mismatch(layout: &Layout, column: &str, given: &str, expected: &str) -> LedgerError {
+    metrics::count_refusal(layout.relid, Refusal::ForgedLink);
     LedgerError::new(
         SqlState::CheckViolation,
         format!("supplied {column} does not match the chain of ledger {}", layout.qualified_name),
@@ -235,12 +239,13 @@ fn refuse_change<'a>(
     let data = trigger.trigger_data();
     // SAFETY: PostgreSQL hands a trigger a valid relation.
     let relid = unsafe { (*data.tg_relation).rd_id };
-    let operation = match trigger.op() {
-        Ok(PgTriggerOperation::Update) => "UPDATE",
-        Ok(PgTriggerOperation::Delete) => "DELETE",
-        Ok(PgTriggerOperation::Truncate) => "TRUNCATE",
-        _ => "this change",
+    let (operation, kind) = match trigger.op() {
+        Ok(PgTriggerOperation::Update) => ("UPDATE", Refusal::Update),
+        Ok(PgTriggerOperation::Delete) => ("DELETE", Refusal::Delete),
+        Ok(PgTriggerOperation::Truncate) => ("TRUNCATE", Refusal::Truncate),
+        _ => ("this change", Refusal::Update),
     };
+    metrics::count_refusal(relid, kind);
     raise(
         LedgerError::new(
             SqlState::RestrictViolation,

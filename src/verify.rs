@@ -92,17 +92,26 @@ struct ChainLinks {
 /// (chain, seq, problem, detail) rows, as `ledger.verify` returns them.
 pub type Findings = Vec<(Option<String>, Option<i64>, String, String)>;
 
+/// What a verification found, and how much it read.
+pub struct Verified {
+    pub findings: Findings,
+    pub records: i64,
+    pub chains: i64,
+}
+
 /// Recomputes every record's hash and checks every chain. A first pass confirms intact chains as
 /// it goes, keeping only each chain's head, so memory does not grow with the table; the records of
 /// any chain it cannot confirm are read again and checked in full, which names every problem.
-pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
+pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
     let layout = layout::for_relation(relation.oid());
     let wanted = chain_filter(&layout, chain);
     let mut streams: HashMap<Vec<u8>, ChainStream> = HashMap::new();
     let mut computed_hex = [0u8; 64];
+    let mut records = 0i64;
     // SAFETY: the callback gets the deformed datums of a row of this table.
     unsafe {
         scan_records(relation, &layout, wanted.as_deref(), |scratch, values, nulls| {
+            records += 1;
             hash::hex_into(&hash::sha3_256(scratch.encode(&layout, values, nulls)), &mut computed_hex);
             let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]).as_bytes());
             let stream = match streams.get_mut(scratch.chain_key.as_slice()) {
@@ -117,9 +126,10 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
             );
         });
     }
+    let chain_count = streams.len() as i64;
     let broken: HashSet<Vec<u8>> = streams.into_iter().filter(|(_, s)| !s.intact()).map(|(k, _)| k).collect();
     if broken.is_empty() {
-        return Vec::new();
+        return Verified { findings: Vec::new(), records, chains: chain_count };
     }
     let mut chains: HashMap<Vec<u8>, ChainLinks> = HashMap::new();
     // SAFETY: as above.
@@ -154,7 +164,7 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Findings {
             findings.push((chain.text.clone(), finding.seq, finding.problem.name().to_string(), finding.detail));
         }
     }
-    findings
+    Verified { findings, records, chains: chain_count }
 }
 
 /// Calls `each` with every row of the table (of the `wanted` chain only, when given), its chain
@@ -217,9 +227,20 @@ fn verify(
 > {
     let tbl = required(tbl, "tbl");
     lifecycle::require_select(tbl.oid());
+    TableIterator::new(verify_ledger(&tbl, chain).findings)
+}
+
+/// Everything `ledger.verify` reports of a ledger: its definition, then its records.
+pub fn verify_ledger(tbl: &PgRelation, chain: Option<&str>) -> Verified {
+    crate::metrics::count_verify_run(tbl.oid());
     let mut findings = definition_findings(tbl.oid());
+    let (mut records, mut chains) = (0, 0);
     match layout::try_for_relation(tbl.oid()) {
-        Ok(_) => findings.extend(verify_table(&tbl, chain)),
+        Ok(_) => {
+            let verified = verify_table(tbl, chain);
+            findings.extend(verified.findings);
+            (records, chains) = (verified.records, verified.chains);
+        }
         // A hashed column dropped, renamed or retyped: the change is reported, and so is what
         // it costs (the records cannot be recomputed until it is undone).
         Err(e) if e.state == SqlState::InvalidTableDefinition && !findings.is_empty() => findings.push((
@@ -230,7 +251,7 @@ fn verify(
         )),
         Err(e) => raise(e),
     }
-    TableIterator::new(findings)
+    Verified { findings, records, chains }
 }
 
 /// A `definition_changed` finding when the table no longer is what was registered at enabling

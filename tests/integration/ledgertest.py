@@ -60,9 +60,11 @@ def _port_is_free(port: int) -> bool:
 class Cluster:
     """A PostgreSQL 15 cluster started with scripts/cluster.sh in a fresh temp dir."""
 
-    def __init__(self) -> None:
+    def __init__(self, ports: range = PORTS) -> None:
+        """`ports`: the ones to try, in order (LEDGER_PYTEST_PORT, when set, is tried instead)."""
         self.dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir="/tmp"))
         self.port: int | None = None
+        self.ports = ports
 
     @property
     def socket_dir(self) -> str:
@@ -70,7 +72,7 @@ class Cluster:
 
     def start(self) -> None:
         wanted = os.environ.get("LEDGER_PYTEST_PORT")
-        candidates = [int(wanted)] if wanted else list(PORTS)
+        candidates = [int(wanted)] if wanted else list(self.ports)
         errors = []
         for port in candidates:
             if not _port_is_free(port):

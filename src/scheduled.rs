@@ -1,0 +1,169 @@
+//! The jobs a DBA schedules: `ledger.verify_all`, which verifies every ledger and its newest
+//! checkpoints and records each run in `ledger.verify_runs` (itself a ledger), and
+//! `ledger.checkpoint_all`, which checkpoints every chain that grew since its last checkpoint.
+
+use crate::checkpoint::{self, CheckpointRow};
+use crate::error::{spi_error, OrRaise};
+use crate::layout;
+use crate::lifecycle;
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+/// The extension's checkpoint ledger: checkpointing it records a checkpoint in it, so it is done
+/// last and only when it holds checkpoints of other ledgers that no checkpoint of it covers yet.
+const CHECKPOINTS: &str = "ledger.checkpoints";
+
+/// The registered ledgers of this database that the current role may read, by name; the rest are
+/// skipped (a scheduled job runs as one role, which sees what it is granted).
+fn readable_ledgers(only_active: bool) -> Vec<(Oid, String)> {
+    let query = format!(
+        "SELECT l.tbl::oid, pg_catalog.format('%I.%I', n.nspname, c.relname) \
+           FROM ledger.ledgers l JOIN pg_catalog.pg_class c ON c.oid = l.tbl \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+          WHERE pg_catalog.has_table_privilege(l.tbl, 'SELECT') {} ORDER BY 2",
+        if only_active { "AND l.retired_at IS NULL" } else { "" }
+    );
+    Spi::connect(|client| {
+        client
+            .select(query.as_str(), None, &[])?
+            .map(|row| {
+                Ok((row.get::<Oid>(1)?.unwrap_or(pg_sys::InvalidOid), row.get::<String>(2)?.unwrap_or_default()))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(|e| spi_error("cannot read the ledger registry", e))
+    .or_raise()
+}
+
+fn clock() -> TimestampWithTimeZone {
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    TimestampWithTimeZone::try_from(now).expect("the current time is a valid timestamptz")
+}
+
+type RunRow = (String, i64, i64, i64, i64, i64, TimestampWithTimeZone, TimestampWithTimeZone);
+
+/// Verifies every ledger the caller can read and checks the newest checkpoint of each of its
+/// chains; each ledger's run is appended to `ledger.verify_runs`, which `ledger.stats` reads.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature itself
+fn verify_all() -> TableIterator<
+    'static,
+    (
+        name!(ledger, String),
+        name!(chains, i64),
+        name!(records, i64),
+        name!(problems, i64),
+        name!(checkpoints_checked, i64),
+        name!(checkpoint_failures, i64),
+        name!(started_at, TimestampWithTimeZone),
+        name!(finished_at, TimestampWithTimeZone),
+    ),
+> {
+    lifecycle::require_primary("record verification runs");
+    let actor = lifecycle::current_role();
+    let run = Spi::get_one::<pgrx::Uuid>("SELECT pg_catalog.gen_random_uuid()")
+        .map_err(|e| spi_error("cannot make a run id", e))
+        .or_raise()
+        .expect("a uuid");
+    let mut rows: Vec<RunRow> = Vec::new();
+    for (relid, name) in readable_ledgers(false) {
+        let started = clock();
+        // SAFETY: a registered table the caller may read; locked like any SELECT would.
+        let relation = unsafe { PgRelation::with_lock(relid, pg_sys::AccessShareLock as i32) };
+        let verified = crate::verify::verify_ledger(&relation, None);
+        drop(relation);
+        let (mut checked, mut failures) = (0i64, 0i64);
+        if let Ok(layout) = layout::try_for_relation(relid) {
+            for chain in checkpoint::every_chain(&layout) {
+                let chain = crate::verify::canonical_chain_text(&layout, chain.as_deref());
+                if let Some((cid, _)) = checkpoint::newest_checkpoint(&name, chain.as_deref()) {
+                    checked += 1;
+                    let checks = lifecycle::as_extension_owner(|| checkpoint::checkpoint_checks(cid));
+                    if checks.iter().any(|(_, ok, _)| *ok == Some(false)) {
+                        failures += 1;
+                    }
+                }
+            }
+        }
+        let finished = clock();
+        let row = (
+            name,
+            verified.chains,
+            verified.records,
+            verified.findings.len() as i64,
+            checked,
+            failures,
+            started,
+            finished,
+        );
+        record_run(run, &row, &actor);
+        rows.push(row);
+    }
+    TableIterator::new(rows)
+}
+
+fn record_run(run: pgrx::Uuid, row: &RunRow, actor: &str) {
+    let (ledger, chains, records, problems, checked, failures, started, finished) = row;
+    lifecycle::as_extension_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO ledger.verify_runs (run, ledger, started_at, finished_at, chains, records, problems, \
+             checkpoints_checked, checkpoint_failures, actor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                run.into(),
+                ledger.as_str().into(),
+                (*started).into(),
+                (*finished).into(),
+                (*chains).into(),
+                (*records).into(),
+                (*problems).into(),
+                (*checked).into(),
+                (*failures).into(),
+                actor.into(),
+            ],
+        )
+    })
+    .map_err(|e| spi_error("cannot record the verification run in ledger.verify_runs", e))
+    .or_raise();
+}
+
+/// A checkpoint of every chain, of every active ledger the caller can read, that grew since its
+/// last checkpoint.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn checkpoint_all() -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
+    lifecycle::require_primary("checkpoint ledgers");
+    let mut ledgers = readable_ledgers(true);
+    // Last, so that it covers the checkpoints made before it.
+    ledgers.sort_by_key(|(_, name)| name == CHECKPOINTS);
+    let mut made: Vec<CheckpointRow> = Vec::new();
+    for (relid, name) in ledgers {
+        let layout = layout::for_relation(relid);
+        let grown = |chain: Option<&str>| {
+            let covered = checkpoint::newest_checkpoint(&name, chain).map_or(0, |(_, size)| size);
+            if name == CHECKPOINTS {
+                others_since(covered)
+            } else {
+                checkpoint::head_of(&layout, chain) > covered
+            }
+        };
+        made.extend(checkpoint::checkpoint_every_chain(&layout, grown));
+    }
+    SetOfIterator::new(made)
+}
+
+/// Whether ledger.checkpoints holds, past its first `covered` records, a checkpoint of another
+/// ledger: its own checkpoints alone are no reason for another one.
+fn others_since(covered: i64) -> bool {
+    lifecycle::as_extension_owner(|| {
+        crate::datum::select_one::<bool>(
+            "SELECT EXISTS (SELECT FROM ledger.checkpoints WHERE seq > $1 AND ledger <> $2)",
+            &[covered.into(), CHECKPOINTS.into()],
+        )
+    })
+    .map_err(|e| spi_error("cannot read ledger.checkpoints", e))
+    .or_raise()
+    .unwrap_or(false)
+}
