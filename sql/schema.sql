@@ -90,6 +90,8 @@ CREATE TABLE ledger.verify_runs (
     checkpoints_checked bigint NOT NULL,
     checkpoint_failures bigint NOT NULL,
     actor               text NOT NULL,
+    -- Set when the ledger could not be verified to the end (the run then counts one problem).
+    error               text,
     seq                 bigint NOT NULL,
     prev_hash           char(64),
     hash                char(64) UNIQUE NOT NULL

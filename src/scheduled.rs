@@ -71,46 +71,103 @@ fn verify_all() -> TableIterator<
     let mut rows: Vec<RunRow> = Vec::new();
     for (relid, name) in readable_ledgers(false) {
         let started = clock();
-        // SAFETY: a registered table the caller may read; locked like any SELECT would.
-        let relation = unsafe { PgRelation::with_lock(relid, pg_sys::AccessShareLock as i32) };
-        let verified = crate::verify::verify_ledger(&relation, None);
-        drop(relation);
-        let (mut checked, mut failures) = (0i64, 0i64);
-        if let Ok(layout) = layout::try_for_relation(relid) {
-            for chain in checkpoint::every_chain(&layout) {
-                let chain = crate::verify::canonical_chain_text(&layout, chain.as_deref());
-                if let Some((cid, _)) = checkpoint::newest_checkpoint(&name, chain.as_deref()) {
-                    checked += 1;
-                    let checks = lifecycle::as_extension_owner(|| checkpoint::checkpoint_checks(cid));
-                    if checks.iter().any(|(_, ok, _)| *ok == Some(false)) {
-                        failures += 1;
-                    }
-                }
-            }
-        }
-        let finished = clock();
+        // One ledger that cannot be read to the end (a superuser's damage to its storage, say) is
+        // recorded as a failed run with the error, and the others are still verified.
+        let outcome = in_subtransaction(|| verify_one(relid, &name));
+        let (verified, error) = match outcome {
+            Ok(counts) => (counts, None),
+            Err(message) => (RunCounts { problems: 1, ..RunCounts::default() }, Some(message)),
+        };
         let row = (
             name,
             verified.chains,
             verified.records,
-            verified.findings.len() as i64,
-            checked,
-            failures,
+            verified.problems,
+            verified.checked,
+            verified.failures,
             started,
-            finished,
+            clock(),
         );
-        record_run(run, &row, &actor);
+        record_run(run, &row, &actor, error.as_deref());
         rows.push(row);
     }
     TableIterator::new(rows)
 }
 
-fn record_run(run: pgrx::Uuid, row: &RunRow, actor: &str) {
+#[derive(Default)]
+struct RunCounts {
+    chains: i64,
+    records: i64,
+    problems: i64,
+    checked: i64,
+    failures: i64,
+}
+
+/// Verifies one ledger and the newest checkpoint of each of its chains.
+fn verify_one(relid: Oid, name: &str) -> RunCounts {
+    // SAFETY: a registered table the caller may read; locked like any SELECT would.
+    let relation = unsafe { PgRelation::with_lock(relid, pg_sys::AccessShareLock as i32) };
+    let verified = crate::verify::verify_ledger(&relation, None);
+    drop(relation);
+    let mut counts = RunCounts {
+        chains: verified.chains,
+        records: verified.records,
+        problems: verified.findings.len() as i64,
+        ..RunCounts::default()
+    };
+    if let Ok(layout) = layout::try_for_relation(relid) {
+        for chain in checkpoint::every_chain(&layout) {
+            let chain = crate::verify::canonical_chain_text(&layout, chain.as_deref());
+            if let Some((cid, _)) = checkpoint::newest_checkpoint(name, chain.as_deref()) {
+                counts.checked += 1;
+                let checks = lifecycle::as_extension_owner(|| checkpoint::checkpoint_checks(cid));
+                if checks.iter().any(|(_, ok, _)| *ok == Some(false)) {
+                    counts.failures += 1;
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// Runs `f` in a subtransaction, as a PL/pgSQL block with an EXCEPTION clause does: an error rolls
+/// back what `f` did and comes back as its message. A cancel (statement_timeout,
+/// pg_cancel_backend) is raised again once the subtransaction is rolled back: it stops the whole run.
+fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    use pg_sys::panic::CaughtError;
+    // SAFETY: the begin/release/rollback sequence PL/pgSQL uses for exception blocks, restoring the
+    // caller's memory context and resource owner after each.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let result =
+            PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Ok(f()))).catch_others(|e| Err(Box::new(e))).execute();
+        match result {
+            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
+            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+        result.map_err(|e| match *e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. }
+                if r.sql_error_code() != PgSqlErrorCode::ERRCODE_QUERY_CANCELED =>
+            {
+                r.message().to_string()
+            }
+            cancel => cancel.rethrow(),
+        })
+    }
+}
+
+fn record_run(run: pgrx::Uuid, row: &RunRow, actor: &str, error: Option<&str>) {
     let (ledger, chains, records, problems, checked, failures, started, finished) = row;
     lifecycle::as_extension_owner(|| {
         Spi::run_with_args(
             "INSERT INTO ledger.verify_runs (run, ledger, started_at, finished_at, chains, records, problems, \
-             checkpoints_checked, checkpoint_failures, actor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             checkpoints_checked, checkpoint_failures, actor, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 run.into(),
                 ledger.as_str().into(),
@@ -122,6 +179,7 @@ fn record_run(run: pgrx::Uuid, row: &RunRow, actor: &str) {
                 (*checked).into(),
                 (*failures).into(),
                 actor.into(),
+                error.into(),
             ],
         )
     })

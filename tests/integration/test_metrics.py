@@ -163,3 +163,32 @@ def test_unavailable_without_preloading(db):
     assert db.fetchone("SELECT records, appends, refusals, verify_runs, last_append FROM ledger.stats "
                        "WHERE ledger = 'public.pay'") == (1, None, None, None, None)
     assert db.scalar("SELECT count(*) FROM ledger.refusals") == 0
+
+
+def test_verify_all_goes_on_past_a_ledger_it_cannot_read(pdb):
+    """A ledger locked by another session (lock_timeout) is recorded as a failed run with its
+    error; the other ledgers are verified in the same run."""
+    make_ledger(pdb)
+    pdb.execute("INSERT INTO pay (account, amount) VALUES ('a', 1)")
+    with pdb.connect() as locker:
+        locker.execute("LOCK TABLE pay IN ACCESS EXCLUSIVE MODE")
+        with pdb.connect(autocommit=True) as auditor:
+            auditor.execute("SET lock_timeout = '300ms'")
+            runs = {r[0]: r[1:] for r in auditor.execute(
+                "SELECT ledger, records, problems FROM ledger.verify_all()").fetchall()}
+        locker.rollback()
+    assert runs["public.pay"] == (0, 1)
+    assert runs["ledger.records"] == (0, 0) and runs["ledger.events"][1] == 0
+    assert pdb.fetchone("SELECT problems, error FROM ledger.verify_runs WHERE ledger = 'public.pay'") == \
+        (1, "canceling statement due to lock timeout")
+    assert pdb.scalar("SELECT last_verify_problems FROM ledger.stats WHERE ledger = 'public.pay'") == 1
+    # A cancel stops the whole run: nothing is recorded.
+    with pdb.connect() as locker:
+        locker.execute("LOCK TABLE pay IN ACCESS EXCLUSIVE MODE")
+        with pdb.connect(autocommit=True) as auditor:
+            auditor.execute("SET statement_timeout = '300ms'")
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                auditor.execute("SELECT * FROM ledger.verify_all()")
+        locker.rollback()
+    assert pdb.scalar("SELECT count(*) FROM ledger.verify_runs WHERE ledger = 'public.pay'") == 1
+    assert pdb.verify("ledger.verify_runs") == []
