@@ -100,6 +100,8 @@ const MAX_HINTS: usize = 65_536;
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
+    /// Appends stored per table, counted before commit when rows may have been dropped.
+    static STORED_APPENDS: RefCell<Option<HashMap<Oid, i64>>> = const { RefCell::new(None) };
     /// The last committed head seq this backend knows of each chain, by table.
     static HINTS: RefCell<HashMap<Oid, HashMap<Vec<u8>, i64>>> = RefCell::new(HashMap::new());
 }
@@ -120,14 +122,20 @@ fn remember_heads(state: State) {
     });
 }
 
-/// A transaction committed: every chain it appended to holds its records from `first_seq` to the
-/// head (the pre-commit check made sure of it), so that many appends are counted.
+/// A transaction committed: the appends it stored are counted. Every chain it appended to holds
+/// its records from `first_seq` to the head (the pre-commit check made sure of it), unless a row
+/// was dropped after chaining, in which case the pre-commit check counted the stored ones.
 fn count_appends(state: &State) {
+    let stored = STORED_APPENDS.with(|s| s.take());
+    crate::metrics::take_skipping_inserts(); // it lasts one transaction
     if !crate::metrics::available() {
         return;
     }
     for (relid, chains) in &state.heads {
-        let appended: i64 = chains.values().map(|h| h.seq - h.first_seq + 1).sum();
+        let appended = match &stored {
+            Some(counted) => counted.get(relid).copied().unwrap_or(0),
+            None => chains.values().map(|h| h.seq - h.first_seq + 1).sum(),
+        };
         crate::metrics::count_appends(*relid, appended as u64);
     }
 }
@@ -389,10 +397,14 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
             remember_heads(state)
         }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
-            STATE.with(|s| *s.borrow_mut() = State::default())
+            STATE.with(|s| *s.borrow_mut() = State::default());
+            STORED_APPENDS.with(|s| s.take());
+            crate::metrics::take_skipping_inserts();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
+            STORED_APPENDS.with(|s| s.take());
+            crate::metrics::take_skipping_inserts();
             // A failed ledger.enable may have cached the layout of a table that is not a ledger.
             crate::layout::forget_all();
         }
@@ -417,19 +429,23 @@ pub unsafe extern "C-unwind" fn on_subxact(
 }
 
 /// Before commit: every chain this transaction appended more than one record to must hold all of
-/// them, or a row dropped after chaining would leave a hole.
+/// them, or a row dropped after chaining would leave a hole. When the transaction may have dropped
+/// rows (INSERT ... ON CONFLICT DO NOTHING) and appends are counted, every chain's stored records
+/// are counted, so the counter gets the appends that were stored.
 unsafe fn check_dense() {
+    let exact = crate::metrics::available() && crate::metrics::skipping_inserts();
     let spans: Vec<(Oid, Option<Datum>, i64, i64)> = STATE.with(|s| {
         s.borrow()
             .heads
             .iter()
             .flat_map(|(relid, chains)| chains.values().map(move |h| (*relid, h.chain_datum, h.first_seq, h.seq)))
-            .filter(|(_, _, first, last)| last > first)
+            .filter(|(_, _, first, last)| last > first || exact)
             .collect()
     });
     if spans.is_empty() {
         return;
     }
+    let mut stored: HashMap<Oid, i64> = HashMap::new();
     // Portals are closed by PRE_COMMIT, taking their snapshots with them.
     pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     // As the extension's owner: a role may append to a ledger it cannot read.
@@ -440,27 +456,36 @@ unsafe fn check_dense() {
                 Some(c) => format!("{} = $3 AND", crate::layout::quote_ident(&c.name)),
                 None => String::new(),
             };
-            let query =
-                format!("SELECT count(*) FROM ONLY {} WHERE {filter} seq >= $1 AND seq < $2", layout.qualified_name);
+            let query = format!(
+                "SELECT count(*) FILTER (WHERE seq < $2), count(*) FILTER (WHERE seq = $2) FROM ONLY {} \
+                 WHERE {filter} seq >= $1 AND seq <= $2",
+                layout.qualified_name
+            );
             let mut args: Vec<pgrx::datum::DatumWithOid> = vec![first.into(), last.into()];
             if let (Some(c), Some(d)) = (&layout.chain, chain_datum) {
                 args.push(pgrx::datum::DatumWithOid::new(d, c.type_oid));
             }
-            let present = crate::datum::select_one::<i64>(&query, &args)
-                .map_err(|e| LedgerError::new(SqlState::DataCorrupted, "cannot check the chain").detail(e.to_string()))
-                .or_raise()
-                .unwrap_or(0);
-            if present != last - first {
+            let (before_last, at_last) = pgrx::spi::Spi::connect(|client| {
+                let row = client.select(&query, Some(1), &args)?.first().get_two::<i64, i64>()?;
+                Ok::<_, pgrx::spi::Error>((row.0.unwrap_or(0), row.1.unwrap_or(0)))
+            })
+            .map_err(|e| LedgerError::new(SqlState::DataCorrupted, "cannot check the chain").detail(e.to_string()))
+            .or_raise();
+            if before_last != last - first {
                 raise(
                 LedgerError::new(SqlState::CheckViolation, format!("a row chained into ledger {} was not stored", layout.qualified_name))
                     .detail(format!(
-                        "Seqs {first} to {} were chained in this transaction but only {present} of them are in the table; a later row links to a missing one.",
+                        "Seqs {first} to {} were chained in this transaction but only {before_last} of them are in the table; a later row links to a missing one.",
                         last - 1
                     ))
                     .hint("A row skipped after chaining (by INSERT ... ON CONFLICT DO NOTHING, or a trigger returning NULL) must be the last of its chain in the statement; retry with one row per statement."),
             );
             }
+            *stored.entry(relid).or_default() += before_last + at_last;
         }
     });
     pg_sys::PopActiveSnapshot();
+    if exact {
+        STORED_APPENDS.with(|s| *s.borrow_mut() = Some(stored));
+    }
 }

@@ -192,3 +192,27 @@ def test_verify_all_goes_on_past_a_ledger_it_cannot_read(pdb):
         locker.rollback()
     assert pdb.scalar("SELECT count(*) FROM ledger.verify_runs WHERE ledger = 'public.pay'") == 1
     assert pdb.verify("ledger.verify_runs") == []
+
+
+def test_rows_skipped_by_on_conflict_are_not_counted(pdb):
+    """INSERT ... ON CONFLICT DO NOTHING drops a row after the append trigger chained it (a retry of
+    one already stored): it is no append. Also inside a WITH clause, and in a function."""
+    pdb.execute("CREATE TABLE ev (key text PRIMARY KEY, account text NOT NULL)")
+    pdb.execute("SELECT ledger.enable('ev', chain_by => 'account')")
+    pdb.execute("INSERT INTO ev VALUES ('k1', 'a'), ('k2', 'b')")
+    for _ in range(3):  # at-least-once delivery: the same event again
+        pdb.execute("INSERT INTO ev VALUES ('k1', 'a') ON CONFLICT DO NOTHING")
+    pdb.execute("WITH retried AS (INSERT INTO ev VALUES ('k2', 'b') ON CONFLICT (key) DO NOTHING RETURNING 1) "
+                "SELECT count(*) FROM retried")
+    pdb.execute("CREATE FUNCTION retry(k text) RETURNS void LANGUAGE plpgsql AS $$ "
+                "BEGIN INSERT INTO ev VALUES (k, 'a') ON CONFLICT DO NOTHING; END $$")
+    pdb.execute("SELECT retry('k1'), retry('k3')")
+    with pdb.connect() as conn:  # a new row and a retry in one transaction, then another new one
+        conn.execute("INSERT INTO ev VALUES ('k4', 'a')")
+        conn.execute("INSERT INTO ev VALUES ('k4', 'a') ON CONFLICT DO NOTHING")
+        conn.execute("INSERT INTO ev VALUES ('k5', 'c')")
+        conn.commit()
+    stored = pdb.scalar("SELECT count(*) FROM ev")
+    assert stored == 5
+    assert counters(pdb, "public.ev")[0] == stored
+    assert pdb.verify("ev") == []
