@@ -23,6 +23,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -189,7 +190,27 @@ def test_committed_install_script_is_the_release(old_build):
     assert (ROOT / "sql" / "ledger--0.1.0.sql").read_text() == built
 
 
-def test_upgrade_from_0_1_0(cluster, prefix):
+def restart(cluster) -> None:
+    subprocess.run(["runuser", "-u", "postgres", "--", os.environ["PG_BIN"] + "/pg_ctl", "-D",
+                    str(cluster.dir / "data"), "-w", "-l", str(cluster.dir / "server.log"), "restart"],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def preloading(cluster):
+    """A second server on the same installation that preloads the library (0.1.0's, at first)."""
+    c = Cluster(ports=range(55440, 55450))
+    c.start()
+    with c.connect("postgres", autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET shared_preload_libraries = 'ledger'")
+    restart(c)
+    try:
+        yield c
+    finally:
+        c.stop(keep=bool(os.environ.get("LEDGER_PYTEST_KEEP")))
+
+
+def test_upgrade_from_0_1_0(cluster, preloading, prefix):
     new_version = current_version()
     assert new_version != OLD_VERSION
     with connect(cluster, "postgres") as admin:
@@ -223,6 +244,10 @@ def test_upgrade_from_0_1_0(cluster, prefix):
     heads_before = dict(old.execute("SELECT account, max(seq) FROM payments GROUP BY account").fetchall())
     with connect(cluster, "upgraded_empty") as empty:
         empty.execute(f"CREATE EXTENSION ledger VERSION '{OLD_VERSION}'")
+    with connect(preloading, "postgres") as pre:
+        pre.execute(f"CREATE EXTENSION ledger VERSION '{OLD_VERSION}'")
+        pre.execute("INSERT INTO ledger.records (anchor_id, slot, kind, payload) VALUES (%s, 's', 'k', '{}')",
+                    (ANCHORS[0],))
 
     # --- The current build replaces the library and scripts while the server runs. The open
     # connection keeps 0.1.0's library; new ones load the new library against the 0.1.0 catalog.
@@ -232,6 +257,22 @@ def test_upgrade_from_0_1_0(cluster, prefix):
         before_update.execute("INSERT INTO payments VALUES (42, 'bob', 2)")
         assert before_update.execute("SELECT * FROM ledger.verify('payments')").fetchall() == []
         assert before_update.execute("SELECT * FROM ledger.verify()").fetchall() == []
+
+    # A server that preloads runs the library it started with: the update fails, changing nothing,
+    # until it is restarted.
+    with connect(preloading, "postgres") as pre:
+        with pytest.raises(psycopg.errors.UndefinedFunction, match="could not find function"):
+            pre.execute("ALTER EXTENSION ledger UPDATE")
+        assert one(pre, "SELECT extversion FROM pg_extension WHERE extname = 'ledger'") == OLD_VERSION
+        assert pre.execute("SELECT * FROM ledger.verify()").fetchall() == []
+    restart(preloading)
+    with connect(preloading, "postgres") as pre:
+        pre.execute("ALTER EXTENSION ledger UPDATE")
+        pre.execute("INSERT INTO ledger.records (anchor_id, slot, kind, payload) VALUES (%s, 's', 'k', '{}')",
+                    (ANCHORS[0],))
+        assert pre.execute("SELECT * FROM ledger.verify()").fetchall() == []
+        assert one(pre, "SELECT ledger.counters_available()") is True
+        assert one(pre, "SELECT appends FROM ledger.stats WHERE ledger = 'ledger.records'") == 1
 
     # --- The update.
     with connect(cluster, "upgraded") as updater:
