@@ -30,6 +30,10 @@
 #             round-robin, until LIMIT_HASHES hashes; and
 #        (ii) a hand-written SQL recomputation (lag() window + built-in sha256() over concat_ws).
 #      Targets: verify/limit >= 0.5, verify/hand-SQL > 1.
+#   3b. ledger.stats' row of that ledger (after a checkpoint of each chain and a verify_all) against
+#      SELECT count(*) of it, best of STATS_RUNS; also checks the row's records, chains, unanchored
+#      records and appends counter. Reported, no target.
+#   The cluster preloads the library, so every append measured above also counts itself.
 #   4. Merkle trees and checkpoints, on a ledger with ONE chain of MERKLE_ROWS records:
 #        (a) ledger.merkle_root(tbl, chain, 1, n): rows/s against the record-hash limit of 3 (i) and
 #            against the one-core limit of Merkle hashing itself (bench/sha3_limit --merkle: the
@@ -51,6 +55,7 @@
 #   VERIFY_ROWS [1000000/50000]  VERIFY_CHAINS [100]  VERIFY_RUNS [6/2]
 #   LIMIT_SAMPLE [VERIFY_ROWS]  LIMIT_HASHES [VERIFY_ROWS]
 #   MERKLE_ROWS [1000000/50000]  MERKLE_RUNS [3/2]  CP_NEW [10000/2000]  CP_RUNS [3]  PROOF_RUNS [3]
+#   STATS_RUNS [5]
 #
 # Needs only what scripts/setup.sh installs (PostgreSQL 15 with contrib: pgbench, pgcrypto; cargo)
 # and the extension installed into it (scripts/install.sh).
@@ -62,7 +67,7 @@ cd "$ROOT"
 # The exact command, with the benchmark's environment variables that were set explicitly.
 VARS=(BENCH_QUICK BENCH_DIR BENCH_PORT BENCH_RESULTS BENCH_KEEP BULK_ROWS BULK_ANCHORS BULK_RUNS
       PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS
-      VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS PG_CONFIG)
+      VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS PG_CONFIG)
 COMMAND=""
 for v in "${VARS[@]}"; do
   if [[ -n ${!v+x} ]]; then COMMAND+="$v=$(printf %q "${!v}") "; fi
@@ -98,10 +103,11 @@ MERKLE_RUNS=${MERKLE_RUNS:-$(q 3 2)}
 CP_NEW=${CP_NEW:-$(q 10000 2000)}
 CP_RUNS=${CP_RUNS:-3}
 PROOF_RUNS=${PROOF_RUNS:-3}
+STATS_RUNS=${STATS_RUNS:-5}
 
 for v in BENCH_PORT BULK_ROWS BULK_ANCHORS BULK_RUNS PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS \
          PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES \
-         MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS; do
+         MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
 done
 ((BULK_RUNS >= 2)) || { echo "bench: BULK_RUNS must be at least 2 (best of several runs)" >&2; exit 2; }
@@ -167,12 +173,15 @@ if [[ -e $BENCH_DIR ]]; then
   rm -rf "$BENCH_DIR"
 fi
 log "starting a fresh cluster in $BENCH_DIR on port $BENCH_PORT"
-CONF=("shared_buffers = '1GB'" "max_wal_size = '4GB'" "checkpoint_timeout = '30min'")
+# Preloaded, so every append below also counts itself in shared memory (ledger.stats' counters).
+CONF=("shared_buffers = '1GB'" "max_wal_size = '4GB'" "checkpoint_timeout = '30min'"
+      "shared_preload_libraries = 'ledger'")
 scripts/cluster.sh start "$BENCH_DIR" "$BENCH_PORT" "${CONF[@]}"
 PG_VERSION=$(psql_ -c "SELECT version()")
 psql_ -c "CREATE EXTENSION pgcrypto" || die "CREATE EXTENSION pgcrypto failed (postgresql-contrib missing?)"
 psql_ -c "CREATE EXTENSION ledger" \
   || die "CREATE EXTENSION ledger failed; install it: scripts/install.sh"
+[[ $(psql_ -c "SELECT ledger.counters_available()") == t ]] || die "the counters are not kept although preloaded"
 
 # ------------------------------------------------------------------------------------------------
 # Tables
@@ -476,6 +485,28 @@ LIMIT_BYTES=$(sed -n 's/^mean_record_bytes //p' "$WORK/limit.out")
 VERIFY_LIMIT_RATIO=$(calc "$VERIFY_RPS / $LIMIT_HPS" 2)
 VERIFY_HAND_RATIO=$(calc "$VERIFY_RPS / $HAND_VERIFY_RPS" 2)
 
+# 3b. What a dashboard pays: ledger.stats' row for this ledger (heads, newest checkpoints and runs,
+# counters) once its chains are checkpointed and verified, against counting its records.
+psql_ -c "SELECT count(*) FROM ledger.checkpoint('verify_ledger')" >/dev/null
+psql_ -c "SELECT count(*) FROM ledger.verify_all()" >/dev/null
+STATS_SQL="SELECT records || '/' || chains || '/' || unanchored_records || '/' || appends FROM ledger.stats WHERE ledger = 'public.verify_ledger'"
+STATS_TIMES="" COUNT_TIMES="" STATS_ROW=""
+for ((run = 1; run <= STATS_RUNS; run++)); do
+  read -r STATS_ROW secs <<<"$(timed_query "$STATS_SQL")"
+  STATS_TIMES+="$secs "
+  read -r _ secs <<<"$(timed_query "SELECT count(*) FROM verify_ledger")"
+  COUNT_TIMES+="$secs "
+done
+[[ $STATS_ROW == "$VERIFY_ROWS/$VERIFY_CHAINS/0/$VERIFY_ROWS" ]] \
+  || die "ledger.stats says records/chains/unanchored/appends $STATS_ROW, expected $VERIFY_ROWS/$VERIFY_CHAINS/0/$VERIFY_ROWS"
+# shellcheck disable=SC2086
+STATS_BEST=$(min_of $STATS_TIMES)
+# shellcheck disable=SC2086
+COUNT_BEST=$(min_of $COUNT_TIMES)
+STATS_MS=$(calc "$STATS_BEST * 1000" 1)
+COUNT_MS=$(calc "$COUNT_BEST * 1000" 1)
+STATS_RATIO=$(calc "$STATS_BEST / $COUNT_BEST" 3)
+
 # ------------------------------------------------------------------------------------------------
 # 4. Merkle trees and checkpoints
 # ------------------------------------------------------------------------------------------------
@@ -710,6 +741,23 @@ stand-in for the cost of what a DBA would write), default settings (JIT on), pla
 $HAND_VERIFY_PLAN
 \`\`\`
 
+### 3b. Reading \`ledger.stats\` on that ledger
+
+What a dashboard's scrape costs: the \`ledger.stats\` row of the $VERIFY_ROWS-record ledger, after one
+checkpoint of each chain and one \`ledger.verify_all\` (it reads each chain's head, newest checkpoint and
+newest run, and the counters; it said records/chains/unanchored/appends = $STATS_ROW), against
+\`SELECT count(*)\` of the same table (the scan a dashboard would otherwise run). Best of $STATS_RUNS,
+interleaved.
+
+| query | best | runs (s) |
+|---|---:|---|
+| \`SELECT ... FROM ledger.stats WHERE ledger = 'public.verify_ledger'\` | **$STATS_MS ms** | $(per_run $STATS_TIMES) |
+| \`SELECT count(*) FROM verify_ledger\` | $COUNT_MS ms | $(per_run $COUNT_TIMES) |
+| ratio stats / count | **$STATS_RATIO** | (reported; lower is better) |
+
+The cluster preloads the library (\`shared_preload_libraries = 'ledger'\`), so every append measured
+in sections 1 and 2 also counted itself in shared memory.
+
 ## 4. Merkle trees and checkpoints
 
 One ledger table with ONE chain (\`ledger.enable(tbl, 'anchor_id')\`, every record on anchor
@@ -763,6 +811,7 @@ echo
 echo "bulk ledger/plain $BULK_LEDGER_RATIO (<= 1.5), hand/plain $BULK_HAND_RATIO"
 echo "pgbench ledger/plain: 1 client $PGB_R1, $C clients $PGB_RC (>= 0.9); $C clients one chain $PGB_RONE, CPU alone $PGB_ASYNC (reported); ratios of best runs $BEST_R1, $BEST_RC"
 echo "verify $VERIFY_RPS rows/s; limit $LIMIT_HPS (ratio $VERIFY_LIMIT_RATIO, >= 0.5); hand SQL $HAND_VERIFY_RPS (ratio $VERIFY_HAND_RATIO, > 1)"
+echo "ledger.stats on $VERIFY_ROWS records: $STATS_MS ms; count(*) $COUNT_MS ms; ratio $STATS_RATIO"
 echo "merkle_root $MERKLE_RPS rows/s; /record-hash limit $MERKLE_VS_SHA3, /Merkle limit $MERKLE_LIMIT_LPS = $MERKLE_VS_MLIMIT"
 echo "checkpoint after $CP_NEW new: big $CP_BIG_BEST s, small $CP_SMALL_BEST s, ratio $CP_RATIO (<= 2)"
 echo "inclusion_proof $INCL_BEST ms, consistency_proof $CONS_BEST ms, verify_checkpoint $VCP_BEST ms"
