@@ -31,6 +31,7 @@ def fill(db: Database) -> None:
         conn.close()
     db.execute("SELECT count(*) FROM ledger.checkpoint('pay')")
     db.execute("SELECT count(*) FROM ledger.checkpoint()")
+    db.execute("SELECT count(*) FROM ledger.verify_all()")  # its run history is dumped too
 
 
 def fingerprint(db: Database) -> tuple:
@@ -38,6 +39,7 @@ def fingerprint(db: Database) -> tuple:
         db.fetchall("SELECT account, seq, hash FROM pay ORDER BY account, seq"),
         db.fetchall("SELECT anchor_id::text, seq, hash FROM ledger.records ORDER BY anchor_id, seq"),
         db.fetchall("SELECT seq, hash FROM ledger.checkpoints ORDER BY seq"),
+        db.fetchall("SELECT ledger, seq, hash, problems FROM ledger.verify_runs ORDER BY ledger, seq"),
         db.fetchall("SELECT tbl::text, chain_by::text, columns::text[] FROM ledger.ledgers ORDER BY 1"),
     )
 
