@@ -5,7 +5,7 @@
 //!
 //! The counters are a fixed table of slots keyed by (database, table), claimed lock-free with a
 //! compare-and-swap and probed linearly, so the hot path costs a few atomic additions at commit.
-//! A ledger that finds no free slot has no counters (reported as unavailable for it alone).
+//! A ledger that finds no free slot has no counters (reported as unknown, NULL, for it alone).
 
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
@@ -150,10 +150,19 @@ fn key_of(relid: Oid) -> u64 {
     (db << 32) | relid.to_u32() as u64
 }
 
-/// The slot of a table, claimed if `claim`; None without shared memory or when the table is full.
-fn slot(relid: Oid, claim: bool) -> Option<&'static Slot> {
+/// What the counters know of a table.
+enum Counted {
+    Slot(&'static Slot),
+    /// Nothing counted since the server started: every counter is zero.
+    Nothing,
+    /// No shared memory, or every slot is another table's: the counts are unknown.
+    Unknown,
+}
+
+/// The slot of a table, claimed if `claim` and it has none.
+fn slot(relid: Oid, claim: bool) -> Counted {
     if !available() {
-        return None;
+        return Counted::Unknown;
     }
     let slots = &COUNTERS.get().0;
     let key = key_of(relid);
@@ -161,23 +170,31 @@ fn slot(relid: Oid, claim: bool) -> Option<&'static Slot> {
     for i in 0..SLOTS {
         let slot = &slots[(start + i) % SLOTS];
         match slot.key.load(Ordering::Acquire) {
-            k if k == key => return Some(slot),
+            k if k == key => return Counted::Slot(slot),
             0 if claim => match slot.key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(slot),
-                Err(k) if k == key => return Some(slot),
+                Ok(_) => return Counted::Slot(slot),
+                Err(k) if k == key => return Counted::Slot(slot),
                 Err(_) => continue,
             },
             // Slots are never freed, so a free one ends the probe of a key never claimed.
-            0 => return None,
+            0 => return Counted::Nothing,
             _ => continue,
         }
     }
-    None
+    Counted::Unknown
+}
+
+/// The slot to count in, claimed on first use.
+fn counting_slot(relid: Oid) -> Option<&'static Slot> {
+    match slot(relid, true) {
+        Counted::Slot(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// Appends committed to a ledger by one transaction.
 pub fn count_appends(relid: Oid, appended: u64) {
-    if let Some(slot) = slot(relid, true) {
+    if let Some(slot) = counting_slot(relid) {
         slot.appends.fetch_add(appended, Ordering::Relaxed);
         // SAFETY: the commit time of the transaction being committed.
         let now = unsafe { pg_sys::GetCurrentTransactionStopTimestamp() };
@@ -186,20 +203,20 @@ pub fn count_appends(relid: Oid, appended: u64) {
 }
 
 pub fn count_refusal(relid: Oid, kind: Refusal) {
-    if let Some(slot) = slot(relid, true) {
+    if let Some(slot) = counting_slot(relid) {
         slot.refusals[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
 pub fn count_verify_run(relid: Oid) {
-    if let Some(slot) = slot(relid, true) {
+    if let Some(slot) = counting_slot(relid) {
         slot.verify_runs.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// A table just became a ledger: a table that had its oid before must not lend it its counts.
 pub fn reset(relid: Oid) {
-    if let Some(slot) = slot(relid, true) {
+    if let Some(slot) = counting_slot(relid) {
         slot.reset();
     }
 }
@@ -213,35 +230,33 @@ fn counters_available() -> bool {
 /// The counters of the registered ledgers of this database, for `ledger.stats`.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature itself
 fn counters() -> TableIterator<
     'static,
     (
         name!(tbl, pg_sys::Oid),
-        name!(appends, i64),
-        name!(verify_runs, i64),
-        name!(refusals, i64),
+        name!(appends, Option<i64>),
+        name!(verify_runs, Option<i64>),
+        name!(refusals, Option<i64>),
         name!(last_append, Option<TimestampWithTimeZone>),
     ),
 > {
+    if !available() {
+        return TableIterator::new(Vec::new());
+    }
+    let read = |c: &AtomicU64| Some(c.load(Ordering::Relaxed) as i64);
     let rows: Vec<_> = registered_ledgers()
         .into_iter()
-        .filter_map(|relid| {
-            let slot = slot(relid, false);
-            if slot.is_none() && !available() {
-                return None;
-            }
-            let read = |c: &AtomicU64| c.load(Ordering::Relaxed) as i64;
-            // A ledger that never appended, refused or verified since start has no slot yet.
-            Some(match slot {
-                Some(s) => (
-                    relid,
-                    read(&s.appends),
-                    read(&s.verify_runs),
-                    s.refusals.iter().map(read).sum(),
-                    timestamp(s.last_append.load(Ordering::Relaxed)),
-                ),
-                None => (relid, 0, 0, 0, None),
-            })
+        .map(|relid| match slot(relid, false) {
+            Counted::Slot(s) => (
+                relid,
+                read(&s.appends),
+                read(&s.verify_runs),
+                Some(s.refusals.iter().map(|r| r.load(Ordering::Relaxed) as i64).sum()),
+                timestamp(s.last_append.load(Ordering::Relaxed)),
+            ),
+            Counted::Nothing => (relid, Some(0), Some(0), Some(0), None),
+            Counted::Unknown => (relid, None, None, None, None),
         })
         .collect();
     TableIterator::new(rows)
@@ -250,13 +265,18 @@ fn counters() -> TableIterator<
 /// Refusals by kind of the registered ledgers of this database, for `ledger.refusals`.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
-fn refusal_counters() -> TableIterator<'static, (name!(tbl, pg_sys::Oid), name!(kind, String), name!(refusals, i64))> {
+fn refusal_counters(
+) -> TableIterator<'static, (name!(tbl, pg_sys::Oid), name!(kind, String), name!(refusals, Option<i64>))> {
     let mut rows = Vec::new();
     if available() {
         for relid in registered_ledgers() {
-            let slot = slot(relid, false);
+            let counted = slot(relid, false);
             for (kind, name) in REFUSAL_KINDS {
-                let n = slot.map_or(0, |s| s.refusals[kind as usize].load(Ordering::Relaxed) as i64);
+                let n = match counted {
+                    Counted::Slot(s) => Some(s.refusals[kind as usize].load(Ordering::Relaxed) as i64),
+                    Counted::Nothing => Some(0),
+                    Counted::Unknown => None,
+                };
                 rows.push((relid, name.to_string(), n));
             }
         }
