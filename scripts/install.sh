@@ -7,10 +7,19 @@ cd "$(dirname "$0")/.."
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo pgrx package --pg-config "$PG_CONFIG" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
 major=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 staged=target/release/ledger-pg$major
+# pgrx adds to its staging directory and never empties it: start it afresh, so no script of an
+# earlier build is installed.
+rm -rf "$staged"
+cargo pgrx package --pg-config "$PG_CONFIG" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
 [[ -d $staged ]] || { echo "install: no package in $staged" >&2; exit 1; }
+# pgrx stages this version's install script and the upgrade scripts; older releases' install
+# scripts are kept in sql/ as they were released, and installed too (as the Debian package does).
+extension_dir=$staged$("$PG_CONFIG" --sharedir)/extension
+for script in sql/ledger--*.sql; do
+  [[ -e $extension_dir/$(basename "$script") ]] || cp "$script" "$extension_dir/"
+done
 (cd "$staged" && find . -type f) | while read -r file; do
   dest=${file#.}
   mkdir -p "$(dirname "$dest")"

@@ -30,6 +30,7 @@ tier "pure logic (cargo test)" cargo test -p ledger-core --quiet
 # cargo pgrx test installs its own debug build into PostgreSQL, so the release install comes after it.
 tier "in-database unit tests (cargo pgrx test)" scripts/pg-test.sh
 tier "install into PostgreSQL 15" scripts/install.sh
+tier "Debian package on a fresh Debian 12 (dpkg -i in a chroot)" tests/package/test_deb.sh
 tier "SQL contract (pg_regress)" regress
 tier "offline verifier (pytest)" python3 -m pytest -q tests/python
 tier "multi-connection integration (pytest)" python3 -m pytest -q tests/integration
