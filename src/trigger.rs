@@ -240,12 +240,14 @@ fn refuse_change<'a>(
     // SAFETY: PostgreSQL hands a trigger a valid relation.
     let relid = unsafe { (*data.tg_relation).rd_id };
     let (operation, kind) = match trigger.op() {
-        Ok(PgTriggerOperation::Update) => ("UPDATE", Refusal::Update),
-        Ok(PgTriggerOperation::Delete) => ("DELETE", Refusal::Delete),
-        Ok(PgTriggerOperation::Truncate) => ("TRUNCATE", Refusal::Truncate),
-        _ => ("this change", Refusal::Update),
+        Ok(PgTriggerOperation::Update) => ("UPDATE", Some(Refusal::Update)),
+        Ok(PgTriggerOperation::Delete) => ("DELETE", Some(Refusal::Delete)),
+        Ok(PgTriggerOperation::Truncate) => ("TRUNCATE", Some(Refusal::Truncate)),
+        _ => ("this change", None),
     };
-    metrics::count_refusal(relid, kind);
+    if let Some(kind) = kind {
+        metrics::count_refusal(relid, kind);
+    }
     raise(
         LedgerError::new(
             SqlState::RestrictViolation,
