@@ -2,11 +2,12 @@
 # Runs every test tier against a real PostgreSQL: pure Rust, in-database (#[pg_test]), the pg_regress
 # contract, the offline verifier, the multi-connection integration suite, and the adversarial suite
 # (guards, superuser tampering, crashes, replicas, stress, odd and fuzzed input), the upgrade from every
-# release, and the client examples.
+# release, monitoring (a real postgres_exporter and pg_cron) and the client examples.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 bash scripts/setup-examples.sh || exit 1
+bash scripts/setup-monitoring.sh || exit 1
 
 passed=0 failed=0
 tier() {
@@ -35,6 +36,8 @@ tier "SQL contract (pg_regress)" regress
 tier "offline verifier (pytest)" python3 -m pytest -q tests/python
 tier "multi-connection integration (pytest)" python3 -m pytest -q tests/integration
 tier "adversarial: attacks on real servers (pytest)" python3 -m pytest -q -s tests/adversarial
+tier "monitoring: postgres_exporter scrape, Grafana dashboard, pg_cron schedule (pytest)" \
+  python3 -m pytest -q tests/monitoring
 tier "upgrade from 0.1.0: ALTER EXTENSION ledger UPDATE, fresh and upgraded catalogs alike (pytest)" \
   python3 -m pytest -q tests/upgrade
 tier "client examples: psycopg, SQLAlchemy + Alembic, node-postgres, tokio-postgres, JDBC (pytest)" \
