@@ -17,6 +17,10 @@
 #                lookup on a unique (anchor_id, seq) index and hashing with pgcrypto digest(sha256).
 #      Fresh tables for every run; BULK_RUNS runs each (interleaved, order rotated); best time wins.
 #      Targets: ledger/plain time <= 1.5.
+#   1b. An idempotent retry: one INSERT ... SELECT ... ON CONFLICT DO NOTHING of RETRY_ROWS events
+#      (64 chains), every tenth already stored, into an event table with a bigint primary key, with
+#      the ledger and as the user had it without the ledger; fresh tables, best of RETRY_RUNS.
+#      Target: ledger/plain <= 1.3 (the bulk target of the performance issue).
 #   2. Single-row autocommit INSERTs with pgbench (-n -M prepared -T PGBENCH_SECONDS), 1 client and
 #      PGBENCH_CLIENTS clients on random chains (random anchor among PGBENCH_ANCHORS), on plain, ledger
 #      and hand tables, plus PGBENCH_CLIENTS clients all on ONE chain (reported), and plain and
@@ -55,7 +59,7 @@
 #   VERIFY_ROWS [1000000/50000]  VERIFY_CHAINS [100]  VERIFY_RUNS [6/2]
 #   LIMIT_SAMPLE [VERIFY_ROWS]  LIMIT_HASHES [VERIFY_ROWS]
 #   MERKLE_ROWS [1000000/50000]  MERKLE_RUNS [3/2]  CP_NEW [10000/2000]  CP_RUNS [3]  PROOF_RUNS [3]
-#   STATS_RUNS [5]
+#   STATS_RUNS [5]  RETRY_ROWS [100000/20000]  RETRY_RUNS [3]
 #
 # Needs only what scripts/setup.sh installs (PostgreSQL 15 with contrib: pgbench, pgcrypto; cargo)
 # and the extension installed into it (scripts/install.sh).
@@ -67,7 +71,7 @@ cd "$ROOT"
 # The exact command, with the benchmark's environment variables that were set explicitly.
 VARS=(BENCH_QUICK BENCH_DIR BENCH_PORT BENCH_RESULTS BENCH_KEEP BULK_ROWS BULK_ANCHORS BULK_RUNS
       PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS
-      VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS PG_CONFIG)
+      VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS RETRY_ROWS RETRY_RUNS PG_CONFIG)
 COMMAND=""
 for v in "${VARS[@]}"; do
   if [[ -n ${!v+x} ]]; then COMMAND+="$v=$(printf %q "${!v}") "; fi
@@ -104,10 +108,12 @@ CP_NEW=${CP_NEW:-$(q 10000 2000)}
 CP_RUNS=${CP_RUNS:-3}
 PROOF_RUNS=${PROOF_RUNS:-3}
 STATS_RUNS=${STATS_RUNS:-5}
+RETRY_ROWS=${RETRY_ROWS:-$(q 100000 20000)}
+RETRY_RUNS=${RETRY_RUNS:-3}
 
 for v in BENCH_PORT BULK_ROWS BULK_ANCHORS BULK_RUNS PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS \
          PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES \
-         MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS; do
+         MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS RETRY_ROWS RETRY_RUNS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
 done
 ((BULK_RUNS >= 2)) || { echo "bench: BULK_RUNS must be at least 2 (best of several runs)" >&2; exit 2; }
@@ -306,6 +312,43 @@ for kind in "${KINDS[@]}"; do
 done
 BULK_LEDGER_RATIO=$(calc "${BULK_BEST[ledger]} / ${BULK_BEST[plain]}" 2)
 BULK_HAND_RATIO=$(calc "${BULK_BEST[hand]} / ${BULK_BEST[plain]}" 2)
+
+# 1b. An idempotent retry: INSERT ... SELECT ... ON CONFLICT DO NOTHING of RETRY_ROWS events over 64
+# chains, every tenth already stored (spread through the batch and across the chains), into an event
+# table with the ledger and into the same table without it.
+retry_table() {  # KIND NAME: a fresh event table holding every tenth event
+  psql_ -c "DROP TABLE IF EXISTS $2" \
+        -c "CREATE TABLE $2 (id bigint PRIMARY KEY, stream text NOT NULL, type text NOT NULL, data jsonb NOT NULL)"
+  if [[ $1 == ledger ]]; then psql_ -c "SELECT ledger.enable('$2', chain_by => 'stream')" >/dev/null; fi
+  psql_ -c "INSERT INTO $2 SELECT i, 's' || (i % 64), 'created', jsonb_build_object('i', i)
+            FROM generate_series(1, $RETRY_ROWS, 10) i" -c "VACUUM (ANALYZE) $2" -c "CHECKPOINT" >/dev/null
+}
+timed_statement() {  # SQL -> seconds
+  psql_ <<SQL | tail -1
+SELECT clock_timestamp() AS t0 \\gset
+$1;
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 4);
+SQL
+}
+declare -A RETRY_TIMES=()
+for ((run = 1; run <= RETRY_RUNS; run++)); do
+  for kind in plain ledger; do
+    retry_table "$kind" "retry_$kind"
+    secs=$(timed_statement "INSERT INTO retry_$kind SELECT i, 's' || (i % 64), 'created', jsonb_build_object('i', i)
+                            FROM generate_series(1, $RETRY_ROWS) i ON CONFLICT DO NOTHING")
+    no_crash "the retry into retry_$kind"
+    [[ $(psql_ -c "SELECT count(*) FROM retry_$kind") == "$RETRY_ROWS" ]] || die "retry_$kind: not every event stored once"
+    RETRY_TIMES[$kind]+="$secs "
+    log "retry run $run/$RETRY_RUNS: $kind ${secs}s"
+  done
+done
+[[ $(psql_ -c "SELECT count(*) FROM ledger.verify('retry_ledger')") == 0 ]] || die "retry_ledger does not verify"
+psql_ -c "DROP TABLE retry_plain, retry_ledger" >/dev/null
+# shellcheck disable=SC2086
+RETRY_PLAIN=$(min_of ${RETRY_TIMES[plain]})
+# shellcheck disable=SC2086
+RETRY_LEDGER=$(min_of ${RETRY_TIMES[ledger]})
+RETRY_RATIO=$(calc "$RETRY_LEDGER / $RETRY_PLAIN" 2)
 
 # ------------------------------------------------------------------------------------------------
 # 2. pgbench: single-row autocommit INSERTs
@@ -688,6 +731,17 @@ Time from before \`BEGIN\` to after \`COMMIT\`, fresh table each run, best of $B
 The ledger table also carries the unique \`(anchor_id, seq)\` index that \`ledger.enable\` adds (the
 hand-written table has the same index); the plain table does not.
 
+### 1b. An idempotent retry: \`INSERT ... SELECT ... ON CONFLICT DO NOTHING\` of $RETRY_ROWS events, every tenth already stored
+
+An event table \`(id bigint PRIMARY KEY, stream text, type text, data jsonb)\` holding every tenth event,
+with the ledger (\`ledger.enable(tbl, chain_by => 'stream')\`, 64 chains) and as it was without it; the
+duplicates are spread through the batch and across the chains. Best of $RETRY_RUNS, fresh tables.
+
+| variant | best time | runs (s) | ratio | target | |
+|---|---:|---|---:|---|---|
+| plain (the table without the ledger) | $RETRY_PLAIN s | $(per_run ${RETRY_TIMES[plain]}) | 1.00 | | |
+| **ledger** | $RETRY_LEDGER s | $(per_run ${RETRY_TIMES[ledger]}) | **$RETRY_RATIO** | ledger/plain ≤ 1.3 | $(met "$RETRY_RATIO" "<=" 1.3) |
+
 ## 2. Single-row autocommit INSERTs (pgbench)
 
 \`pgbench -n -M prepared -T $PGBENCH_SECONDS\`, one INSERT per transaction, fsync on; *random* picks one of
@@ -809,6 +863,7 @@ mv "$BENCH_RESULTS.tmp" "$BENCH_RESULTS"
 log "done: $BENCH_RESULTS"
 echo
 echo "bulk ledger/plain $BULK_LEDGER_RATIO (<= 1.5), hand/plain $BULK_HAND_RATIO"
+echo "retry ON CONFLICT DO NOTHING ledger/plain $RETRY_RATIO (<= 1.3)"
 echo "pgbench ledger/plain: 1 client $PGB_R1, $C clients $PGB_RC (>= 0.9); $C clients one chain $PGB_RONE, CPU alone $PGB_ASYNC (reported); ratios of best runs $BEST_R1, $BEST_RC"
 echo "verify $VERIFY_RPS rows/s; limit $LIMIT_HPS (ratio $VERIFY_LIMIT_RATIO, >= 0.5); hand SQL $HAND_VERIFY_RPS (ratio $VERIFY_HAND_RATIO, > 1)"
 echo "ledger.stats on $VERIFY_ROWS records: $STATS_MS ms; count(*) $COUNT_MS ms; ratio $STATS_RATIO"

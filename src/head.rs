@@ -15,9 +15,11 @@
 //! that finds nothing above the hint (our append was rolled back, or rows removed) scans again
 //! without it.
 //!
-//! A row can be dropped after our BEFORE trigger chained it (INSERT ... ON CONFLICT DO NOTHING). The
-//! cache is re-checked against the table at each new command, and before commit every chain this
-//! transaction appended to is checked to be dense, so such a row can never leave a hole.
+//! A row can be dropped after our BEFORE trigger chained it: INSERT ... ON CONFLICT DO NOTHING skips
+//! the rows src/conflict.rs finds conflicting without making them heads, but a concurrent insert of
+//! the same key can still come between that check and the executor's. The cache is re-checked
+//! against the table at each new command, and before commit every chain this transaction appended to
+//! is checked to be dense, so such a row can never leave a hole.
 
 use crate::datum::text_datum_to_str;
 use crate::error::{raise, OrRaise};
@@ -127,7 +129,6 @@ fn remember_heads(state: State) {
 /// was dropped after chaining, in which case the pre-commit check counted the stored ones.
 fn count_appends(state: &State) {
     let stored = STORED_APPENDS.with(|s| s.take());
-    crate::metrics::take_skipping_inserts(); // it lasts one transaction
     if !crate::metrics::available() {
         return;
     }
@@ -361,7 +362,7 @@ unsafe fn scan_head(
 }
 
 #[cfg(not(feature = "pg18"))]
-unsafe fn begin_index_scan(
+pub unsafe fn begin_index_scan(
     heap: pg_sys::Relation,
     index: pg_sys::Relation,
     snapshot: pg_sys::Snapshot,
@@ -372,7 +373,7 @@ unsafe fn begin_index_scan(
 
 /// PostgreSQL 18 added an instrumentation argument.
 #[cfg(feature = "pg18")]
-unsafe fn begin_index_scan(
+pub unsafe fn begin_index_scan(
     heap: pg_sys::Relation,
     index: pg_sys::Relation,
     snapshot: pg_sys::Snapshot,
@@ -394,17 +395,18 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
         pg_sys::XactEvent::XACT_EVENT_COMMIT => {
             let state = STATE.with(|s| s.take());
             count_appends(&state);
-            remember_heads(state)
+            remember_heads(state);
+            crate::conflict::forget();
         }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
-            crate::metrics::take_skipping_inserts();
+            crate::conflict::forget();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
-            crate::metrics::take_skipping_inserts();
+            crate::conflict::forget();
             // A failed ledger.enable may have cached the layout of a table that is not a ledger.
             crate::layout::forget_all();
         }
@@ -433,7 +435,7 @@ pub unsafe extern "C-unwind" fn on_subxact(
 /// rows (INSERT ... ON CONFLICT DO NOTHING) and appends are counted, every chain's stored records
 /// are counted, so the counter gets the appends that were stored.
 unsafe fn check_dense() {
-    let exact = crate::metrics::available() && crate::metrics::skipping_inserts();
+    let exact = crate::metrics::available() && crate::conflict::skipping_inserts();
     let spans: Vec<(Oid, Option<Datum>, i64, i64)> = STATE.with(|s| {
         s.borrow()
             .heads
@@ -478,7 +480,7 @@ unsafe fn check_dense() {
                         "Seqs {first} to {} were chained in this transaction but only {before_last} of them are in the table; a later row links to a missing one.",
                         last - 1
                     ))
-                    .hint("A row skipped after chaining (by INSERT ... ON CONFLICT DO NOTHING, or a trigger returning NULL) must be the last of its chain in the statement; retry with one row per statement."),
+                    .hint("A row was dropped after it was chained: a concurrent transaction stored the same key between the ledger's check and the insert, or a trigger returned NULL. Retry the transaction."),
             );
             }
             *stored.entry(relid).or_default() += before_last + at_last;

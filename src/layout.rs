@@ -43,6 +43,25 @@ pub struct Layout {
     head_index: Option<HeadIndex>,
     /// Set by `ledger.retire`: who retired the ledger, when and why. Appends are refused.
     pub retired: Option<String>,
+    /// The table's own unique keys (not those on the ledger's columns), which INSERT ... ON
+    /// CONFLICT can skip a row for (src/conflict.rs).
+    pub unique_keys: Vec<UniqueKey>,
+}
+
+/// A plain unique btree index of the table's own columns.
+pub struct UniqueKey {
+    pub index: Oid,
+    pub columns: Vec<KeyColumn>,
+    /// `NULLS NOT DISTINCT` (PostgreSQL 15 and later): NULLs conflict with each other.
+    pub nulls_not_distinct: bool,
+}
+
+pub struct KeyColumn {
+    /// Zero-based position in the table's tuple descriptor.
+    pub index: usize,
+    /// The btree equality function and collation of the index column.
+    pub equality: Oid,
+    pub collation: Oid,
 }
 
 impl Layout {
@@ -237,7 +256,60 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let (prev_hash, _) = find("prev_hash")?;
     let (hash, _) = find("hash")?;
     let head_index = find_head_index(relid, chain.as_ref().map(|c| c.index), seq)?;
-    Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_index, retired })
+    let unique_keys = find_unique_keys(relid, &[seq, prev_hash, hash])?;
+    Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_index, retired, unique_keys })
+}
+
+#[cfg(any(feature = "pg13", feature = "pg14"))]
+const NULLS_NOT_DISTINCT: &str = "false";
+#[cfg(not(any(feature = "pg13", feature = "pg14")))]
+const NULLS_NOT_DISTINCT: &str = "i.indnullsnotdistinct";
+
+/// The valid, plain (no expression, no predicate), immediately checked unique btree indexes of the
+/// table that contain none of the `computed` columns (zero-based), with each key column's equality
+/// function. (ON CONFLICT takes no deferrable index as its arbiter.)
+fn find_unique_keys(relid: Oid, computed: &[usize]) -> Result<Vec<UniqueKey>, LedgerError> {
+    let computed: Vec<i16> = computed.iter().map(|i| *i as i16 + 1).collect();
+    let query = format!(
+        "SELECT i.indexrelid, k.attnum, coalesce(o.oprcode, 0)::oid, k.coll, {NULLS_NOT_DISTINCT} \
+         FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_am am ON am.oid = c.relam AND am.amname = 'btree' \
+         CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[], i.indcollation::oid[]) \
+              WITH ORDINALITY AS k(attnum, opclass, coll, n) \
+         JOIN pg_opclass oc ON oc.oid = k.opclass \
+         LEFT JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amoplefttype = oc.opcintype \
+              AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy = 3 \
+         LEFT JOIN pg_operator o ON o.oid = ao.amopopr \
+         WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid \
+           AND i.indexprs IS NULL AND i.indpred IS NULL AND k.n <= i.indnkeyatts \
+           AND NOT (string_to_array(i.indkey::text, ' ')::int2[] && $2) \
+         ORDER BY i.indexrelid, k.n"
+    );
+    let rows = Spi::connect(|client| {
+        client
+            .select(&query, None, &[relid.into(), computed.into()])?
+            .map(|row| {
+                Ok::<_, pgrx::spi::Error>((
+                    row.get::<Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                    row.get::<i16>(2)?.unwrap_or(0),
+                    row.get::<Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+                    row.get::<Oid>(4)?.unwrap_or(pg_sys::InvalidOid),
+                    row.get::<bool>(5)?.unwrap_or(false),
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(|e| LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger's indexes").detail(e.to_string()))?;
+    let mut keys: Vec<UniqueKey> = Vec::new();
+    for (index, attnum, equality, collation, nulls_not_distinct) in rows {
+        let column = KeyColumn { index: attnum as usize - 1, equality, collation };
+        match keys.last_mut() {
+            Some(key) if key.index == index => key.columns.push(column),
+            _ => keys.push(UniqueKey { index, columns: vec![column], nulls_not_distinct }),
+        }
+    }
+    Ok(keys)
 }
 
 /// The valid, plain, unique btree index on exactly (chain, seq) or (seq), as `ledger.enable` makes

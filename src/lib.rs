@@ -6,6 +6,7 @@
 use pgrx::prelude::*;
 
 mod checkpoint;
+mod conflict;
 mod datum;
 mod enable;
 mod error;
@@ -34,6 +35,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     checkpoint::register_settings();
     metrics::init();
+    conflict::init();
     // SAFETY: registering process-lifetime callbacks once, at library load.
     unsafe {
         pg_sys::RegisterXactCallback(Some(head::on_xact), std::ptr::null_mut());

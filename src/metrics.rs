@@ -84,60 +84,7 @@ pub fn init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         pg_shmem_init!(COUNTERS = Counters([Slot::FREE; SLOTS]));
         AVAILABLE.store(true, Ordering::Relaxed);
-        // SAFETY: hooks are installed once, in the postmaster, before any query runs.
-        unsafe {
-            PREVIOUS_EXECUTOR_START = pg_sys::ExecutorStart_hook;
-            pg_sys::ExecutorStart_hook = Some(executor_start);
-        }
     }
-}
-
-static mut PREVIOUS_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
-
-thread_local! {
-    /// Whether this transaction ran an INSERT ... ON CONFLICT DO NOTHING, which can drop a row
-    /// after the append trigger chained it: its appends are then counted from the table.
-    static SKIPPING_INSERTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Notes statements that insert with ON CONFLICT DO NOTHING (at the top or in a WITH clause).
-#[pg_guard]
-unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
-    // SAFETY: the executor hands its hook a valid query descriptor with a planned statement.
-    unsafe {
-        let stmt = (*query).plannedstmt;
-        if !stmt.is_null() {
-            let skips = |plan: *mut pg_sys::Plan| {
-                !plan.is_null()
-                    && (*plan).type_ == pg_sys::NodeTag::T_ModifyTable
-                    && (*plan.cast::<pg_sys::ModifyTable>()).onConflictAction
-                        == pg_sys::OnConflictAction::ONCONFLICT_NOTHING
-            };
-            // Data-modifying WITH clauses are planned as subplans.
-            let subplans = (*stmt).subplans;
-            let in_subplan = !subplans.is_null()
-                && std::slice::from_raw_parts((*subplans).elements, (*subplans).length as usize)
-                    .iter()
-                    .any(|cell| skips(cell.ptr_value.cast()));
-            if skips((*stmt).planTree) || in_subplan {
-                SKIPPING_INSERTS.with(|s| s.set(true));
-            }
-        }
-        match PREVIOUS_EXECUTOR_START {
-            Some(previous) => previous(query, eflags),
-            None => pg_sys::standard_ExecutorStart(query, eflags),
-        }
-    }
-}
-
-/// Whether this transaction's appends must be counted from the table (and forgets it).
-pub fn take_skipping_inserts() -> bool {
-    SKIPPING_INSERTS.with(|s| s.replace(false))
-}
-
-/// Whether this transaction's appends must be counted from the table.
-pub fn skipping_inserts() -> bool {
-    SKIPPING_INSERTS.with(|s| s.get())
 }
 
 pub fn available() -> bool {

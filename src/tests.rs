@@ -117,7 +117,7 @@ mod tests {
         Spi::run("CREATE TABLE idem (id int PRIMARY KEY, body text)").unwrap();
         Spi::run("SELECT ledger.enable('idem')").unwrap();
         Spi::run("INSERT INTO idem VALUES (1, 'first')").unwrap();
-        // The conflicting row is chained by the trigger, then dropped by ON CONFLICT.
+        // The conflicting row gets a link without becoming the head, then ON CONFLICT drops it.
         Spi::run("INSERT INTO idem VALUES (1, 'again') ON CONFLICT (id) DO NOTHING").unwrap();
         Spi::run("INSERT INTO idem VALUES (2, 'second')").unwrap();
         assert_eq!(Spi::get_one::<i64>("SELECT max(seq) FROM idem").unwrap(), Some(2));

@@ -1,6 +1,7 @@
 //! The triggers every ledger table carries: `append_row` chains each inserted row, `refuse_change`
 //! refuses UPDATE, DELETE and TRUNCATE.
 
+use crate::conflict;
 use crate::datum::{text_datum, text_datum_to_str, DatumReader};
 use crate::error::{raise, OrRaise};
 use crate::head;
@@ -122,9 +123,12 @@ fn append_row<'a>(
             values[layout.hash] = text_datum(&to_hex(&hash));
             nulls[layout.hash] = false;
 
-            let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            head::appended(&layout, &chain_key, chain_datum, seq, hash);
-            tuple
+            // A row ON CONFLICT will skip gets the next link too (it must pass NOT NULL), but the
+            // chain's head stays where it is.
+            if !(conflict::skipping_inserts() && conflict::conflicts(&layout, rel, &values, &nulls)) {
+                head::appended(&layout, &chain_key, chain_datum, seq, hash);
+            }
+            pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr())
         });
         Ok(Some(PgHeapTuple::from_heap_tuple(pgrx::PgTupleDesc::from_pg_unchecked(tupdesc), new_tuple)))
     }
