@@ -651,14 +651,16 @@ class Report:
 
 def _verification_order(record: Record):
     """Order of FORMAT.md: by seq, NULL seq last; ties: well-formed hashes by octets, then
-    malformed ones (by their text), then NULL."""
+    malformed ones (by their text), then NULL; equal stored hashes: the record whose values hash to
+    it first, then by the hash of the values. Nothing depends on the order of the export's lines."""
     if record.stored_hash is None:
         category, key = 2, b""
     elif HASH_PATTERN.fullmatch(record.stored_hash):
         category, key = 0, bytes.fromhex(record.stored_hash)
     else:
         category, key = 1, record.stored_hash.encode("utf-8")
-    return (record.seq is None, record.seq or 0, category, key)
+    return (record.seq is None, record.seq or 0, category, key,
+            record.stored_hash != record.computed_hash, bytes.fromhex(record.computed_hash))
 
 
 def verify_chain(chain: str | None, records: Iterable[Record]) -> list[Problem]:

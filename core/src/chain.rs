@@ -36,7 +36,7 @@ impl StoredHash {
     }
 }
 
-/// What the scan keeps of one record: about 100 bytes, so a million records fit in ~100 MB.
+/// What the scan keeps of one record: about 130 bytes, so a million records fit in ~130 MB.
 #[derive(Debug, Clone)]
 pub struct Link {
     pub seq: Option<i64>,
@@ -44,6 +44,10 @@ pub struct Link {
     pub prev_hash: StoredHash,
     /// `None` when the stored hash equals the recomputed one; else the finding's detail.
     pub hash_problem: Option<Box<str>>,
+    /// The text of a malformed stored hash, which orders malformed hashes among themselves.
+    pub malformed: Option<Box<[u8]>>,
+    /// The hash of the record's values, the last tie-break of the order.
+    pub computed: Digest,
 }
 
 impl Link {
@@ -56,7 +60,33 @@ impl Link {
                     .into_boxed_str(),
             ),
         };
-        Link { seq, hash, prev_hash, hash_problem }
+        Link { seq, hash, prev_hash, hash_problem, malformed: None, computed: *computed }
+    }
+
+    /// A record as the table stores it: the text of its `hash` and `prev_hash` columns.
+    pub fn from_stored(seq: Option<i64>, hash: Option<&str>, prev_hash: Option<&str>, computed: &Digest) -> Link {
+        let mut link = Link::new(seq, StoredHash::parse(hash), StoredHash::parse(prev_hash), computed);
+        if link.hash == StoredHash::Malformed {
+            // char(64) pads a shorter value with blanks, which are not part of it.
+            link.malformed = hash.map(|h| h.trim_end_matches(' ').as_bytes().into());
+        }
+        link
+    }
+
+    /// The order of FORMAT.md, "Verification": by seq (NULL last); equal seqs by stored hash
+    /// (well-formed ones by octets, malformed ones by their text, then NULL); equal stored hashes
+    /// (a copy of a record) with the record whose values hash to it first, then by the hash of the
+    /// values. Nothing of it depends on where a record is stored, so every verifier, reading the
+    /// table or an export, takes the records in the same order.
+    fn order_key(&self) -> (bool, Option<i64>, StoredHash, &[u8], bool, &Digest) {
+        (
+            self.seq.is_none(),
+            self.seq,
+            self.hash,
+            self.malformed.as_deref().unwrap_or_default(),
+            self.hash_problem.is_some(),
+            &self.computed,
+        )
     }
 }
 
@@ -86,9 +116,9 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// Checks one chain. Records are taken in (seq, stored hash) order; records with a null seq last.
+/// Checks one chain. Records are taken in the order of [`Link::order_key`].
 pub fn check_chain(mut links: Vec<Link>) -> Vec<Finding> {
-    links.sort_unstable_by_key(|a| (a.seq.is_none(), a.seq, a.hash));
+    links.sort_unstable_by(|a, b| a.order_key().cmp(&b.order_key()));
     let mut findings = Vec::new();
     let mut expected_seq: i64 = 1;
     let mut expected_prev = StoredHash::Null;
@@ -310,6 +340,55 @@ mod tests {
         let mut l = links(&chain(4));
         l.push(l[1].clone());
         assert_eq!(problems(&check_chain(l)), vec![(Some(2), "duplicate_seq")]);
+    }
+
+    #[test]
+    fn a_modified_copy_is_the_duplicate_whichever_comes_first() {
+        let records = chain(5);
+        let genuine = links(&records);
+        // Same seq, prev_hash and stored hash as record 3, other values.
+        let copy = Link::new(Some(3), StoredHash::Digest(records[2].1), records[2].2, &sha3_256(b"copy"));
+        let expected = vec![(Some(3), "duplicate_seq"), (Some(3), "hash_mismatch")];
+        for position in 0..=genuine.len() {
+            let mut l = genuine.clone();
+            l.insert(position, copy.clone());
+            assert_eq!(problems(&check_chain(l.clone())), expected, "copy at {position}");
+            l.reverse();
+            assert_eq!(problems(&check_chain(l)), expected, "copy at {position}, reversed");
+        }
+        // Two copies, neither genuine: the order is by the hash of their values, wherever stored.
+        let other = Link::new(Some(3), StoredHash::Digest(records[2].1), records[2].2, &sha3_256(b"other"));
+        let mut a = genuine.clone();
+        a[2] = copy.clone();
+        a.push(other.clone());
+        let mut b = genuine.clone();
+        b[2] = other;
+        b.insert(0, copy);
+        assert_eq!(check_chain(a), check_chain(b));
+    }
+
+    #[test]
+    fn malformed_hashes_are_ordered_by_their_text() {
+        let records = chain(3);
+        let previous = to_hex(&records[0].1);
+        let (low, high) = {
+            let (x, y) = (sha3_256(b"x"), sha3_256(b"y"));
+            if x < y {
+                (x, y)
+            } else {
+                (y, x)
+            }
+        };
+        // By the hash of their values "zz" would come first; by their text, "aa" does.
+        let zz = Link::from_stored(Some(2), Some("zz"), Some(&previous), &low);
+        let aa = Link::from_stored(Some(2), Some("aa   "), Some(&previous), &high);
+        for order in [vec![zz.clone(), aa.clone()], vec![aa, zz]] {
+            let mut l = links(&records);
+            l.splice(1..2, order);
+            let first_mismatch = check_chain(l).into_iter().find(|f| f.problem == Problem::HashMismatch).unwrap();
+            assert_eq!(first_mismatch.seq, Some(2));
+            assert!(first_mismatch.detail.ends_with(&to_hex(&high)), "{}", first_mismatch.detail);
+        }
     }
 
     #[test]

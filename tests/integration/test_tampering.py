@@ -84,6 +84,20 @@ TAMPERINGS = {
         f"prev_hash, {FORGED}, payload, sig, producer, version FROM ledger.records "
         f"WHERE {where(3)}",
         None),
+    # A modified copy that keeps seq, prev_hash and hash: the genuine record continues the chain
+    # whichever of the two is stored first (FORMAT.md orders them by their contents, and the
+    # export carries no storage order).
+    "modified_copy_stored_after": (
+        DROP_UNIQUE + "INSERT INTO ledger.records SELECT gen_random_uuid(), anchor_id, slot, kind, ts, seq, "
+        f"prev_hash, hash, '{{\"i\": 99}}', sig, producer, version FROM ledger.records WHERE {where(3)}",
+        [(3, "duplicate_seq"), (3, "hash_mismatch")]),
+    "modified_copy_stored_before": (
+        DROP_UNIQUE + f"CREATE TEMP TABLE genuine AS SELECT * FROM ledger.records WHERE {where(3)};"
+        f"DELETE FROM ledger.records WHERE {where(3)};"
+        "INSERT INTO ledger.records SELECT gen_random_uuid(), anchor_id, slot, kind, ts, seq, "
+        "prev_hash, hash, '{\"i\": 99}', sig, producer, version FROM genuine;"
+        "INSERT INTO ledger.records SELECT * FROM genuine",
+        [(3, "duplicate_seq"), (3, "hash_mismatch")]),
 }
 
 
