@@ -1,5 +1,6 @@
-//! `ledger.enable(tbl, chain_by)`: makes a table a ledger. Everything happens in the caller's
-//! transaction, so an error leaves the table exactly as it was.
+//! `ledger.enable(tbl, chain_by, order_by, keep_existing_as)`: makes a table a ledger, chaining the
+//! rows already in it. Everything happens in the caller's transaction, so an error leaves the table
+//! exactly as it was.
 
 use crate::datum::{column_type_of, SqlName};
 use crate::error::raise;
@@ -19,7 +20,12 @@ const LEDGER_COLUMNS: [(&str, &str, &str); 3] =
 
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn enable(tbl: Option<PgRelation>, chain_by: default!(Option<SqlName>, "NULL")) {
+fn enable(
+    tbl: Option<PgRelation>,
+    chain_by: default!(Option<SqlName>, "NULL"),
+    order_by: default!(Option<&str>, "NULL"),
+    keep_existing_as: default!(Option<&str>, "NULL"),
+) {
     let tbl = crate::error::required(tbl, "tbl");
     let chain_by = chain_by.as_ref().map(|n| n.0.as_str());
     crate::datum::require_utf8_database();
@@ -34,7 +40,10 @@ fn enable(tbl: Option<PgRelation>, chain_by: default!(Option<SqlName>, "NULL")) 
     spi_run(&format!("LOCK TABLE ONLY {name} IN SHARE ROW EXCLUSIVE MODE"));
     check_enableable(relid, relkind, &name);
 
+    // A store that computed hashes of its own keeps them, under other names, as hashed columns.
+    let kept = keep_existing_as.map(|prefix| keep_existing_columns(relid, &name, prefix)).unwrap_or_default();
     let mut attributes = layout::attributes(relid);
+    let order = order_by.map(|o| existing_rows_order(&attributes, &name, o));
     if let Some(chain) = chain_by {
         let Some((_, _, type_oid)) = attributes.iter().find(|(_, n, _)| n == chain) else {
             raise(
@@ -100,11 +109,11 @@ fn enable(tbl: Option<PgRelation>, chain_by: default!(Option<SqlName>, "NULL")) 
 
     lifecycle::register(relid, &name, chain_by, column_names, column_types);
 
-    {
+    let chained = {
         // SAFETY: the table exists and is locked by this transaction.
         let tbl = unsafe { PgRelation::with_lock(relid, pg_sys::AccessShareLock as i32) };
-        chain_existing_rows(&tbl, &name);
-    }
+        chain_existing_rows(&tbl, &name, order.as_deref())
+    };
 
     let chain_column = chain_by.map(|c| format!("{}, ", quote_ident(c))).unwrap_or_default();
     spi_run(&format!("ALTER TABLE ONLY {name} ALTER COLUMN seq SET NOT NULL, ALTER COLUMN hash SET NOT NULL"));
@@ -119,8 +128,88 @@ fn enable(tbl: Option<PgRelation>, chain_by: default!(Option<SqlName>, "NULL")) 
     for trigger in ["zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate"] {
         spi_run(&format!("ALTER TABLE ONLY {name} ENABLE ALWAYS TRIGGER {trigger}"));
     }
-    lifecycle::finish_enable(relid, &name, &actor);
+    let migration = chained.map(|(rows, chains)| {
+        let mut what = format!(
+            "chained {rows} existing row(s) in {chains} chain(s), ordered by {}",
+            order.as_deref().map_or("the primary key".to_string(), |o| format!("{o}, then the primary key"))
+        );
+        for (old, new) in &kept {
+            what.push_str(&format!("; kept {old} as {new}"));
+        }
+        what
+    });
+    lifecycle::finish_enable(relid, &name, &actor, migration.as_deref());
     crate::metrics::reset(relid);
+}
+
+/// Renames the table's own seq, prev_hash and hash columns to `prefix` + name, so they become
+/// ordinary hashed columns and the ledger's columns take their names. Returns (old, new) names.
+fn keep_existing_columns(relid: Oid, name: &str, prefix: &str) -> Vec<(String, String)> {
+    let attributes = layout::attributes(relid);
+    let mut kept = Vec::new();
+    for (column, _, _) in LEDGER_COLUMNS {
+        if !attributes.iter().any(|(_, n, _)| n == column) {
+            continue;
+        }
+        let new = format!("{prefix}{column}");
+        if new.len() >= pg_sys::NAMEDATALEN as usize || new == column {
+            raise(
+                LedgerError::new(
+                    SqlState::InvalidParameterValue,
+                    format!("cannot keep column \"{column}\" as \"{new}\""),
+                )
+                .hint("keep_existing_as is a prefix for the kept columns' names, such as 'app_'."),
+            );
+        }
+        if attributes.iter().any(|(_, n, _)| *n == new) {
+            raise(
+                LedgerError::new(
+                    SqlState::DuplicateColumn,
+                    format!("column \"{new}\" of relation {name} already exists"),
+                )
+                .hint("Choose another keep_existing_as prefix."),
+            );
+        }
+        spi_run(&format!("ALTER TABLE ONLY {name} RENAME COLUMN {} TO {}", quote_ident(column), quote_ident(&new)));
+        kept.push((column.to_string(), new));
+    }
+    if kept.is_empty() {
+        raise(
+            LedgerError::new(SqlState::UndefinedColumn, format!("{name} has no seq, prev_hash or hash column to keep"))
+                .hint("keep_existing_as is for tables that already hold hashes of their own; leave it out."),
+        );
+    }
+    kept
+}
+
+/// The ORDER BY of `order_by` (column names, each optionally ASC or DESC), checked against the
+/// table's columns and quoted.
+fn existing_rows_order(attributes: &[(usize, String, Oid)], name: &str, order_by: &str) -> String {
+    let mut terms = Vec::new();
+    for term in order_by.split(',') {
+        let words: Vec<&str> = term.split_whitespace().collect();
+        let (column, direction) = match words.as_slice() {
+            [column] => (*column, ""),
+            [column, d] if d.eq_ignore_ascii_case("asc") => (*column, " ASC"),
+            [column, d] if d.eq_ignore_ascii_case("desc") => (*column, " DESC"),
+            _ => raise(
+                LedgerError::new(SqlState::SyntaxError, format!("invalid order_by term \"{}\"", term.trim()))
+                    .hint("order_by lists columns, each optionally followed by ASC or DESC: 'ts, rid'."),
+            ),
+        };
+        let column = column.trim_matches('"');
+        if !attributes.iter().any(|(_, n, _)| n == column) || LEDGER_COLUMNS.iter().any(|(c, _, _)| *c == column) {
+            raise(
+                LedgerError::new(
+                    SqlState::UndefinedColumn,
+                    format!("column \"{column}\" of relation {name} does not exist"),
+                )
+                .hint("order_by names the table's own columns; the ledger's seq, prev_hash and hash cannot order it."),
+            );
+        }
+        terms.push(format!("{}{direction}", quote_ident(column)));
+    }
+    terms.join(", ")
 }
 
 fn check_enableable(relid: Oid, relkind: u8, name: &str) {
@@ -219,16 +308,17 @@ fn spi_run(sql: &str) {
     }
 }
 
-/// The one-time migration: rows already in the table are chained in primary-key order (within
-/// each chain). A table whose rows already carry hashes must already be a valid chain.
-fn chain_existing_rows(tbl: &PgRelation, name: &str) {
+/// The one-time migration: rows already in the table are chained in `order` (then primary-key
+/// order; by default primary-key order alone), within each chain. A table whose rows already carry
+/// the ledger's hashes must already be a valid chain. Returns the rows and chains it chained.
+fn chain_existing_rows(tbl: &PgRelation, name: &str, order: Option<&str>) -> Option<(i64, i64)> {
     let counts =
         Spi::get_two::<i64, i64>(&format!("SELECT count(*), count(hash) FROM ONLY {name}")).unwrap_or_else(|e| {
             raise(LedgerError::new(SqlState::DataCorrupted, "cannot count rows").detail(e.to_string()))
         });
     let (total, hashed) = (counts.0.unwrap_or(0), counts.1.unwrap_or(0));
     if total == 0 {
-        return;
+        return None;
     }
     if hashed == total {
         let findings = crate::verify::verify_table(tbl, None).findings;
@@ -242,10 +332,13 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
                     "First problem: {problem} at chain {}, seq {}: {detail}",
                     chain.as_deref().unwrap_or("-"),
                     seq.map_or("null".into(), |s| s.to_string())
-                )),
+                ))
+                .hint(
+                    "To keep them as the table's own evidence and chain the rows afresh: keep_existing_as => 'app_'.",
+                ),
             );
         }
-        return;
+        return None;
     }
     if hashed > 0 {
         raise(
@@ -268,7 +361,9 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
     .flatten()
     .unwrap_or_default();
     let chain_order = layout.chain.as_ref().map(|c| format!("{}, ", quote_ident(&c.name))).unwrap_or_default();
-    let query = format!("SELECT ctid, ctid::text FROM ONLY {name} ORDER BY {chain_order}{primary_key}");
+    let then = order.map(|o| format!("{o}, ")).unwrap_or_default();
+    let query = format!("SELECT ctid, ctid::text FROM ONLY {name} ORDER BY {chain_order}{then}{primary_key}");
+    let mut chains = 0i64;
 
     let mut updates: Vec<(String, i64, Option<String>, String)> = Vec::with_capacity(total as usize);
     let mut scratch = RecordScratch::default();
@@ -310,6 +405,7 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
                     if current_chain.as_deref() != Some(scratch.chain_key.as_slice()) {
                         current_chain = Some(scratch.chain_key.clone());
                         head = None;
+                        chains += 1;
                     }
                     let seq = head.map_or(1, |(s, _)| s + 1);
                     let prev_hex = head.map(|(_, h)| to_hex(&h));
@@ -351,4 +447,5 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str) {
             });
         }
     });
+    Some((total, chains))
 }

@@ -126,8 +126,9 @@ pub fn register(relid: Oid, name: &str, chain_by: Option<&str>, columns: Vec<Str
     });
 }
 
-/// Fixes the registered definition once `ledger.enable` is done, and records the event.
-pub fn finish_enable(relid: Oid, name: &str, actor: &str) {
+/// Fixes the registered definition once `ledger.enable` is done, and records the event (with what
+/// it did to rows already in the table, if any).
+pub fn finish_enable(relid: Oid, name: &str, actor: &str, migration: Option<&str>) {
     let definition = current_definition(relid);
     as_extension_owner(|| {
         Spi::run_with_args(
@@ -136,7 +137,7 @@ pub fn finish_enable(relid: Oid, name: &str, actor: &str) {
         )
         .map_err(|e| spi_error("cannot register the ledger's definition", e))
         .or_raise();
-        record_event(name, "enable", actor, &definition, None);
+        record_event(name, "enable", actor, &definition, migration);
     });
 }
 

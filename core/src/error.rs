@@ -44,6 +44,10 @@ pub enum SqlState {
     ObjectNotInPrerequisiteState,
     /// 25006: a checkpoint or retirement asked of a hot standby.
     ReadOnlySqlTransaction,
+    /// 42701: a column `ledger.enable` would rename another to already exists.
+    DuplicateColumn,
+    /// 42601: an `order_by` that is not a list of columns.
+    SyntaxError,
 }
 
 impl SqlState {
@@ -69,6 +73,8 @@ impl SqlState {
             SqlState::InsufficientPrivilege => "42501",
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::ReadOnlySqlTransaction => "25006",
+            SqlState::DuplicateColumn => "42701",
+            SqlState::SyntaxError => "42601",
         }
     }
 }
