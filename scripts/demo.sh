@@ -78,7 +78,7 @@ SQL
 run -c "SELECT * FROM ledger.verify('payments')"
 digest=$(cat "$dir/alice.digest"; printf x)  # the x keeps the digest's final newlines
 run -v digest="${digest%x}" <<'SQL'
-SELECT "check", ok, left(detail, 70) AS detail FROM ledger.verify_digest(:'digest');
+SELECT item, ok, left(detail, 70) AS detail FROM ledger.verify_digest(:'digest');
 SQL
 run -At -c "SELECT * FROM ledger.export('payments')" >"$dir/payments.jsonl"
 python3 scripts/verify_export.py "$dir/payments.jsonl" --digest "$dir/alice.digest" --allow-unsigned || true

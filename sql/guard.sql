@@ -52,8 +52,9 @@ AS $$
 BEGIN
     RAISE EXCEPTION 'ledger % cannot be altered', tbl
         USING ERRCODE = 'insufficient_privilege',
-              DETAIL = 'The command changes what the ledger''s hashes and triggers rely on: '
-                       || (SELECT string_agg(change, '; ' ORDER BY removed DESC, n)
+              -- One changed line of the definition per line of the detail: removed (-), then added (+).
+              DETAIL = E'The command changes what the ledger''s hashes and triggers rely on:\n'
+                       || (SELECT string_agg(change, E'\n' ORDER BY removed DESC, n)
                              FROM (SELECT '- ' || line, true, n
                                      FROM unnest(string_to_array(registered, E'\n')) WITH ORDINALITY AS r(line, n)
                                     WHERE line <> '' AND line <> ALL (string_to_array(current, E'\n'))
@@ -61,8 +62,7 @@ BEGIN
                                    SELECT '+ ' || line, false, n
                                      FROM unnest(string_to_array(current, E'\n')) WITH ORDINALITY AS c(line, n)
                                     WHERE line <> '' AND line <> ALL (string_to_array(registered, E'\n'))
-                                  ) AS changes(change, removed, n))
-                       || '.',
+                                  ) AS changes(change, removed, n)),
               HINT = 'Only a superuser can change a ledger''s definition (and ledger.verify will report it). '
                      'To stop appending, use ledger.retire().';
 END

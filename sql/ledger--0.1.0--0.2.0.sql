@@ -1,5 +1,7 @@
 -- ledger 0.1.0 -> 0.2.0: metrics (ledger.stats, ledger.refusals, counters in shared memory), scheduled
--- verification (ledger.verify_all with its history ledger ledger.verify_runs, ledger.checkpoint_all).
+-- verification (ledger.verify_all with its history ledger ledger.verify_runs, ledger.checkpoint_all),
+-- migrations of stores that hashed their records (ledger.enable's order_by and keep_existing_as),
+-- the checks' column renamed item, and one changed definition line per line of a guard's DETAIL.
 -- Nothing stored changes: every record, checkpoint, proof and digest of 0.1.0 verifies as before.
 
 \echo Use "ALTER EXTENSION ledger UPDATE TO '0.2.0'" to load this file. \quit
@@ -209,6 +211,70 @@ BEGIN
                   DETAIL = 'The command would replace every record without the ledger''s triggers seeing it.',
                   HINT = 'Only a superuser can rewrite a ledger (and checkpoints made before report any change).';
     END IF;
+END
+$$;
+
+-- ledger.enable chooses the order existing rows are chained in, and keeps a table's own hashes.
+DROP FUNCTION ledger.enable(regclass, name);
+CREATE FUNCTION ledger.enable(
+	"tbl" regclass,
+	"chain_by" name DEFAULT NULL,
+	"order_by" TEXT DEFAULT NULL,
+	"keep_existing_as" TEXT DEFAULT NULL
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'enable_wrapper';
+
+-- The checks' column was named "check", a reserved word every query had to quote.
+DROP FUNCTION ledger.verify_checkpoint(uuid);
+DROP FUNCTION ledger.verify_digest(text);
+CREATE FUNCTION ledger.verify_checkpoint(
+	"cid" uuid
+) RETURNS TABLE (
+	"item" TEXT,
+	"ok" bool,
+	"detail" TEXT
+)
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'verify_checkpoint_wrapper';
+
+CREATE FUNCTION ledger.verify_digest(
+	"digest" TEXT
+) RETURNS TABLE (
+	"item" TEXT,
+	"ok" bool,
+	"detail" TEXT
+)
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'verify_digest_wrapper';
+
+-- A refused definition change lists one changed line per line of its DETAIL.
+CREATE OR REPLACE FUNCTION ledger.refuse_definition_change(tbl regclass, registered text, current text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger % cannot be altered', tbl
+        USING ERRCODE = 'insufficient_privilege',
+              -- One changed line of the definition per line of the detail: removed (-), then added (+).
+              DETAIL = E'The command changes what the ledger''s hashes and triggers rely on:\n'
+                       || (SELECT string_agg(change, E'\n' ORDER BY removed DESC, n)
+                             FROM (SELECT '- ' || line, true, n
+                                     FROM unnest(string_to_array(registered, E'\n')) WITH ORDINALITY AS r(line, n)
+                                    WHERE line <> '' AND line <> ALL (string_to_array(current, E'\n'))
+                                   UNION ALL
+                                   SELECT '+ ' || line, false, n
+                                     FROM unnest(string_to_array(current, E'\n')) WITH ORDINALITY AS c(line, n)
+                                    WHERE line <> '' AND line <> ALL (string_to_array(registered, E'\n'))
+                                  ) AS changes(change, removed, n)),
+              HINT = 'Only a superuser can change a ledger''s definition (and ledger.verify will report it). '
+                     'To stop appending, use ledger.retire().';
 END
 $$;
 

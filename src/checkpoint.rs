@@ -501,7 +501,7 @@ fn check(name: &str, ok: Option<bool>, detail: impl Into<String>) -> CheckRow {
 #[search_path(pg_catalog, pg_temp)]
 fn verify_checkpoint(
     cid: pgrx::Uuid,
-) -> TableIterator<'static, (name!(check, String), name!(ok, Option<bool>), name!(detail, String))> {
+) -> TableIterator<'static, (name!(item, String), name!(ok, Option<bool>), name!(detail, String))> {
     TableIterator::new(checkpoint_checks(cid))
 }
 
@@ -846,7 +846,7 @@ fn digest(cid: pgrx::Uuid) -> String {
 #[search_path(pg_catalog, pg_temp)]
 fn verify_digest(
     digest: &str,
-) -> TableIterator<'static, (name!(check, String), name!(ok, Option<bool>), name!(detail, String))> {
+) -> TableIterator<'static, (name!(item, String), name!(ok, Option<bool>), name!(detail, String))> {
     let note = Note::parse(digest).or_raise();
     let st = &note.statement;
     let mut out = Vec::new();

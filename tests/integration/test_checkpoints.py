@@ -145,13 +145,13 @@ def stored_checkpoint(db, cid) -> dict:
 
 def verify_checkpoint(db, cid) -> dict:
     """ledger.verify_checkpoint as {check: (ok, detail)}, after checking the checks and their order."""
-    rows = db.fetchall('SELECT "check", ok, detail FROM ledger.verify_checkpoint(%s)', (cid,))
+    rows = db.fetchall('SELECT item, ok, detail FROM ledger.verify_checkpoint(%s)', (cid,))
     assert [r[0] for r in rows] == CHECKPOINT_CHECKS, rows
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def verify_digest(db, text: str) -> dict:
-    rows = db.fetchall('SELECT "check", ok, detail FROM ledger.verify_digest(%s)', (text,))
+    rows = db.fetchall('SELECT item, ok, detail FROM ledger.verify_digest(%s)', (text,))
     assert [r[0] for r in rows] == DIGEST_CHECKS, rows
     return {r[0]: (r[1], r[2]) for r in rows}
 
@@ -1480,7 +1480,7 @@ def test_incremental_checkpoints_through_sizes_of_one_chain(db):
     assert found == []
     assert all(ok for _, ok, _ in db.fetchall(
         "SELECT v.* FROM ledger.checkpoints c, ledger.verify_checkpoint(c.cid) v "
-        "WHERE v.check NOT IN ('signature', 'key')"))
+        "WHERE v.item NOT IN ('signature', 'key')"))
 
 
 def test_incremental_checkpoint_after_each_size(db):

@@ -15,7 +15,7 @@ INSERT INTO pay SELECT i, 'alice', i FROM generate_series(13, 20) i;
 SELECT record_count, prev_checkpoint = (SELECT hash FROM ledger.checkpoints WHERE chain = 'alice' AND record_count = 9) AS linked
 FROM ledger.checkpoint('pay', 'alice');
 CREATE TABLE cps AS SELECT record_count, cid FROM ledger.checkpoints WHERE ledger = 'public.pay' AND chain = 'alice';
-SELECT v.check, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
+SELECT v.item, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
 FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 17;
 
 -- Proofs: valid ones verify, anything else is false.
@@ -52,7 +52,7 @@ SELECT ledger.verify_consistency('[1, 2]');
 -- A digest is a self-contained statement; verify_digest checks it against today's database.
 CREATE TABLE digests AS SELECT ledger.digest(cid) AS digest FROM cps WHERE record_count = 17;
 SELECT regexp_replace(digest, '(previous|time|checkpoint|definition) \S+', '\1 ...', 'g') FROM digests;
-SELECT v.check, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
+SELECT v.item, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
 FROM digests, ledger.verify_digest(digest) v;
 SELECT ledger.verify_digest('not a digest');
 
@@ -61,9 +61,9 @@ ALTER TABLE pay DISABLE TRIGGER ALL;
 DELETE FROM pay WHERE account = 'alice' AND seq = 17;
 ALTER TABLE pay ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 SELECT * FROM ledger.verify('pay');
-SELECT v.check, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
+SELECT v.item, v.ok, regexp_replace(v.detail, '[0-9a-f-]{36}', '<cid>') AS detail
 FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 17;
-SELECT v.check, v.ok FROM digests, ledger.verify_digest(digest) v;
+SELECT v.item, v.ok FROM digests, ledger.verify_digest(digest) v;
 
 -- Checkpoints are themselves a ledger.
 TRUNCATE ledger.checkpoints;
@@ -74,4 +74,4 @@ DELETE FROM pay WHERE account = 'alice';
 ALTER TABLE pay ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
 INSERT INTO pay SELECT i, 'alice', i * 100 FROM generate_series(1, 9) i;
 SELECT * FROM ledger.verify('pay');
-SELECT v.check, v.ok FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 9;
+SELECT v.item, v.ok FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 9;

@@ -45,6 +45,8 @@ SELECT statement, refusal_of(statement) FROM (VALUES
     ('COMMENT ON TABLE owned IS ''still a ledger''')
 ) AS s(statement);
 SELECT chain, seq, problem FROM ledger.verify('owned');
+-- The refusal names each changed line of the definition on a line of its own.
+ALTER TABLE owned RENAME COLUMN body TO text_body;
 RESET ROLE;
 DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO ledger_regress_owner', current_database()); END $$;
 SET ROLE ledger_regress_owner;
