@@ -8,7 +8,7 @@ use crate::layout::{self, ChainColumn, Layout};
 use crate::lifecycle;
 use crate::trigger::RecordScratch;
 use ledger_core::canonical::chain_key_bytes;
-use ledger_core::chain::{check_chain, ChainStream, Link, StoredHash};
+use ledger_core::chain::{check_chain, ChainStream, Link};
 use ledger_core::definition;
 use ledger_core::hash;
 use ledger_core::{LedgerError, SqlState};
@@ -140,10 +140,10 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
             }
             let computed = hash::sha3_256(scratch.encode(&layout, values, nulls));
             let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]));
-            let link = Link::new(
+            let link = Link::from_stored(
                 (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
-                StoredHash::parse(text_at(layout.hash)),
-                StoredHash::parse(text_at(layout.prev_hash)),
+                text_at(layout.hash),
+                text_at(layout.prev_hash),
                 &computed,
             );
             let entry = match chains.get_mut(scratch.chain_key.as_slice()) {
