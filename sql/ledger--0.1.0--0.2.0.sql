@@ -225,7 +225,7 @@ CREATE FUNCTION ledger.enable(
 VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
-AS 'MODULE_PATHNAME', 'enable_wrapper';
+AS 'MODULE_PATHNAME', 'enable_with_options_wrapper';
 
 -- The checks' column was named "check", a reserved word every query had to quote.
 DROP FUNCTION ledger.verify_checkpoint(uuid);

@@ -113,6 +113,13 @@ fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Re
             for row in batch {
                 let seq: i64 = row.get(1).map_err(|e| spi_error("cannot read seq", e))?.unwrap_or(0);
                 let hash: String = row.get(2).map_err(|e| spi_error("cannot read hash", e))?.unwrap_or_default();
+                if seq < expected {
+                    return Err(LedgerError::new(
+                        SqlState::DataCorrupted,
+                        format!("record {seq} of the chain is duplicated in {}", layout.qualified_name),
+                    )
+                    .hint("Run ledger.verify() on the ledger."));
+                }
                 if seq != expected {
                     return Err(missing(layout, expected));
                 }
@@ -369,9 +376,10 @@ pub fn every_chain(layout: &Layout) -> Vec<Option<String>> {
 
 /// The newest checkpoint of a chain and how many records it covers (None: never checkpointed).
 pub fn newest_checkpoint(ledger: &str, chain: Option<&str>) -> Option<(pgrx::Uuid, i64)> {
+    // Read-write, as latest_checkpoint: a snapshot that sees the checkpoints made just before.
     lifecycle::as_extension_owner(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
+        Spi::connect_mut(|client| {
+            let rows = client.update(
                 "SELECT cid, record_count::bigint FROM ledger.checkpoints \
                  WHERE ledger = $1 AND chain IS NOT DISTINCT FROM $2 ORDER BY seq DESC LIMIT 1",
                 Some(1),

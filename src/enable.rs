@@ -18,9 +18,18 @@ use pgrx::PgRelation;
 const LEDGER_COLUMNS: [(&str, &str, &str); 3] =
     [("seq", "bigint", "bigint"), ("prev_hash", "character(64)", "char(64)"), ("hash", "character(64)", "char(64)")];
 
-#[pg_extern(volatile, parallel_unsafe)]
+/// `ledger.enable` as release 0.1.0 declares it, with two arguments: a database still at 0.1.0 calls
+/// this symbol when the server already runs this library (after it is installed, before `ALTER
+/// EXTENSION ledger UPDATE`). A function's arguments are read by position, so the new signature has
+/// a symbol of its own.
+#[pg_extern(sql = false)]
+fn enable(tbl: Option<PgRelation>, chain_by: Option<SqlName>) {
+    enable_with_options(tbl, chain_by, None, None)
+}
+
+#[pg_extern(volatile, parallel_unsafe, name = "enable")]
 #[search_path(pg_catalog, pg_temp)]
-fn enable(
+fn enable_with_options(
     tbl: Option<PgRelation>,
     chain_by: default!(Option<SqlName>, "NULL"),
     order_by: default!(Option<&str>, "NULL"),

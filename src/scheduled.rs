@@ -130,9 +130,18 @@ fn verify_one(relid: Oid, name: &str) -> RunCounts {
     counts
 }
 
-/// Runs `f` in a subtransaction, as a PL/pgSQL block with an EXCEPTION clause does: an error rolls
-/// back what `f` did and comes back as its message. A cancel (statement_timeout,
-/// pg_cancel_backend) is raised again once the subtransaction is rolled back: it stops the whole run.
+/// Errors about the run rather than one ledger, raised again: a read-only transaction (class 25),
+/// a serialization failure or deadlock (40: the whole transaction must be retried), resources
+/// running out (53), a cancel or shutdown (57), a system error (58).
+fn stops_the_run(code: PgSqlErrorCode) -> bool {
+    let code = code as i32;
+    let class = [(code & 0x3F) as u8 + b'0', ((code >> 6) & 0x3F) as u8 + b'0'];
+    matches!(&class, b"25" | b"40" | b"53" | b"57" | b"58")
+}
+
+/// Runs `f` in a subtransaction, as a PL/pgSQL block with an EXCEPTION clause does: an error about
+/// the ledger rolls back what `f` did and comes back as its message; one that [`stops_the_run`] is
+/// raised again once the subtransaction is rolled back.
 fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     use pg_sys::panic::CaughtError;
     // SAFETY: the begin/release/rollback sequence PL/pgSQL uses for exception blocks, restoring the
@@ -152,11 +161,11 @@ fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         pg_sys::CurrentResourceOwner = owner;
         result.map_err(|e| match *e {
             CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. }
-                if r.sql_error_code() != PgSqlErrorCode::ERRCODE_QUERY_CANCELED =>
+                if !stops_the_run(r.sql_error_code()) =>
             {
                 r.message().to_string()
             }
-            cancel => cancel.rethrow(),
+            stop => stop.rethrow(),
         })
     }
 }
@@ -188,7 +197,7 @@ fn record_run(run: pgrx::Uuid, row: &RunRow, actor: &str, error: Option<&str>) {
 }
 
 /// A checkpoint of every chain, of every active ledger the caller can read, that grew since its
-/// last checkpoint.
+/// last checkpoint. A ledger that cannot be checkpointed gets a WARNING and the others go on.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn checkpoint_all() -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
@@ -196,30 +205,70 @@ fn checkpoint_all() -> SetOfIterator<'static, pgrx::composite_type!('static, "ch
     let mut ledgers = readable_ledgers(true);
     // Last, so that it covers the checkpoints made before it.
     ledgers.sort_by_key(|(_, name)| name == CHECKPOINTS);
-    let mut made: Vec<CheckpointRow> = Vec::new();
+    let mut made: Vec<pgrx::Uuid> = Vec::new();
     for (relid, name) in ledgers {
-        let layout = layout::for_relation(relid);
-        let grown = |chain: Option<&str>| {
-            let covered = checkpoint::newest_checkpoint(&name, chain).map_or(0, |(_, size)| size);
-            if name == CHECKPOINTS {
-                others_since(covered)
-            } else {
-                checkpoint::head_of(&layout, chain) > covered
-            }
-        };
-        made.extend(checkpoint::checkpoint_every_chain(&layout, grown));
+        // Only the checkpoints' ids leave the subtransaction: its rows are read again after it.
+        let checkpointed = in_subtransaction(|| {
+            let layout = layout::for_relation(relid);
+            let grown = |chain: Option<&str>| {
+                let covered = checkpoint::newest_checkpoint(&name, chain).map_or(0, |(_, size)| size);
+                if name == CHECKPOINTS {
+                    others_since(covered)
+                } else {
+                    checkpoint::head_of(&layout, chain) > covered
+                }
+            };
+            checkpoint::checkpoint_every_chain(&layout, grown)
+                .iter()
+                .filter_map(|row| row.get_by_name::<pgrx::Uuid>("cid").ok().flatten())
+                .collect::<Vec<_>>()
+        });
+        // A ledger that cannot be checkpointed (records missing, say) is left for verify_all to
+        // report; the others are still checkpointed.
+        match checkpointed {
+            Ok(cids) => made.extend(cids),
+            Err(message) => pgrx::warning!("ledger {name} was not checkpointed: {message}"),
+        }
     }
-    SetOfIterator::new(made)
+    SetOfIterator::new(checkpoint_rows(&made))
+}
+
+/// The rows of the checkpoints `cids`, in the order they were made.
+fn checkpoint_rows(cids: &[pgrx::Uuid]) -> Vec<CheckpointRow> {
+    if cids.is_empty() {
+        return Vec::new();
+    }
+    lifecycle::as_extension_owner(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT c FROM ledger.checkpoints c WHERE cid = ANY($1) ORDER BY seq",
+                    None,
+                    &[cids.to_vec().into()],
+                )?
+                .map(|row| row.get::<CheckpointRow>(1).map(|r| r.expect("a checkpoint row")))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    })
+    .map_err(|e| spi_error("cannot read the checkpoints made", e))
+    .or_raise()
 }
 
 /// Whether ledger.checkpoints holds, past its first `covered` records, a checkpoint of another
 /// ledger: its own checkpoints alone are no reason for another one.
 fn others_since(covered: i64) -> bool {
+    // Read-write, so that it takes a snapshot that sees the checkpoints this call just made.
     lifecycle::as_extension_owner(|| {
-        crate::datum::select_one::<bool>(
-            "SELECT EXISTS (SELECT FROM ledger.checkpoints WHERE seq > $1 AND ledger <> $2)",
-            &[covered.into(), CHECKPOINTS.into()],
-        )
+        Spi::connect_mut(|client| {
+            client
+                .update(
+                    "SELECT EXISTS (SELECT FROM ledger.checkpoints WHERE seq > $1 AND ledger <> $2)",
+                    Some(1),
+                    &[covered.into(), CHECKPOINTS.into()],
+                )?
+                .first()
+                .get_one::<bool>()
+        })
     })
     .map_err(|e| spi_error("cannot read ledger.checkpoints", e))
     .or_raise()

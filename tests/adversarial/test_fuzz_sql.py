@@ -294,7 +294,7 @@ def test_the_material_verifies(db, signed):
         assert db.scalar("SELECT ledger.verify_inclusion(%s, %s::jsonb, %s)",
                          (m.hashes[seq % 29 + 1], proof, m.root)) is False
     assert db.scalar("SELECT ledger.verify_consistency(%s::jsonb)", (m.consistency,)) is True
-    checks = dict(db.fetchall("SELECT \"check\", ok FROM ledger.verify_digest(%s)", (m.digest,)))
+    checks = dict(db.fetchall("SELECT item, ok FROM ledger.verify_digest(%s)", (m.digest,)))
     assert checks == {"signature": True, "key": True, "checkpoint": True, "extends": True}
 
 

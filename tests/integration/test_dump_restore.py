@@ -78,7 +78,7 @@ def test_dump_and_restore_keep_every_hash(cluster, db, target, tmp_path, fmt):
     for tbl in ("pay", "ledger.records", "ledger.checkpoints"):
         assert_clean(target, tbl)
     failed = target.fetchall(
-        "SELECT c.cid, v.check FROM ledger.checkpoints c, ledger.verify_checkpoint(c.cid) v WHERE v.ok IS FALSE")
+        "SELECT c.cid, v.item FROM ledger.checkpoints c, ledger.verify_checkpoint(c.cid) v WHERE v.ok IS FALSE")
     assert failed == []
     # The restored ledgers are live ledgers: appends chain on, changes are refused, tampering is caught.
     target.execute("INSERT INTO pay VALUES (1000, 'a', 1, null)")

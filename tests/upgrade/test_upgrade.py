@@ -254,9 +254,25 @@ def test_upgrade_from_0_1_0(cluster, preloading, prefix):
     install_tree(CURRENT_BUILD, prefix)
     old.execute("INSERT INTO payments VALUES (41, 'alice', 1)")
     with connect(cluster, "upgraded") as before_update:
+        # 0.1.0's SQL on the new library: every function it declares still works.
         before_update.execute("INSERT INTO payments VALUES (42, 'bob', 2)")
         assert before_update.execute("SELECT * FROM ledger.verify('payments')").fetchall() == []
         assert before_update.execute("SELECT * FROM ledger.verify()").fetchall() == []
+        before_update.execute("CREATE TABLE between_releases (id int PRIMARY KEY, k text NOT NULL)")
+        before_update.execute("INSERT INTO between_releases VALUES (1, 'a'), (2, 'b')")
+        before_update.execute("SELECT ledger.enable('between_releases', 'k')")
+        before_update.execute("INSERT INTO between_releases VALUES (3, 'a')")
+        assert before_update.execute("SELECT * FROM ledger.verify('between_releases')").fetchall() == []
+        cid = one(before_update, "SELECT cid FROM ledger.checkpoint('payments', 'alice')")
+        assert all(r[1] for r in before_update.execute("SELECT * FROM ledger.verify_checkpoint(%s)", (cid,)))
+        digest = one(before_update, "SELECT ledger.digest(%s)", (cid,))
+        assert all(r[1] for r in before_update.execute("SELECT * FROM ledger.verify_digest(%s)", (digest,)))
+        proof = one(before_update, "SELECT ledger.inclusion_proof(%s, 1)", (cid,))
+        assert one(before_update, "SELECT ledger.verify_inclusion(p.hash, %s, c.merkle_root, c.record_count) "
+                                  "FROM payments p, ledger.checkpoints c WHERE p.account = 'alice' AND p.seq = 1 "
+                                  "AND c.cid = %s", (Jsonb(proof), cid)) is True
+        assert one(before_update, "SELECT ledger.public_key()") is not None
+        assert one(before_update, "SELECT count(*) FROM ledger.export('payments')") > 1
 
     # A server that preloads runs the library it started with: the update fails, changing nothing,
     # until it is restarted.

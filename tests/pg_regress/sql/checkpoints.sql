@@ -75,3 +75,15 @@ ALTER TABLE pay ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER le
 INSERT INTO pay SELECT i, 'alice', i * 100 FROM generate_series(1, 9) i;
 SELECT * FROM ledger.verify('pay');
 SELECT v.item, v.ok FROM cps, ledger.verify_checkpoint(cps.cid) v WHERE record_count = 9;
+
+-- merkle_root reads records by seq: a duplicated or missing seq is an error, not a root.
+CREATE TABLE mr (id int PRIMARY KEY, body text);
+SELECT ledger.enable('mr');
+INSERT INTO mr SELECT i, 'b' || i FROM generate_series(1, 4) i;
+ALTER TABLE mr DISABLE TRIGGER ALL;
+DROP INDEX mr_seq_idx;
+INSERT INTO mr SELECT 10, body, seq, prev_hash, hash FROM mr WHERE id = 2;
+SELECT ledger.merkle_root('mr', NULL, 1, 4);
+DELETE FROM mr WHERE id IN (2, 10);
+SELECT ledger.merkle_root('mr', NULL, 1, 4);
+ALTER TABLE mr ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
