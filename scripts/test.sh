@@ -38,7 +38,7 @@ tier "multi-connection integration (pytest)" python3 -m pytest -q tests/integrat
 tier "adversarial: attacks on real servers (pytest)" python3 -m pytest -q -s tests/adversarial
 tier "monitoring: postgres_exporter scrape, Grafana dashboard, pg_cron schedule (pytest)" \
   python3 -m pytest -q tests/monitoring
-tier "upgrade from 0.1.0: ALTER EXTENSION ledger UPDATE, fresh and upgraded catalogs alike (pytest)" \
+tier "upgrade from every release: ALTER EXTENSION ledger UPDATE, fresh and upgraded catalogs alike (pytest)" \
   python3 -m pytest -q tests/upgrade
 tier "client examples: psycopg, SQLAlchemy + Alembic, node-postgres, tokio-postgres, JDBC (pytest)" \
   python3 -m pytest -q tests/examples
