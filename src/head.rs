@@ -18,8 +18,11 @@
 //! A row can be dropped after our BEFORE trigger chained it: INSERT ... ON CONFLICT DO NOTHING skips
 //! the rows src/conflict.rs finds conflicting without making them heads, but a concurrent insert of
 //! the same key can still come between that check and the executor's. The cache is re-checked
-//! against the table at each new command, and before commit every chain this transaction appended to
-//! is checked to be dense, so such a row can never leave a hole.
+//! against the table at each new command, and before commit every chain a transaction that ran such
+//! a statement appended to is checked to be dense, so such a row can never leave a hole. Nothing
+//! else drops a row silently after the BEFORE triggers (a later BEFORE trigger that could return
+//! NULL is refused by the append trigger, ON CONFLICT DO UPDATE by the ledger), so other
+//! transactions skip that check.
 
 use crate::datum::text_datum_to_str;
 use crate::error::{raise, OrRaise};
@@ -430,12 +433,15 @@ pub unsafe extern "C-unwind" fn on_subxact(
     });
 }
 
-/// Before commit: every chain this transaction appended more than one record to must hold all of
-/// them, or a row dropped after chaining would leave a hole. When the transaction may have dropped
-/// rows (INSERT ... ON CONFLICT DO NOTHING) and appends are counted, every chain's stored records
-/// are counted, so the counter gets the appends that were stored.
+/// Before commit, when the transaction may have dropped rows (it ran INSERT ... ON CONFLICT DO
+/// NOTHING): every chain it appended more than one record to must hold all of them, or a row
+/// dropped after chaining would leave a hole. When appends are counted, every chain's stored
+/// records are counted, so the counter gets the appends that were stored.
 unsafe fn check_dense() {
-    let exact = crate::metrics::available() && crate::conflict::skipping_inserts();
+    if !crate::conflict::skipping_inserts() {
+        return;
+    }
+    let exact = crate::metrics::available();
     let spans: Vec<(Oid, Option<Datum>, i64, i64)> = STATE.with(|s| {
         s.borrow()
             .heads
@@ -480,7 +486,7 @@ unsafe fn check_dense() {
                         "Seqs {first} to {} were chained in this transaction but only {before_last} of them are in the table; a later row links to a missing one.",
                         last - 1
                     ))
-                    .hint("A row was dropped after it was chained: a concurrent transaction stored the same key between the ledger's check and the insert, or a trigger returned NULL. Retry the transaction."),
+                    .hint("A row was dropped after it was chained: a concurrent transaction stored the same key between the ledger's check and the insert. Retry the transaction."),
             );
             }
             *stored.entry(relid).or_default() += before_last + at_last;
