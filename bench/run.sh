@@ -22,6 +22,8 @@
 #      the ledger and as the user had it without the ledger; fresh tables, best of RETRY_RUNS.
 #      Target: ledger/plain <= 1.3 (the bulk target of the performance issue). Reference: evidence,
 #      the plain table with the ledger's columns and (stream, seq) index holding constant values.
+#   1c. The same retries from PGBENCH_CLIENTS writers at once (pgbench, batches of 100 overlapping
+#      events from random offsets, deadlocks retried): ledger/plain tps, target >= 1/1.3.
 #   2. Single-row autocommit INSERTs with pgbench (-n -M prepared -T PGBENCH_SECONDS), 1 client and
 #      PGBENCH_CLIENTS clients on random chains (random anchor among PGBENCH_ANCHORS), on plain, ledger
 #      and hand tables, plus PGBENCH_CLIENTS clients all on ONE chain (reported), and plain and
@@ -364,6 +366,42 @@ RETRY_RATIO=$(calc "$RETRY_LEDGER / $RETRY_PLAIN" 2)
 RETRY_EVIDENCE=$(min_of ${RETRY_TIMES[evidence]})
 RETRY_EVIDENCE_RATIO=$(calc "$RETRY_EVIDENCE / $RETRY_PLAIN" 2)
 RETRY_LEDGER_VS_EVIDENCE=$(calc "$RETRY_LEDGER / $RETRY_EVIDENCE" 2)
+
+# 1c. The same retries from PGBENCH_CLIENTS writers at once: each transaction re-sends a batch of 100
+# consecutive events from a random offset, ON CONFLICT DO NOTHING, so batches overlap each other and
+# the events already stored. Two batches can take chain locks in opposite orders: a deadlock (40P01)
+# is retried by pgbench (--max-tries), as a consumer would retry it.
+{
+  echo "\\set start random(1, $((RETRY_ROWS - 99)))"
+  echo "INSERT INTO retry_KIND SELECT i, 's' || (i % 64), 'created', jsonb_build_object('i', i)" \
+       "FROM generate_series(:start, :start + 99) i ON CONFLICT DO NOTHING;"
+} >"$WORK/retry_batches.sql"
+declare -A RETRY_TPS=() RETRY_RETRIED=()
+for ((run = 1; run <= RETRY_RUNS; run++)); do
+  for kind in plain ledger; do
+    retry_table "$kind" "retry_$kind"
+    sed "s/retry_KIND/retry_$kind/" "$WORK/retry_batches.sql" >"$WORK/retry_batches_$kind.sql"
+    out=$WORK/retry_pgbench_$kind.log
+    "$PG_BIN/pgbench" -h "$SOCK" -p "$BENCH_PORT" -U postgres -n -M prepared -c "$PGBENCH_CLIENTS" \
+      -j "$((PGBENCH_CLIENTS < NPROC ? PGBENCH_CLIENTS : NPROC))" -T "$PGBENCH_SECONDS" --max-tries=1000 \
+      -f "$WORK/retry_batches_$kind.sql" postgres >"$out" 2>&1 || { cat "$out" >&2; die "pgbench retries failed: $kind"; }
+    cat "$out" >>"$OUT/pgbench.log"
+    no_crash "concurrent retries into retry_$kind"
+    if grep -qiE "aborted|error" "$out"; then cat "$out" >&2; die "pgbench reported errors: retries into $kind"; fi
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
+    [[ -n $tps ]] || { cat "$out" >&2; die "no tps in pgbench output"; }
+    RETRY_TPS[$kind]+="$tps "
+    RETRY_RETRIED[$kind]+="$(sed -n 's/^number of transactions retried: \([0-9]*\).*/\1/p' "$out") "
+    log "concurrent retry run $run/$RETRY_RUNS: $kind $tps tps"
+  done
+  [[ $(psql_ -c "SELECT count(*) FROM ledger.verify('retry_ledger')") == 0 ]] || die "retry_ledger does not verify"
+done
+psql_ -c "DROP TABLE retry_plain, retry_ledger" >/dev/null
+# shellcheck disable=SC2086
+RETRY_TPS_PLAIN=$(max_of ${RETRY_TPS[plain]})
+# shellcheck disable=SC2086
+RETRY_TPS_LEDGER=$(max_of ${RETRY_TPS[ledger]})
+RETRY_TPS_RATIO=$(calc "$RETRY_TPS_LEDGER / $RETRY_TPS_PLAIN" 2)
 
 # ------------------------------------------------------------------------------------------------
 # 2. pgbench: single-row autocommit INSERTs
@@ -761,6 +799,18 @@ duplicates are spread through the batch and across the chains. Best of $RETRY_RU
 The evidence row is what storing the ledger's columns costs this narrow table before anything is
 hashed: ledger/evidence is **$RETRY_LEDGER_VS_EVIDENCE**, the part of the ratio the trigger adds.
 
+### 1c. The same retries from $PGBENCH_CLIENTS writers at once
+
+Each transaction re-sends a batch of 100 consecutive events from a random offset with \`ON CONFLICT DO
+NOTHING\` (\`pgbench -n -M prepared -c $PGBENCH_CLIENTS -T $PGBENCH_SECONDS --max-tries=1000\`), so batches
+overlap each other and the events already stored; a deadlock between two batches that lock chains in
+opposite orders (40P01) is retried, as a consumer would. Best of $RETRY_RUNS; the ledger verifies after each.
+
+| variant | best tps | runs (tps) | transactions retried per run | ratio | target | |
+|---|---:|---|---|---:|---|---|
+| plain | $RETRY_TPS_PLAIN | $(per_run ${RETRY_TPS[plain]}) | $(per_run ${RETRY_RETRIED[plain]}) | 1.00 | | |
+| **ledger** | $RETRY_TPS_LEDGER | $(per_run ${RETRY_TPS[ledger]}) | $(per_run ${RETRY_RETRIED[ledger]}) | **$RETRY_TPS_RATIO** | ledger/plain ≥ 0.77 (1/1.3) | $(met "$RETRY_TPS_RATIO" ">=" 0.77) |
+
 ## 2. Single-row autocommit INSERTs (pgbench)
 
 \`pgbench -n -M prepared -T $PGBENCH_SECONDS\`, one INSERT per transaction, fsync on; *random* picks one of
@@ -883,6 +933,7 @@ log "done: $BENCH_RESULTS"
 echo
 echo "bulk ledger/plain $BULK_LEDGER_RATIO (<= 1.5), hand/plain $BULK_HAND_RATIO"
 echo "retry ON CONFLICT DO NOTHING ledger/plain $RETRY_RATIO (<= 1.3), evidence/plain $RETRY_EVIDENCE_RATIO, ledger/evidence $RETRY_LEDGER_VS_EVIDENCE"
+echo "concurrent retries ($PGBENCH_CLIENTS writers) ledger/plain tps $RETRY_TPS_RATIO (>= 0.77)"
 echo "pgbench ledger/plain: 1 client $PGB_R1, $C clients $PGB_RC (>= 0.9); $C clients one chain $PGB_RONE, CPU alone $PGB_ASYNC (reported); ratios of best runs $BEST_R1, $BEST_RC"
 echo "verify $VERIFY_RPS rows/s; limit $LIMIT_HPS (ratio $VERIFY_LIMIT_RATIO, >= 0.5); hand SQL $HAND_VERIFY_RPS (ratio $VERIFY_HAND_RATIO, > 1)"
 echo "ledger.stats on $VERIFY_ROWS records: $STATS_MS ms; count(*) $COUNT_MS ms; ratio $STATS_RATIO"
