@@ -527,6 +527,11 @@ class Header:
     table: str | None  # only digests use it, so a header without it is still accepted
     chain_by: str | None
     columns: list[Column]
+    # The definition registered by ledger.enable and ledger.definition(tbl) at export time; both
+    # None in an export made before they were exported (then nothing about definitions is checked).
+    definition: str | None = None
+    definition_now: str | None = None
+    has_definitions: bool = False  # the header has the members (definition may still be null)
 
 
 @dataclass(frozen=True)
@@ -563,7 +568,15 @@ def parse_header(line: str) -> Header:
         if required not in names:
             raise ExportError(f"the hashed columns lack {required!r}")
     table = header.get("table")
-    return Header(table if isinstance(table, str) else None, chain_by, columns)
+    has_definitions = "definition" in header or "definition_now" in header
+    definitions = []
+    for member in ("definition", "definition_now"):
+        text = header.get(member)
+        if text is not None and not isinstance(text, str):
+            raise ExportError(f'header "{member}" must be a string or null')
+        definitions.append(text)
+    return Header(table if isinstance(table, str) else None, chain_by, columns, *definitions,
+                  has_definitions)
 
 
 def parse_record(header: Header, line: str, line_number: int) -> Record:
@@ -719,13 +732,106 @@ def check_export(lines: Iterable[str]) -> Report:
     # A NULL chain value (shown as empty) sorts first, like the empty string.
     ordered = sorted(chains.values(), key=lambda chain: (chain[0].chain_text is not None,
                                                          chain[0].chain_text or ""))
-    problems = [problem for chain in ordered for problem in verify_chain(chain[0].chain_text, chain)]
+    problems = definition_problems(header)
+    problems += [problem for chain in ordered for problem in verify_chain(chain[0].chain_text, chain)]
     return Report(problems, len(records), len(chains), header, records)
 
 
 def verify_export(lines: Iterable[str]) -> list[Problem]:
     """The problems of an export, as ledger.verify would report them."""
     return check_export(lines).problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Definitions (FORMAT.md "Definitions" and "Export")
+# --------------------------------------------------------------------------------------------------
+
+DEFINITION_FIRST_LINE = "ledger-definition/v1"
+_UNQUOTED_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
+
+
+def definition_lines(text: str) -> list[str]:
+    """The lines of a definition text as FORMAT.md splits them: at each "\n" (one "\r" right before
+    it belongs to the line ending), the last line's ending optional. Not str.splitlines, which also
+    splits at other characters a quoted name may hold."""
+    *ended, last = text.split("\n")
+    return [line.removesuffix("\r") for line in ended] + ([last] if last else [])
+
+
+def definition_differences(registered: str, current: str) -> str | None:
+    """FORMAT.md "Changed definitions": the registered definition's lines that today's lacks, as
+    `- line`, then today's lines that the registered one lacks, as `+ line`, joined by "; "; or None
+    when the texts are equal."""
+    if registered == current:
+        return None
+    old, new = definition_lines(registered), definition_lines(current)
+    changes = [f"- {line}" for line in old if line not in new]
+    changes += [f"+ {line}" for line in new if line not in old]
+    return "; ".join(changes or ["the same lines in another order"])
+
+
+def definition_fingerprint(text: str) -> str:
+    """SHA3-256 of a definition's UTF-8 octets, as a checkpoint (and a digest's definition line)
+    records it."""
+    return hashlib.sha3_256(_utf8(text)).hexdigest()
+
+
+def _unquote_identifier(text: str) -> str | None:
+    """The name an identifier written as quote_ident writes it stands for, or None if it is not one."""
+    if _UNQUOTED_IDENTIFIER.fullmatch(text):
+        return text
+    if len(text) >= 2 and text[0] == text[-1] == '"' and '"' not in text[1:-1].replace('""', ""):
+        return text[1:-1].replace('""', '"')
+    return None
+
+
+def _header_inconsistencies(header: Header, text: str, which: str) -> list[str]:
+    """How a definition text disagrees with the header it came in: its chain_by and hashed lines
+    (and, for today's definition, its table line) against the header's chain_by, columns and table."""
+    lines = definition_lines(text)
+    if not lines or lines[0] != DEFINITION_FIRST_LINE:
+        return [f"{which} does not begin with {DEFINITION_FIRST_LINE!r}"]
+
+    def line_of(keyword: str) -> str | None:
+        found = [line for line in lines if line.startswith(keyword + " ")]
+        return found[0] if len(found) == 1 else None
+
+    found = []
+    chain_line = line_of("chain_by")
+    chain_name = None if chain_line is None else chain_line.removeprefix("chain_by ")
+    if chain_line is None or (chain_name == "-") != (header.chain_by is None) or (
+            chain_name != "-" and _unquote_identifier(chain_name) != header.chain_by):
+        found.append(f"{which} has {chain_line!r} as its chain_by line, the header's chain_by is "
+                     f"{header.chain_by!r}")
+    hashed_line = "hashed " + " ".join(column.name for column in header.columns)
+    if line_of("hashed") != hashed_line:
+        found.append(f"{which} has {line_of('hashed')!r} as its hashed line, the header's columns "
+                     f"make {hashed_line!r}")
+    # A rename changes the table line since enabling (definition_changed says so); today's
+    # definition names the table as the header does.
+    table_line = line_of("table")
+    if which == "today's definition" and header.table is not None and table_line != f"table {header.table}":
+        found.append(f"{which} has {table_line!r} as its table line, the header's table is "
+                     f"{header.table!r}")
+    return found
+
+
+def definition_problems(header: Header) -> list[Problem]:
+    """The rows ledger.verify reports before any record's: `definition_changed` when the registered
+    definition is not today's; then `definition_inconsistent` for each way a definition in the
+    header disagrees with the header itself (an export edited after it was made). Nothing when the
+    export carries no definitions (made before they were exported)."""
+    problems = []
+    if header.definition is not None and header.definition_now is not None:
+        changes = definition_differences(header.definition, header.definition_now)
+        if changes is not None:
+            problems.append(Problem(None, None, "definition_changed", f"since it was enabled: {changes}"))
+    for text, which in ((header.definition, "the registered definition"),
+                        (header.definition_now, "today's definition")):
+        if text is not None:
+            problems += [Problem(None, None, "definition_inconsistent", detail)
+                         for detail in _header_inconsistencies(header, text, which)]
+    return problems
 
 
 # --------------------------------------------------------------------------------------------------
@@ -863,24 +969,77 @@ def hash_octets(value, what: str) -> bytes:
     return bytes.fromhex(value)
 
 
+class _ProofNumber(NamedTuple):
+    """A JSON number in a proof, kept as written: a count must be written as plain digits."""
+
+    text: str
+
+
+# serde_json's limit, which the extension keeps: 127 nested arrays and objects, the proof's own
+# object included.
+MAX_PROOF_NESTING = 127
+_PLAIN_COUNT = re.compile(r"0|[1-9][0-9]*")
+MAX_COUNT = 2**64 - 1
+
+
+def _proof_members(pairs: list[tuple[str, object]]) -> dict:
+    """object_pairs_hook: an object, refusing a member name given twice (readers that keep the first
+    and readers that keep the last would verify different proofs)."""
+    members = {}
+    for name, value in pairs:
+        if name in members:
+            raise MalformedInput(f'proof is not JSON a proof can be read from: the member name "{name}" '
+                                 "appears twice in an object")
+        members[name] = value
+    return members
+
+
+def _refuse_constant(name: str):
+    raise MalformedInput(f"proof is not JSON: {name} is not a JSON value")
+
+
+def _check_proof_json(proof) -> None:
+    """What JSON allows but the extension's reader refuses: nesting deeper than MAX_PROOF_NESTING,
+    and strings (member names included) holding a lone surrogate escape such as "\ud800"."""
+    pending = [(proof, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_PROOF_NESTING:
+                raise MalformedInput(f"proof is not JSON a proof can be read from: nested more than "
+                                     f"{MAX_PROOF_NESTING} deep")
+            items = [*value, *value.values()] if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
+        elif isinstance(value, str) and any(0xD800 <= ord(char) <= 0xDFFF for char in value):
+            raise MalformedInput("proof is not JSON a proof can be read from: a lone surrogate escape")
+
+
 def _proof_object(data: bytes, proof_type: str) -> dict:
     try:
-        # Integers too long for int() (informative members may hold any JSON number) read as inf,
-        # which no required member accepts.
-        proof = json.loads(data.decode("utf-8"),
-                           parse_int=lambda digits: int(digits) if len(digits) <= 4000 else float("inf"))
+        proof = json.loads(data.decode("utf-8"), object_pairs_hook=_proof_members,
+                           parse_int=_ProofNumber, parse_float=_ProofNumber,
+                           parse_constant=_refuse_constant)
+    except MalformedInput:
+        raise
     except (ValueError, RecursionError) as error:  # ValueError covers UnicodeDecodeError
         raise MalformedInput(f"proof is not JSON: {error}") from None
+    _check_proof_json(proof)
     if not isinstance(proof, dict) or proof.get("type") != proof_type:
         raise MalformedInput(f'proof is not a JSON object with "type": "{proof_type}"')
     return proof
 
 
-def _proof_integer(proof: dict, name: str, minimum: int) -> int:
+def _proof_integer(proof: dict, name: str) -> int:
+    """A count: a JSON number written as plain decimal digits (not `1e0`, `1.0`, `-0`), at most
+    2^64 - 1. Whether it makes sense (a seq of 0, a size of 0) is the verification's question."""
     value = proof.get(name)
-    if type(value) is not int or value < minimum:  # type(), because bool is a subclass of int
-        raise MalformedInput(f'proof "{name}" is not an integer >= {minimum}: {value!r}')
-    return value
+    if not isinstance(value, _ProofNumber) or not _PLAIN_COUNT.fullmatch(value.text):
+        written = value.text if isinstance(value, _ProofNumber) else value
+        raise MalformedInput(f'proof "{name}" is not a non-negative integer in plain decimal digits: '
+                             f"{str(written)[:40]!r}")
+    if len(value.text) > 20 or int(value.text) > MAX_COUNT:
+        raise MalformedInput(f'proof "{name}" is more than 2^64 - 1: {value.text[:40]}...')
+    return int(value.text)
 
 
 def _proof_path(proof: dict) -> list[bytes]:
@@ -895,13 +1054,14 @@ def check_inclusion_proof(data: bytes, record_hash: bytes, root: bytes,
     """Verify an inclusion proof (JSON text) of a record hash against a root (of `root_size`
     records, when known): (valid, description). Raises MalformedInput when the proof is malformed."""
     proof = _proof_object(data, "inclusion")
-    seq = _proof_integer(proof, "seq", 1)
-    tree_size = _proof_integer(proof, "tree_size", 0)
+    seq = _proof_integer(proof, "seq")
+    tree_size = _proof_integer(proof, "tree_size")
     path = _proof_path(proof)
     description = (f"record {record_hash.hex()} as seq {seq} of the tree of size {tree_size} with "
                    f"root {root.hex()}")
     if root_size is not None and tree_size != root_size:
         return False, f"{description}: the proof is for a tree of size {tree_size}, not {root_size}"
+    # seq 0 is well-formed and proves nothing: leaf index -1 is in no tree.
     return verify_inclusion(seq - 1, tree_size, path, leaf_hash(record_hash), root), description
 
 
@@ -910,8 +1070,8 @@ def check_consistency_proof(data: bytes,
     """Verify a consistency proof (JSON text), optionally between two trusted (size, root) pairs:
     (valid, description). Raises MalformedInput when the proof is malformed."""
     proof = _proof_object(data, "consistency")
-    old_size = _proof_integer(proof, "old_size", 0)
-    new_size = _proof_integer(proof, "new_size", 0)
+    old_size = _proof_integer(proof, "old_size")
+    new_size = _proof_integer(proof, "new_size")
     old_root = hash_octets(proof.get("old_root"), 'proof "old_root"')
     new_root = hash_octets(proof.get("new_root"), 'proof "new_root"')
     path = _proof_path(proof)
@@ -933,8 +1093,11 @@ DIGEST_FIRST_LINE = "ledger-checkpoint/v1"
 DIGEST_KEYWORDS = ("ledger", "chain", "size", "root", "previous", "time", "checkpoint", "key", "definition")
 KEY_NAME = "ledger"
 _DIGEST_SIZE = re.compile(r"0|[1-9][0-9]*")
-_DIGEST_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
-_SIGNATURE_LINE = re.compile("\u2014 (\\S+) (\\S+)")  # U+2014 EM DASH, key name, base64
+_DIGEST_TIME = re.compile(r"[0-9]{4,}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_DIGEST_CHECKPOINT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_DIGEST_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")  # every control character but LF
+SIGNATURE_PREFIX = "\u2014 "  # U+2014 EM DASH, a space
+MAX_SIGNATURE_LINES = 100
 
 
 @dataclass(frozen=True)
@@ -945,16 +1108,26 @@ class Digest:
     size: int
     root: bytes
     public_key: bytes | None  # None: `key none`
-    signature: bytes | None  # key id (4 octets) || Ed25519 signature (64), if there is a signature line
+    # After the key id, the first `ledger` signature line with the key id of public_key: the
+    # Ed25519 signature when it is 64 octets. None: no such line.
+    signature: bytes | None
+    ledger_signature_lines: int  # signature lines with key name `ledger`, whatever their key id
 
 
-def base64_octets(text: str, length: int, what: str) -> bytes:
+def canonical_base64(text: str) -> bytes | None:
+    """The octets of standard padded base64 in its one canonical spelling (no stray bits in the
+    last character), else None."""
     try:
         octets = base64.b64decode(text, validate=True)
     except ValueError:  # binascii.Error, or non-ASCII text
-        octets = None
+        return None
+    return octets if base64.b64encode(octets).decode("ascii") == text else None
+
+
+def base64_octets(text: str, length: int, what: str) -> bytes:
+    octets = canonical_base64(text)
     if octets is None or len(octets) != length:
-        raise MalformedInput(f"{what} is not the base64 of {length} octets: {text!r}")
+        raise MalformedInput(f"{what} is not the canonical base64 of {length} octets: {text!r}")
     return octets
 
 
@@ -965,7 +1138,8 @@ def _digest_json_string(value: str, keyword: str) -> str:
             text, end = scanstring(value, 1)
         except ValueError:
             end = None
-        if end == len(value):
+        # A lone surrogate escape ("\\ud800") is no Unicode text; the extension refuses it.
+        if end == len(value) and not any(0xD800 <= ord(char) <= 0xDFFF for char in text):
             return text
     raise MalformedInput(f"digest: {keyword} is not a JSON string: {value!r}")
 
@@ -978,13 +1152,19 @@ def parse_digest(data: bytes) -> Digest:
         raise MalformedInput("digest is not UTF-8 text") from None
     if not text:
         raise MalformedInput("digest is empty")
-    # Body lines are never empty, so the first blank line ends the body; an unsigned digest may
-    # also end right after its body.
+    control = _DIGEST_CONTROL.search(text)
+    if control and control.group() == "\r":
+        raise MalformedInput("digest: a carriage return: its lines must end in a line feed alone "
+                             "(convert the line endings to LF, e.g. with dos2unix)")
+    if control:
+        raise MalformedInput(f"digest: the control character U+{ord(control.group()):04X}: only line "
+                             "feeds may appear")
+    # Body lines are never empty, so the first blank line ends the body. It is there even when
+    # there is no signature line.
     body, blank_line, trailer = text.partition("\n\n")
-    if blank_line:
-        body += "\n"
-    if not body.endswith("\n"):
-        raise MalformedInput("digest: the body's last line does not end in a newline")
+    if not blank_line:
+        raise MalformedInput("digest: no blank line after the body (required, even when unsigned)")
+    body += "\n"
     lines = body[:-1].split("\n")
     if lines[0] != DIGEST_FIRST_LINE:
         raise MalformedInput(f"digest: the first line is not {DIGEST_FIRST_LINE!r}: {lines[0]!r}")
@@ -999,33 +1179,58 @@ def parse_digest(data: bytes) -> Digest:
 
     ledger = _digest_json_string(values["ledger"], "ledger")
     chain = None if values["chain"] == "none" else _digest_json_string(values["chain"], "chain")
-    if not _DIGEST_SIZE.fullmatch(values["size"]):
-        raise MalformedInput(f"digest: size is not a decimal integer: {values['size']!r}")
+    if not _DIGEST_SIZE.fullmatch(values["size"]) or int(values["size"]) > MAX_COUNT:
+        raise MalformedInput(f"digest: size is not a decimal integer of at most 2^64 - 1: "
+                             f"{values['size'][:40]!r}")
     root = hash_octets(values["root"], "digest: root")
     if values["previous"] != "none":
         hash_octets(values["previous"], "digest: previous")
     if not _DIGEST_TIME.fullmatch(values["time"]):
         raise MalformedInput(f"digest: time is not YYYY-MM-DDTHH:MM:SS.ffffffZ: {values['time']!r}")
-    if not re.fullmatch(r"\S+", values["checkpoint"]):
-        raise MalformedInput(f"digest: checkpoint is not an id: {values['checkpoint']!r}")
+    if not _DIGEST_CHECKPOINT.fullmatch(values["checkpoint"]):
+        raise MalformedInput(f"digest: checkpoint is not a lower-case UUID: {values['checkpoint']!r}")
     public_key = (None if values["key"] == "none"
                   else base64_octets(values["key"], 32, "digest: key"))
     if values["definition"] != "none":
         hash_octets(values["definition"], "digest: definition")
 
-    # Trailing newlines (psql adds one after the note's own) are not part of the signature lines.
-    signature_lines = trailer.rstrip("\n").split("\n") if trailer.rstrip("\n") else []
-    signatures = []
+    if trailer and not trailer.endswith("\n"):
+        raise MalformedInput("digest: the last signature line does not end in a line feed")
+    signature_lines = trailer[:-1].split("\n") if trailer else []
+    # Empty lines after the last signature line (psql -At adds one) are not signature lines.
+    while signature_lines and not signature_lines[-1]:
+        signature_lines.pop()
+    if len(signature_lines) > MAX_SIGNATURE_LINES:
+        raise MalformedInput(f"digest: {len(signature_lines)} signature lines, at most "
+                             f"{MAX_SIGNATURE_LINES} allowed")
+    own_key_id = None if public_key is None else key_id(public_key)
+    signature, ledger_signature_lines = None, 0
     for line in signature_lines:
-        match = _SIGNATURE_LINE.fullmatch(line)
-        if match is None or match.group(1) != KEY_NAME:
-            raise MalformedInput(f"digest: a signature line is not '\u2014 {KEY_NAME} <base64>': "
-                                 f"{line!r}")
-        signatures.append(base64_octets(match.group(2), 4 + 64, "digest: the signature"))
-    if len(signatures) > 1:
-        raise MalformedInput(f"digest: {len(signatures)} signature lines, at most one allowed")
+        name, blob = _signature_line(line)
+        # Lines by other key names or key ids are cosignatures (a witness's): ignored. The first
+        # line by the digest's own key decides; later ones are ignored too.
+        if name == KEY_NAME:
+            ledger_signature_lines += 1
+            if signature is None and own_key_id is not None and blob[:4] == own_key_id:
+                signature = blob[4:]
     return Digest(body.encode("utf-8"), ledger, chain, int(values["size"]), root, public_key,
-                  signatures[0] if signatures else None)
+                  signature, ledger_signature_lines)
+
+
+def _signature_line(line: str) -> tuple[str, bytes]:
+    """`— <key name> <base64>`: (name, octets). Malformed, whoever's line it is, unless the name is
+    free of white space and `+` and the octets are at least a key id and one more."""
+    name, space, blob_text = line.removeprefix(SIGNATURE_PREFIX).partition(" ")
+    if (not line.startswith(SIGNATURE_PREFIX) or not space or not name
+            or any(char.isspace() or char == "+" for char in name)):
+        raise MalformedInput(f"digest: a signature line is not '{SIGNATURE_PREFIX}<key name> <base64>': "
+                             f"{line[:80]!r}")
+    blob = canonical_base64(blob_text)
+    if blob is None:
+        raise MalformedInput(f"digest: a signature is not canonical base64: {blob_text[:80]!r}")
+    if len(blob) < 5:
+        raise MalformedInput("digest: a signature line holds a key id and a signature: at least 5 octets")
+    return name, blob
 
 
 def key_id(public_key: bytes) -> bytes:
@@ -1064,18 +1269,20 @@ def check_signature(digest: Digest, allow_unsigned: bool) -> DigestCheck:
     def result(ok: bool | None, detail: str) -> DigestCheck:
         return DigestCheck("signature", ok, detail)
 
-    if digest.public_key is None and digest.signature is None:
+    if digest.public_key is None:
+        if digest.ledger_signature_lines:
+            return result(False, "the body says key none, yet there is a ledger signature line: the "
+                                 "key line was changed")
         if allow_unsigned:
             return result(None, "unsigned digest (key none), accepted by --allow-unsigned")
         return result(False, "unsigned digest (key none); --allow-unsigned accepts it")
-    if digest.public_key is None:
-        return result(False, "the body says key none, yet there is a signature line")
     if digest.signature is None:
-        return result(False, "the body names a key, but there is no signature line")
-    signature_key_id, signature = digest.signature[:4], digest.signature[4:]
-    if signature_key_id != key_id(digest.public_key):
-        return result(False, f"the signature's key id {signature_key_id.hex()} is not the digest "
-                             f"key's {key_id(digest.public_key).hex()}")
+        return result(False, f"no signature line by the digest's key (key id "
+                             f"{key_id(digest.public_key).hex()})")
+    signature = digest.signature
+    if len(signature) != 64:
+        return result(False, f"the signature line by the digest's key holds {4 + len(signature)} "
+                             "octets, not an Ed25519 signature")
     if not ed25519_verifies(digest.public_key, signature, digest.body):
         return result(False, "the Ed25519 signature does not verify under the digest's key")
     return result(True, "the Ed25519 signature verifies under the digest's key")
@@ -1113,10 +1320,45 @@ def check_extends(digest: Digest, header: Header, records: Sequence[Record]) -> 
     return result(True, f"the tree of seqs 1..{digest.size} has the digest's root")
 
 
+def _digest_definition(digest: Digest) -> str | None:
+    """The digest's definition fingerprint (hex), None for `definition none`. parse_digest has
+    checked the line's form."""
+    for line in digest.body.decode("utf-8").split("\n"):
+        if line.startswith("definition "):
+            value = line.removeprefix("definition ")
+            return None if value == "none" else value
+    raise MalformedInput("digest: no definition line")
+
+
+def check_definition(digest: Digest, header: Header) -> DigestCheck:
+    """Is the digest's definition the fingerprint of the registered definition the export carries?
+    Then the signature also fixes the header's hashed columns and chain key (definition_problems
+    checks the text against them)."""
+    def result(ok: bool | None, detail: str) -> DigestCheck:
+        return DigestCheck("definition", ok, detail)
+
+    stated = _digest_definition(digest)
+    if stated is None:
+        return result(None, "the digest records no definition (definition none)")
+    if not header.has_definitions:
+        return result(None, "the export carries no definition (made before exports had one)")
+    if header.definition is None:
+        return result(None, "the export's ledger has no registered definition")
+    registered = definition_fingerprint(header.definition)
+    if stated == registered:
+        return result(True, "the digest's definition is the fingerprint of the registered definition")
+    detail = (f"the digest's definition is {stated}, the registered definition's fingerprint is "
+              f"{registered}")
+    if header.definition_now is not None and stated == definition_fingerprint(header.definition_now):
+        detail += "; it is today's definition's: the definition had changed when the checkpoint was made"
+    return result(False, detail)
+
+
 def check_digest(digest: Digest, report: Report, expected_key: bytes | None,
                  allow_unsigned: bool) -> list[DigestCheck]:
     return [check_signature(digest, allow_unsigned), check_key(digest, expected_key),
-            check_extends(digest, report.header, report.records)]
+            check_extends(digest, report.header, report.records),
+            check_definition(digest, report.header)]
 
 
 # --------------------------------------------------------------------------------------------------

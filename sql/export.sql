@@ -15,9 +15,11 @@ BEGIN
 END
 $$;
 
--- ledger.export(tbl): the documented export (docs/FORMAT.md, "Export"). A header line, then one JSON
--- array per record with each hashed column's text output and the stored hash. The SET clauses pin
--- every setting that shapes text output, so exports from any session are identical.
+-- ledger.export(tbl): the documented export (docs/FORMAT.md, "Export"). A header line (with the
+-- registered definition and today's, so an offline verifier can compare them as ledger.verify does),
+-- then one JSON array per record with each hashed column's text output and the stored hash. The SET
+-- clauses pin every setting that shapes text output (quote_all_identifiers the quoting of names), so
+-- exports from any session are identical.
 CREATE FUNCTION ledger.export(tbl regclass)
 RETURNS SETOF text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -26,10 +28,12 @@ SET DateStyle = 'ISO, YMD'
 SET IntervalStyle = 'iso_8601'
 SET extra_float_digits = 3
 SET bytea_output = 'hex'
+SET quote_all_identifiers = off
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     entry ledger.ledgers;
+    header text;
     table_name text;
     value_list text;
 BEGIN
@@ -40,14 +44,18 @@ BEGIN
     SELECT format('%I.%I', n.nspname, c.relname) INTO table_name
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
 
-    RETURN NEXT json_build_object(
+    header := json_build_object(
         'format', 'ledger-export',
         'version', 1,
         'table', table_name,
         'chain_by', entry.chain_by,
         'columns', (SELECT json_agg(json_build_object('name', c, 'type', t) ORDER BY o)
-                      FROM unnest(entry.columns, entry.column_types) WITH ORDINALITY AS x(c, t, o))
+                      FROM unnest(entry.columns, entry.column_types) WITH ORDINALITY AS x(c, t, o)),
+        'definition', entry.definition,
+        'definition_now', ledger.definition(tbl)
     )::text;
+    -- Names and definitions may hold noncharacters too.
+    RETURN NEXT CASE WHEN header ~ '[\U0001FFFE-\U0010FFFF]' THEN ledger.escape_noncharacters(header) ELSE header END;
 
     -- format('%s', v) prints through the type's output function (so char(n) keeps its blanks).
     SELECT string_agg(

@@ -2,9 +2,11 @@
 -- guarantees rest on; the registry keeps it as enabled, checkpoints keep its fingerprint, and the
 -- event triggers below refuse any DDL by a non-superuser that would change it or drop a ledger.
 
--- One line per property, in a fixed order (docs/FORMAT.md, "Definitions").
+-- One line per property, in a fixed order (docs/FORMAT.md, "Definitions"). quote_all_identifiers
+-- is pinned: a session that sets it would otherwise see every line with a name as changed.
 CREATE FUNCTION ledger.definition(tbl regclass) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET quote_all_identifiers = off
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT concat_ws(E'\n',

@@ -16,7 +16,7 @@ use ledger_core::definition;
 use ledger_core::hash::{parse_hex, to_hex, Digest};
 use ledger_core::merkle::{self, Frontier};
 use ledger_core::note::{self, Note, Statement};
-use ledger_core::proof::{self, ConsistencyProof, InclusionProof};
+use ledger_core::proof::{ConsistencyProof, InclusionProof};
 use ledger_core::{LedgerError, SqlState};
 use pgrx::datum::DatumWithOid;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -735,8 +735,7 @@ fn no_longer_matches(cp: &Checkpoint) -> LedgerError {
 fn verify_inclusion_text(record_hash: &str, proof: &str, root: &str) -> bool {
     let record_hash = parse_hex(record_hash, "record_hash").or_raise();
     let root = parse_hex(root, "root").or_raise();
-    let proof = proof::parse_json(proof).or_raise();
-    InclusionProof::parse(&proof).or_raise().verify(&record_hash, &root)
+    InclusionProof::parse_text(proof).or_raise().verify(&record_hash, &root)
 }
 
 /// As `verify_inclusion`, against a root and the size it is the root of (both from a checkpoint or
@@ -746,7 +745,7 @@ fn verify_inclusion_text(record_hash: &str, proof: &str, root: &str) -> bool {
 fn verify_inclusion_sized_text(record_hash: &str, proof: &str, root: &str, tree_size: i64) -> bool {
     let record_hash = parse_hex(record_hash, "record_hash").or_raise();
     let root = parse_hex(root, "root").or_raise();
-    let proof = InclusionProof::parse(&proof::parse_json(proof).or_raise()).or_raise();
+    let proof = InclusionProof::parse_text(proof).or_raise();
     proof.verify_in(&record_hash, &root, tree_size_arg(tree_size, "tree_size"))
 }
 
@@ -802,15 +801,14 @@ fn consistency_proof(old_cid: pgrx::Uuid, new_cid: pgrx::Uuid) -> JsonB {
 /// Is the old tree of `proof` a prefix of its new tree? Needs no table. (Text, as above.)
 #[pg_extern(immutable, strict, parallel_safe, name = "verify_consistency")]
 fn verify_consistency_text(proof: &str) -> bool {
-    let proof = proof::parse_json(proof).or_raise();
-    ConsistencyProof::parse(&proof).or_raise().verify()
+    ConsistencyProof::parse_text(proof).or_raise().verify()
 }
 
 /// As `verify_consistency`, between the (size, root) pairs of two checkpoints or digests: the
 /// proof must be about exactly these trees.
 #[pg_extern(immutable, strict, parallel_safe, name = "verify_consistency")]
 fn verify_consistency_between_text(proof: &str, old_size: i64, old_root: &str, new_size: i64, new_root: &str) -> bool {
-    let proof = ConsistencyProof::parse(&proof::parse_json(proof).or_raise()).or_raise();
+    let proof = ConsistencyProof::parse_text(proof).or_raise();
     let old = (tree_size_arg(old_size, "old_size"), parse_hex(old_root, "old_root").or_raise());
     let new = (tree_size_arg(new_size, "new_size"), parse_hex(new_root, "new_root").or_raise());
     proof.verify_between((old.0, &old.1), (new.0, &new.1))
@@ -859,11 +857,18 @@ fn verify_digest(
     let st = &note.statement;
     let mut out = Vec::new();
     out.push(match (&st.public_key, &note.signature) {
-        (None, _) if note.signature_lines > 0 => {
-            check("signature", Some(false), "signature lines but no key: the key line was changed")
+        // Lines by other key names are cosignatures and do not make it signed; a `ledger` line
+        // does: the key line was changed to none.
+        (None, _) if note.ledger_signature_lines > 0 => {
+            check("signature", Some(false), "a ledger signature line but key none: the key line was changed")
         }
         (None, _) => check("signature", None, "unsigned digest"),
-        (Some(_), None) => check("signature", Some(false), "no signature by the digest's key"),
+        (Some(_), None) => check("signature", Some(false), "no signature line by the digest's key"),
+        (Some(_), Some(sig)) if sig.len() != 64 => check(
+            "signature",
+            Some(false),
+            format!("the signature line by the digest's key holds {} octets, not an Ed25519 signature", sig.len() + 4),
+        ),
         (Some(_), Some(_)) => {
             let ok = note.signature_valid();
             check(

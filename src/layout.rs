@@ -126,13 +126,28 @@ pub unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, relid: Oid) {
     }
 }
 
-/// An SQL identifier, quoted only where PostgreSQL needs it.
+/// An SQL identifier, quoted only where PostgreSQL needs it, whatever the session's
+/// `quote_all_identifiers` says: the names checkpoints record must not depend on who made them.
 pub fn quote_ident(name: &str) -> String {
     let Ok(c_name) = std::ffi::CString::new(name) else {
         return format!("\"{}\"", name.replace('"', "\"\""));
     };
-    // SAFETY: quote_identifier returns its input or a palloc'd quoted copy.
-    unsafe { CStr::from_ptr(pg_sys::quote_identifier(c_name.as_ptr())).to_string_lossy().into_owned() }
+    /// Puts the session's value back, also when quote_identifier raises (out of memory): pgrx
+    /// unwinds a PostgreSQL error through Rust frames.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: a plain bool GUC variable of this backend.
+            unsafe { pg_sys::quote_all_identifiers = self.0 };
+        }
+    }
+    // SAFETY: reads and sets a backend-local GUC variable; quote_identifier returns its input or a
+    // palloc'd quoted copy.
+    unsafe {
+        let _restore = Restore(pg_sys::quote_all_identifiers);
+        pg_sys::quote_all_identifiers = false;
+        CStr::from_ptr(pg_sys::quote_identifier(c_name.as_ptr())).to_string_lossy().into_owned()
+    }
 }
 
 pub fn qualified_name(relid: Oid) -> String {

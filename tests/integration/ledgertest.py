@@ -331,7 +331,7 @@ def offline_digest(lines: Iterable[str], digest: str | bytes, public_key: str | 
         raise AssertionError(f"verify_export.py --digest failed ({result.returncode}): {result.stderr}")
     out = json.loads(result.stdout)
     checks = {c["check"]: (c["ok"], c["detail"]) for c in out["digest"]}
-    assert [c["check"] for c in out["digest"]] == ["signature", "key", "extends"], out
+    assert [c["check"] for c in out["digest"]] == ["signature", "key", "extends", "definition"], out
     failed = bool(out["problems"]) or any(ok is False for ok, _ in checks.values())
     assert (result.returncode == 1) == failed, (result.returncode, out)
     return result.returncode, {"problems": out["problems"], "digest": checks}

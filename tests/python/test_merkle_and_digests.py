@@ -350,7 +350,8 @@ def malformed_inclusion_proofs():
     yield "array", [good]
     yield "no type", {key: value for key, value in good.items() if key != "type"}
     yield "wrong type", {**good, "type": "consistency"}
-    for bad_seq in (0, -1, "5", 5.0, True, None):
+    # seq 0 is well-formed (and proves nothing): test_proofs_that_prove_nothing_are_invalid.
+    for bad_seq in (-1, "5", 5.0, True, None):
         yield f"seq {bad_seq!r}", {**good, "seq": bad_seq}
     for bad_size in (-1, "17", 17.5, False):
         yield f"tree_size {bad_size!r}", {**good, "tree_size": bad_size}
@@ -571,7 +572,7 @@ def digest_checks(result):
         if fields[0] == "digest":
             assert len(fields) == 4 and fields[2] in ("ok", "failed", "skipped"), line
             checks[fields[1]] = (fields[2], fields[3])
-    assert list(checks) == ["signature", "key", "extends"]
+    assert list(checks) == ["signature", "key", "extends", "definition"]
     return checks
 
 
@@ -587,7 +588,8 @@ ALICE = [row for row in TWO_CHAINS if row[0] == "alice"]
 def test_digest_valid(tmp_path, key):
     result = run_digest(tmp_path, TWO_CHAINS, signed_digest(key, ALICE), "--public-key", b64_key(key))
     assert result.returncode == 0, result
-    assert statuses(result) == {"signature": "ok", "key": "ok", "extends": "ok"}
+    # These exports carry no definitions (as before 0.3.0): the definition check is skipped.
+    assert statuses(result) == {"signature": "ok", "key": "ok", "extends": "ok", "definition": "skipped"}
     assert result.stdout.splitlines() == [line for line in result.stdout.splitlines()
                                           if line.startswith("digest\t")]
     assert "verified 5 records in 2 chains: 0 problems" in result.stderr
@@ -608,7 +610,7 @@ def test_digest_json(tmp_path, key):
     assert set(output) == {"problems", "digest"}
     assert [(p["chain"], p["seq"], p["problem"]) for p in output["problems"]] == [("bob", 1, "hash_mismatch")]
     assert [(check["check"], check["ok"]) for check in output["digest"]] == [
-        ("signature", True), ("key", None), ("extends", True)]
+        ("signature", True), ("key", None), ("extends", True), ("definition", None)]
     assert all(set(check) == {"check", "ok", "detail"} and isinstance(check["detail"], str)
                for check in output["digest"])
 
@@ -681,18 +683,20 @@ def test_digest_resigned_under_another_key_fails_key_check(tmp_path, key, other_
     forged = signed_digest(other_key, ALICE)
     result = run_digest(tmp_path, TWO_CHAINS, forged, "--public-key", b64_key(key))
     assert result.returncode == 1
-    assert statuses(result) == {"signature": "ok", "key": "failed", "extends": "ok"}
+    assert statuses(result) == {"signature": "ok", "key": "failed", "extends": "ok", "definition": "skipped"}
 
 
 def test_unsigned_digest(tmp_path, key):
-    unsigned = digest_body(mth(record_hashes(ALICE)), 3)
-    for digest in (unsigned, unsigned + "\n"):  # with or without the blank line
+    unsigned = digest_body(mth(record_hashes(ALICE)), 3) + "\n"  # the blank line, no signature line
+    for digest in (unsigned, unsigned + "\n"):  # as written, and as psql -At prints it
         result = run_digest(tmp_path, TWO_CHAINS, digest)
         assert result.returncode == 1
-        assert statuses(result) == {"signature": "failed", "key": "skipped", "extends": "ok"}
+        assert statuses(result) == {"signature": "failed", "key": "skipped", "extends": "ok",
+                                    "definition": "skipped"}
         result = run_digest(tmp_path, TWO_CHAINS, digest, "--allow-unsigned")
         assert result.returncode == 0
-        assert statuses(result) == {"signature": "skipped", "key": "skipped", "extends": "ok"}
+        assert statuses(result) == {"signature": "skipped", "key": "skipped", "extends": "ok",
+                                    "definition": "skipped"}
     result = run_digest(tmp_path, TWO_CHAINS, unsigned, "--allow-unsigned", "--public-key", b64_key(key))
     assert result.returncode == 1 and statuses(result)["key"] == "failed"
 
@@ -701,7 +705,7 @@ def test_digest_with_signature_stripped_or_key_removed(tmp_path, key):
     signed = signed_digest(key, ALICE)
     body, signature = signed.split("\n\n")
     # A key without a signature line is not an unsigned digest: --allow-unsigned does not help.
-    result = run_digest(tmp_path, TWO_CHAINS, body + "\n", "--allow-unsigned")
+    result = run_digest(tmp_path, TWO_CHAINS, body + "\n\n", "--allow-unsigned")
     assert result.returncode == 1 and statuses(result)["signature"] == "failed"
     lines = body.split("\n")
     no_key = "\n".join(lines[:8] + ["key none"] + lines[9:]) + "\n"
@@ -717,10 +721,78 @@ def test_digest_trailing_newlines_ignored(tmp_path, key):
 
 def test_parse_digest():
     root = mth(RECORD_HASHES[:3])
-    digest = ve.parse_digest(digest_body(root, 3, ledger='odd "name"', chain="tab\there").encode())
+    digest = ve.parse_digest(digest_body(root, 3, ledger='odd "name"', chain="tab\there").encode() + b"\n")
     assert (digest.ledger, digest.chain, digest.size, digest.root) == ('odd "name"', "tab\there", 3, root)
-    assert (digest.public_key, digest.signature) == (None, None)
+    assert (digest.public_key, digest.signature, digest.ledger_signature_lines) == (None, None, 0)
     assert digest.body == digest_body(root, 3, ledger='odd "name"', chain="tab\there").encode()
+
+
+def signature_check(digest_text, allow_unsigned=False):
+    """(ok, detail) of the offline signature check of a digest's text."""
+    check = ve.check_signature(ve.parse_digest(digest_text.encode()), allow_unsigned)
+    return check.ok, check.detail
+
+
+def raw_signature_line(name, blob):
+    return f"{EM_DASH} {name} {base64.b64encode(blob).decode()}\n"
+
+
+def test_digest_signature_lines_first_by_own_key_decides(key, other_key):
+    """FORMAT.md "Digests": any number of well-formed signature lines up to 100; lines by other key
+    names or key ids are cosignatures and ignored; the first `ledger` line with the digest key's
+    key id decides."""
+    good = signed_digest(key, ALICE)
+    body, good_line = good.split("\n\n")
+    own_id = key_id(public_key_octets(key))
+    garbage = raw_signature_line("ledger", own_id + bytes(64))
+    witness = raw_signature_line("witness.example/w1", bytes(68))
+    foreign_id = signature_line(body, other_key)  # valid for another key: another key id
+    assert signature_check(good)[0] is True
+    assert signature_check(good + garbage)[0] is True  # the first decides
+    assert signature_check(f"{body}\n\n{garbage}{good_line}")[0] is False
+    assert signature_check(f"{body}\n\n{witness}{foreign_id}{good_line}{witness}")[0] is True
+    assert signature_check(f"{body}\n\n{witness}{foreign_id}")[0] is False
+    short = raw_signature_line("ledger", own_id + b"x")
+    ok, detail = signature_check(f"{body}\n\n{short}{good_line}")
+    assert ok is False and "5 octets" in detail
+    exactly_100 = good + raw_signature_line("w", bytes(5)) * 99
+    assert signature_check(exactly_100)[0] is True
+    with pytest.raises(ve.MalformedInput, match="101 signature lines"):
+        ve.parse_digest((exactly_100 + raw_signature_line("w", bytes(5))).encode())
+
+
+def test_unsigned_digest_with_signature_lines():
+    unsigned = digest_body(mth(record_hashes(ALICE)), 3) + "\n"
+    assert signature_check(unsigned, allow_unsigned=True)[0] is None
+    # A cosignature does not make it signed ...
+    assert signature_check(unsigned + raw_signature_line("witness", bytes(68)), True)[0] is None
+    # ... a `ledger` line does: the key line was changed to none.
+    ok, detail = signature_check(unsigned + raw_signature_line("ledger", bytes(68)), True)
+    assert ok is False and "key none" in detail
+
+
+def test_digest_carriage_return_says_line_feed():
+    good = digest_body(mth(record_hashes(ALICE)), 3) + "\n"
+    for bad in (good.replace("\n", "\r\n"), good.replace("\n", "\r\n", 1), good + "\r"):
+        with pytest.raises(ve.MalformedInput, match="line feed alone"):
+            ve.parse_digest(bad.encode())
+
+
+def test_digest_body_fields_have_one_spelling():
+    root = mth(record_hashes(ALICE))
+    assert ve.parse_digest((digest_body(root, 2**64 - 1) + "\n").encode()).size == 2**64 - 1
+    assert ve.parse_digest((digest_body(root, 3, time="10000-01-01T00:00:00.000000Z") + "\n").encode())
+    for fields in ({"size": 2**64}, {"size": "+3"}, {"ledger": "\ud800"}, {"chain": "\udc00"},
+                   {"checkpoint": "3F0C9A52-8D7E-4B1A-9C2D-5E6F7A8B9C0D"}, {"checkpoint": "cp-1"},
+                   {"time": "2024-05-01 12:34:56.123456Z"},
+                   {"public_key": None, "definition": "AB" * 32}):
+        with pytest.raises(ve.MalformedInput):
+            ve.parse_digest((digest_body(root, **{"size": 3, **fields}) + "\n").encode("utf-8", "surrogatepass"))
+    # key: canonical base64 only (a stray bit in the last character is another spelling).
+    key_line = digest_body(root, 3, public_key=bytes(32))
+    assert "key " + "A" * 43 + "=" in key_line
+    with pytest.raises(ve.MalformedInput):
+        ve.parse_digest((key_line.replace("A" * 43 + "=", "A" * 42 + "B=") + "\n").encode())
 
 
 def malformed_digests(private_key):
@@ -756,13 +828,22 @@ def malformed_digests(private_key):
     yield "definition short", with_line(9, "definition " + "0" * 63)
     yield "definition null", with_line(9, "definition null")
     yield "signature hyphen", body + "\n\n" + signature.replace(EM_DASH, "-")
-    yield "signature other name", body + "\n\n" + signature.replace(" ledger ", " other ")
+    # Any signature line must be well-formed, whoever's it is (cosignatures are ignored only then).
     yield "signature bad base64", body + "\n\n" + f"{EM_DASH} ledger ***\n"
-    yield "signature too short", body + "\n\n" + f"{EM_DASH} ledger {base64.b64encode(b'x' * 67).decode()}\n"
-    yield "two signature lines", good + signature
+    yield "signature not canonical base64", good + f"{EM_DASH} witness AAAAAAB=\n"
+    yield "signature without padding", good + f"{EM_DASH} witness AAAAAA\n"
+    yield "signature 4 octets", good + f"{EM_DASH} witness {base64.b64encode(b'x' * 4).decode()}\n"
+    yield "signature name with +", good + f"{EM_DASH} a+b {base64.b64encode(b'x' * 68).decode()}\n"
+    yield "signature no name", good + f"{EM_DASH}  {base64.b64encode(b'x' * 68).decode()}\n"
+    yield "signature trailing space", good[:-1] + " \n"
+    yield "101 signature lines", good + f"{EM_DASH} w {base64.b64encode(b'x' * 5).decode()}\n" * 100
     yield "blank line among signatures", body + "\n\n\n" + signature
+    yield "last line without newline", good.rstrip("\n")
     yield "body without newline", body.rstrip("\n")
+    yield "unsigned without the blank line", digest_body(mth(record_hashes(ALICE)), 3)
     yield "crlf", good.replace("\n", "\r\n")
+    yield "one carriage return", good.replace("\n", "\r\n", 1)
+    yield "tab", with_line(3, "size\t3")
     yield "not utf-8", None
 
 
@@ -811,7 +892,7 @@ def test_modes_without_cryptography(tmp_path, key):
     assert run_without_cryptography(export, "--merkle-root", "alice", "1", "3").returncode == 0
     proof = write_json(tmp_path, consistency_proof())
     assert run_without_cryptography("--consistency", proof).returncode == 0
-    digest_file = Path(write_json(tmp_path, digest_body(mth(record_hashes(ALICE)), 3), "unsigned.digest"))
+    digest_file = Path(write_json(tmp_path, digest_body(mth(record_hashes(ALICE)), 3) + "\n", "unsigned.digest"))
     assert run_without_cryptography(export, "--digest", str(digest_file), "--allow-unsigned").returncode == 0
     digest_file.write_text(signed_digest(key, ALICE), encoding="utf-8")
     result = run_without_cryptography(export, "--digest", str(digest_file))
