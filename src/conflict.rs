@@ -141,13 +141,7 @@ unsafe fn key_taken(heap: pg_sys::Relation, index_oid: pg_sys::Oid, keys: &mut [
             break true;
         }
         let mut tid = tid;
-        let mut wait = || pg_sys::XactLockTableWait(wait_for, heap, &mut tid, pg_sys::XLTW_Oper::XLTW_InsertIndex);
-        // That transaction may be waiting for a chain this one holds.
-        if crate::head::holds_chain_locks() {
-            crate::head::while_waiting(wait);
-        } else {
-            wait();
-        }
+        pg_sys::XactLockTableWait(wait_for, heap, &mut tid, pg_sys::XLTW_Oper::XLTW_InsertIndex);
     };
     pg_sys::ExecDropSingleTupleTableSlot(slot);
     pg_sys::index_close(index, pg_sys::AccessShareLock as i32);

@@ -36,10 +36,6 @@ use std::collections::HashMap;
 /// `locktag_field4` of ledger chain locks, so they never collide with users' advisory locks.
 /// Shows in pg_locks as an advisory lock with objsubid 19527.
 const CHAIN_LOCK_SPACE: u16 = 0x4C47;
-/// `locktag_field4` of the waiter lock (objsubid 19528), one per database: the one transaction that
-/// may wait for a lock while it holds chain locks. Batches that reach chains in different orders
-/// would otherwise deadlock, and every deadlock costs a `deadlock_timeout` before it is found.
-const WAITER_LOCK_SPACE: u16 = 0x4C48;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Head {
@@ -113,10 +109,6 @@ thread_local! {
     static STORED_APPENDS: RefCell<Option<HashMap<Oid, i64>>> = const { RefCell::new(None) };
     /// The last committed head seq this backend knows of each chain, by table.
     static HINTS: RefCell<HashMap<Oid, HashMap<Vec<u8>, i64>>> = RefCell::new(HashMap::new());
-    /// The lowest (sub)transaction nesting level holding a chain lock of this transaction, if any:
-    /// a rolled-back subtransaction releases the locks it took, a committed one hands them to its
-    /// parent.
-    static CHAIN_LOCKS_SINCE: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
 }
 
 /// A transaction committed: its chains' heads become hints for later lookups.
@@ -269,75 +261,20 @@ unsafe fn copy_to_transaction_memory(layout: &Layout, datum: Datum) -> Datum {
     copy
 }
 
-fn advisory_tag(field2: u32, field3: u32, space: u16) -> pg_sys::LOCKTAG {
-    pg_sys::LOCKTAG {
-        // SAFETY: set once when the backend connects.
-        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
-        locktag_field2: field2,
-        locktag_field3: field3,
-        locktag_field4: space,
-        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
-        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
-    }
-}
-
 /// Takes the transaction-scoped lock of one chain of a table.
-///
-/// A transaction that holds no chain lock simply waits for it. One that does (a batch that reached
-/// other chains first) waits only as the database's one waiter (see [`while_waiting`]), so no cycle
-/// of batches waiting for each other's chains can form.
 ///
 /// # Safety
 /// Must run inside a transaction.
 pub unsafe fn lock_chain(relid: Oid, chain_key: &[u8]) {
-    let tag = advisory_tag(relid.to_u32(), fnv1a(chain_key), CHAIN_LOCK_SPACE);
-    let exclusive = pg_sys::ExclusiveLock as i32;
-    if holds_chain_locks()
-        && pg_sys::LockAcquire(&tag, exclusive, false, true) == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
-    {
-        while_waiting(|| {
-            pg_sys::LockAcquire(&tag, exclusive, false, false);
-        });
-    } else {
-        pg_sys::LockAcquire(&tag, exclusive, false, false);
-    }
-    let level = pg_sys::GetCurrentTransactionNestLevel();
-    CHAIN_LOCKS_SINCE.with(|h| h.set(Some(h.get().map_or(level, |l| l.min(level)))));
-}
-
-/// Whether this transaction holds chain locks, so that blocking on another transaction could close
-/// a cycle.
-pub fn holds_chain_locks() -> bool {
-    CHAIN_LOCKS_SINCE.with(|h| h.get().is_some())
-}
-
-/// Runs `wait`, a wait for a lock while this transaction holds chain locks, as the database's one
-/// such waiter: every cycle of waits needs two transactions blocked while holding, so with one at a
-/// time chain locks cannot deadlock. When another transaction is that waiter already, this one
-/// fails at once with a serialization failure (to retry), instead of waiting into a deadlock that
-/// PostgreSQL would only find after `deadlock_timeout`.
-///
-/// # Safety
-/// Must run inside a transaction.
-pub unsafe fn while_waiting(wait: impl FnOnce()) {
-    let waiter = advisory_tag(0, 0, WAITER_LOCK_SPACE);
-    let exclusive = pg_sys::ExclusiveLock as i32;
-    if pg_sys::LockAcquire(&waiter, exclusive, false, true) == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
-        raise(
-            LedgerError::new(
-                SqlState::SerializationFailure,
-                "could not serialize appends to several ledger chains at once",
-            )
-            .detail(
-                "This transaction holds chain locks and needs one another transaction holds, while a third \
-                 transaction holding chain locks already waits: waiting too could deadlock.",
-            )
-            .hint("Retry the transaction. Batches that reach the chains in one order (sorted by the chain column) do not collide."),
-        );
-    }
-    wait();
-    // Held only for the wait (an error in it releases the lock with the transaction).
-    pg_sys::LockRelease(&waiter, exclusive, false);
+    let tag = pg_sys::LOCKTAG {
+        locktag_field1: pg_sys::MyDatabaseId.to_u32(),
+        locktag_field2: relid.to_u32(),
+        locktag_field3: fnv1a(chain_key),
+        locktag_field4: CHAIN_LOCK_SPACE,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    };
+    pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
 }
 
 /// 32-bit FNV-1a: stable across builds, cheap, and a collision only makes two chains share a lock.
@@ -462,19 +399,16 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
             let state = STATE.with(|s| s.take());
             count_appends(&state);
             remember_heads(state);
-            CHAIN_LOCKS_SINCE.with(|h| h.set(None));
             crate::conflict::forget();
         }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
-            CHAIN_LOCKS_SINCE.with(|h| h.set(None));
             crate::conflict::forget();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
-            CHAIN_LOCKS_SINCE.with(|h| h.set(None));
             crate::conflict::forget();
             // A failed ledger.enable may have cached the layout of a table that is not a ledger.
             crate::layout::forget_all();
@@ -495,11 +429,6 @@ pub unsafe extern "C-unwind" fn on_subxact(
     STATE.with(|s| match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => s.borrow_mut().roll_back_to(level),
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => s.borrow_mut().merge_into_parent(level),
-        _ => {}
-    });
-    CHAIN_LOCKS_SINCE.with(|h| match (event, h.get()) {
-        (pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB, Some(since)) if since >= level => h.set(None),
-        (pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB, Some(since)) if since >= level => h.set(Some(level - 1)),
         _ => {}
     });
 }
