@@ -11,6 +11,8 @@ SELECT ledger.enable('ledger.verify_runs', 'ledger');
 GRANT USAGE ON SCHEMA ledger TO PUBLIC;
 REVOKE ALL ON ledger.ledgers, ledger.events, ledger.checkpoints, ledger.verify_runs FROM PUBLIC;
 GRANT SELECT ON ledger.ledgers TO PUBLIC;
+REVOKE ALL ON ledger.tracked FROM PUBLIC;
+GRANT SELECT ON ledger.tracked TO PUBLIC;
 
 -- Roles (cluster-wide, so made once and kept by DROP EXTENSION): applications append, auditors
 -- read and verify. Grants on your own ledger tables are yours to make; see the README.
@@ -44,3 +46,5 @@ SELECT pg_catalog.pg_extension_config_dump('ledger.ledgers',
     'WHERE tbl NOT IN (''ledger.records''::regclass, ''ledger.checkpoints''::regclass, ''ledger.events''::regclass, ''ledger.verify_runs''::regclass)');
 SELECT pg_catalog.pg_extension_config_dump('ledger.events',
     'WHERE ledger NOT IN (''ledger.records'', ''ledger.checkpoints'', ''ledger.events'', ''ledger.verify_runs'') ORDER BY ledger, seq');
+-- The registry of history-tracked tables (their histories are user ledgers, dumped as such).
+SELECT pg_catalog.pg_extension_config_dump('ledger.tracked', '');

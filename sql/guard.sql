@@ -70,6 +70,29 @@ BEGIN
 END
 $$;
 
+-- The same for a history-tracked table: its history replays rows of the columns it had when
+-- tracking began, and its trigger records every change.
+CREATE FUNCTION ledger.refuse_tracked_change(tbl regclass, registered text, current text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'history-tracked table % cannot be altered', tbl
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = E'The command changes what the table''s history records and replays:\n'
+                       || (SELECT string_agg(change, E'\n' ORDER BY removed DESC, n)
+                             FROM (SELECT '- ' || line, true, n
+                                     FROM unnest(string_to_array(registered, E'\n')) WITH ORDINALITY AS r(line, n)
+                                    WHERE line <> '' AND line <> ALL (string_to_array(current, E'\n'))
+                                   UNION ALL
+                                   SELECT '+ ' || line, false, n
+                                     FROM unnest(string_to_array(current, E'\n')) WITH ORDINALITY AS c(line, n)
+                                    WHERE line <> '' AND line <> ALL (string_to_array(registered, E'\n'))
+                                  ) AS changes(change, removed, n)),
+              HINT = 'Only a superuser can change a tracked table''s definition (and ledger.verify will report it).';
+END
+$$;
+
 CREATE FUNCTION ledger.guard_ddl() RETURNS event_trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -109,11 +132,17 @@ BEGIN
                      JOIN pg_depend d ON d.refclassid = 'pg_collation'::regclass AND d.refobjid = co.oid
                    WHERE commands.classid = 'pg_namespace'::regclass AND d.classid = 'pg_class'::regclass
         )
-        SELECT l.tbl, l.definition AS registered, ledger.definition(l.tbl) AS current
-          FROM ledger.ledgers l JOIN relations ON relations.relid = l.tbl::oid
-         WHERE l.definition IS NOT NULL
+        SELECT g.tbl, g.tracked, g.definition AS registered, ledger.definition(g.tbl) AS current
+          FROM (SELECT l.tbl, false AS tracked, l.definition FROM ledger.ledgers l
+                UNION ALL
+                SELECT t.tbl, true, t.definition FROM ledger.tracked t) g
+          JOIN relations ON relations.relid = g.tbl::oid
+         WHERE g.definition IS NOT NULL
     LOOP
         IF touched.current IS DISTINCT FROM touched.registered THEN
+            IF touched.tracked THEN
+                PERFORM ledger.refuse_tracked_change(touched.tbl, touched.registered, touched.current);
+            END IF;
             PERFORM ledger.count_guard_refusal(touched.tbl, TG_EVENT);
             PERFORM ledger.refuse_definition_change(touched.tbl, touched.registered, touched.current);
         END IF;
@@ -151,6 +180,20 @@ BEGIN
                 ledger.sha3_256(convert_to(dropped.definition, 'UTF8')), 'dropped by a superuser');
         DELETE FROM ledger.ledgers WHERE tbl::oid = dropped.relid;
     END LOOP;
+    -- Whole tracked tables: refused, or (by a superuser) no longer tracked; the history stays a ledger.
+    FOR dropped IN
+        SELECT t.tbl::oid AS relid, d.object_identity, t.history
+          FROM pg_event_trigger_dropped_objects() d JOIN ledger.tracked t ON t.tbl::oid = d.objid
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+    LOOP
+        IF NOT superuser THEN
+            RAISE EXCEPTION 'history-tracked table % cannot be dropped', dropped.object_identity
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('Its history %s would no longer be checked against it.', dropped.history),
+                      HINT = 'Only a superuser can drop a history-tracked table.';
+        END IF;
+        DELETE FROM ledger.tracked WHERE tbl::oid = dropped.relid;
+    END LOOP;
     IF superuser THEN
         RETURN;
     END IF;
@@ -164,11 +207,17 @@ BEGIN
               FROM pg_event_trigger_dropped_objects()
              WHERE object_type IN ('trigger', 'rule', 'policy') AND cardinality(address_names) >= 2
         )
-        SELECT l.tbl, l.definition AS registered, ledger.definition(l.tbl) AS current
-          FROM ledger.ledgers l JOIN relations ON relations.relid = l.tbl::oid
-         WHERE l.definition IS NOT NULL
+        SELECT g.tbl, g.tracked, g.definition AS registered, ledger.definition(g.tbl) AS current
+          FROM (SELECT l.tbl, false AS tracked, l.definition FROM ledger.ledgers l
+                UNION ALL
+                SELECT t.tbl, true, t.definition FROM ledger.tracked t) g
+          JOIN relations ON relations.relid = g.tbl::oid
+         WHERE g.definition IS NOT NULL
     LOOP
         IF dropped.current IS DISTINCT FROM dropped.registered THEN
+            IF dropped.tracked THEN
+                PERFORM ledger.refuse_tracked_change(dropped.tbl, dropped.registered, dropped.current);
+            END IF;
             PERFORM ledger.count_guard_refusal(dropped.tbl, TG_EVENT);
             PERFORM ledger.refuse_definition_change(dropped.tbl, dropped.registered, dropped.current);
         END IF;

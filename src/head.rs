@@ -400,6 +400,7 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
             count_appends(&state);
             remember_heads(state);
             crate::conflict::forget();
+            crate::history::forget();
         }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
@@ -410,6 +411,7 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
             crate::conflict::forget();
+            crate::history::forget();
             // A failed ledger.enable may have cached the layout of a table that is not a ledger.
             crate::layout::forget_all();
         }

@@ -46,6 +46,8 @@ pub struct Layout {
     /// The table's own unique keys (not those on the ledger's columns), which INSERT ... ON
     /// CONFLICT can skip a row for (src/conflict.rs).
     pub unique_keys: Vec<UniqueKey>,
+    /// The tracked table whose history this ledger is (src/history.rs): only its trigger appends.
+    pub history_of: Option<Oid>,
 }
 
 /// A plain unique btree index of the table's own columns.
@@ -107,6 +109,11 @@ pub fn try_for_relation(relid: Oid) -> Result<Rc<Layout>, LedgerError> {
     let layout = Rc::new(crate::lifecycle::with_pinned_search_path(|| load(relid))?);
     LAYOUTS.with(|l| l.borrow_mut().insert(relid, layout.clone()));
     Ok(layout)
+}
+
+/// Forgets the cached layout of one table.
+pub fn forget(relid: Oid) {
+    LAYOUTS.with(|l| l.borrow_mut().remove(&relid));
 }
 
 /// Forgets every cached layout.
@@ -272,7 +279,20 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let (hash, _) = find("hash")?;
     let head_index = find_head_index(relid, chain.as_ref().map(|c| c.index), seq)?;
     let unique_keys = find_unique_keys(relid, &[seq, prev_hash, hash])?;
-    Ok(Layout { relid, qualified_name, columns, chain, seq, prev_hash, hash, head_index, retired, unique_keys })
+    let history_of = crate::history::tracked_by_history(relid)?;
+    Ok(Layout {
+        relid,
+        qualified_name,
+        columns,
+        chain,
+        seq,
+        prev_hash,
+        hash,
+        head_index,
+        retired,
+        unique_keys,
+        history_of,
+    })
 }
 
 #[cfg(any(feature = "pg13", feature = "pg14"))]

@@ -12,6 +12,7 @@ mod enable;
 mod error;
 mod guc;
 mod head;
+mod history;
 mod layout;
 mod lifecycle;
 mod metrics;
@@ -23,7 +24,8 @@ mod verify;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/export.sql", name = "export", requires = ["schema"]);
-extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["schema"]);
+extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["schema", "history"]);
+extension_sql_file!("../sql/history.sql", name = "history", requires = ["schema"]);
 extension_sql_file!(
     "../sql/stats.sql",
     name = "stats",

@@ -147,7 +147,8 @@ pub fn finish_enable(relid: Oid, name: &str, actor: &str, migration: Option<&str
 #[search_path(pg_catalog, pg_temp)]
 fn retire(tbl: PgRelation, reason: &str) -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
     require_primary("retire a ledger");
-    let relid = tbl.oid();
+    // A history-tracked table is retired by retiring its history: its rows then cannot change.
+    let relid = crate::history::history_of(tbl.oid()).unwrap_or(tbl.oid());
     drop(tbl);
     let layout = layout::for_relation(relid);
     let name = layout.qualified_name.clone();

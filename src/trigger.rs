@@ -94,6 +94,22 @@ fn append_row<'a>(
                 .hint("A retired ledger stays verifiable but takes no more records."),
             );
         }
+        if let Some(tracked) = layout.history_of {
+            if !crate::history::appending_versions() {
+                raise(
+                    LedgerError::new(
+                        SqlState::InsufficientPrivilege,
+                        format!(
+                            "ledger {} is the history of {}",
+                            layout.qualified_name,
+                            layout::qualified_name(tracked)
+                        ),
+                    )
+                    .detail("Its versions are appended by the tracked table's trigger only.")
+                    .hint("Change the tracked table instead."),
+                );
+            }
+        }
         check_fires_last(data, &layout);
         let natts = (*tupdesc).natts as usize;
         let mut values = vec![Datum::from(0); natts];

@@ -227,6 +227,9 @@ fn verify(
 > {
     let tbl = required(tbl, "tbl");
     lifecycle::require_select(tbl.oid());
+    if let Some(history) = crate::history::history_of(tbl.oid()) {
+        return TableIterator::new(crate::history::verify_tracked(tbl.oid(), history, chain));
+    }
     TableIterator::new(verify_ledger(&tbl, chain).findings)
 }
 
