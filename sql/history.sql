@@ -20,41 +20,6 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT jsonb_object_agg(k::text, row_data -> k::text)::text FROM unnest(key_columns) AS k $$;
 
--- Appends the versions of one row change to the table's history. Called by the tracked table's
--- trigger as the extension's owner (so the role that changed the row needs no right on the history,
--- and cannot choose what is recorded); not callable by other roles.
-CREATE FUNCTION ledger.append_version(tbl regclass, op text, actor text, old_row jsonb, new_row jsonb)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    entry ledger.tracked;
-    old_key text;
-    new_key text;
-    append text;
-BEGIN
-    SELECT * INTO entry FROM ledger.tracked t WHERE t.tbl = append_version.tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'table % is not history-tracked', tbl USING ERRCODE = 'undefined_object';
-    END IF;
-    append := format('INSERT INTO %s (key, op, at, role, txid, "row") '
-                     'VALUES ($1, $2, pg_catalog.now(), $3, pg_catalog.txid_current(), $4)', entry.history);
-    old_key := ledger.version_key(old_row, entry.key_columns);
-    new_key := ledger.version_key(new_row, entry.key_columns);
-    IF op = 'update' AND old_key IS DISTINCT FROM new_key THEN
-        -- A new primary key is a new entity: the old one's history ends, the new one's begins.
-        EXECUTE append USING old_key, 'delete', actor, NULL::jsonb;
-        EXECUTE append USING new_key, 'insert', actor, new_row;
-    ELSIF op = 'delete' THEN
-        EXECUTE append USING old_key, 'delete', actor, NULL::jsonb;
-    ELSE
-        EXECUTE append USING new_key, op, actor, new_row;
-    END IF;
-END
-$$;
-REVOKE ALL ON FUNCTION ledger.append_version(regclass, text, text, jsonb, jsonb) FROM PUBLIC;
-
 -- An entity's versions, oldest first.
 CREATE FUNCTION ledger.history(tbl regclass, key jsonb)
 RETURNS TABLE (seq bigint, op text, at timestamptz, role name, "row" jsonb, hash text)
@@ -118,6 +83,12 @@ COMMENT ON FUNCTION ledger.as_of(anyelement, timestamptz) IS 'a history-tracked 
 CREATE FUNCTION ledger.state_problems(tbl regclass)
 RETURNS TABLE (key text, seq bigint, problem text, detail text)
 LANGUAGE plpgsql STABLE
+-- The rows as the trigger recorded them: text no session setting shapes.
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'iso_8601'
+SET extra_float_digits = 3
+SET bytea_output = 'hex'
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -126,9 +97,9 @@ BEGIN
     SELECT * INTO STRICT entry FROM ledger.tracked t WHERE t.tbl = state_problems.tbl;
     RETURN QUERY EXECUTE format($q$
         WITH current AS (
-            SELECT ledger.version_key(to_jsonb(t), $1) AS key, to_jsonb(t) AS "row" FROM ONLY %s t
+            SELECT ledger.version_key(to_jsonb(t.*), $1) AS key, to_jsonb(t.*) AS "row" FROM ONLY %s t
         ), replayed AS (
-            SELECT DISTINCT ON (h.key) h.key, h.seq, h.op, h."row" FROM ONLY %s h ORDER BY h.key, h.seq DESC
+            SELECT DISTINCT ON (h.key) h.key, h.seq, h.op, h."row" FROM ONLY %s h ORDER BY h.key, h.seq DESC, h.hash
         )
         SELECT coalesce(c.key, r.key),
                r.seq,
@@ -145,8 +116,59 @@ BEGIN
             OR (c.key IS NOT NULL AND r.op = 'delete')
             -- Text, not jsonb equality: jsonb says 1.5 = 1.50, the table's numeric does not.
             OR (r.op <> 'delete' AND c."row"::text IS DISTINCT FROM r."row"::text)
-         ORDER BY 1
+         ORDER BY coalesce(c.key, r.key) COLLATE "C"
     $q$, entry.tbl, entry.history) USING entry.key_columns;
 END
 $$;
 REVOKE ALL ON FUNCTION ledger.state_problems(regclass) FROM PUBLIC;
+
+-- ledger.export_state(tbl): the current rows of a tracked table, for the offline state check
+-- (docs/FORMAT.md, "History-tracked tables"). A header line, then one line per row in key order
+-- (UTF-8 octets, whatever the database's collation), each row as the text of to_jsonb(row) carried
+-- in a JSON string: the state check compares that text with the history's exactly, and a JSON
+-- parser re-printing a nested object could change it (1.50 to 1.5). The SET clauses are those of
+-- ledger.export, so exports from any session are identical. `t.*`, not `t`: a column named t would
+-- be taken for the row. Invoker's rights: it reads what the caller may read.
+CREATE FUNCTION ledger.export_state(tbl regclass)
+RETURNS SETOF text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'iso_8601'
+SET extra_float_digits = 3
+SET bytea_output = 'hex'
+SET quote_all_identifiers = off
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    entry ledger.tracked;
+    header text;
+BEGIN
+    SELECT * INTO entry FROM ledger.tracked t WHERE t.tbl = export_state.tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not history-tracked', tbl USING ERRCODE = 'undefined_object',
+            HINT = 'ledger.export(tbl) exports a ledger; ledger.enable_history(tbl) starts tracking a table.';
+    END IF;
+    header := json_build_object(
+        'format', 'ledger-state',
+        'version', 1,
+        'table', (SELECT format('%I.%I', n.nspname, c.relname)
+                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = entry.tbl),
+        'history', (SELECT format('%I.%I', n.nspname, c.relname)
+                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = entry.history),
+        'key_columns', to_json(entry.key_columns::text[]),
+        -- As ledger.verify reports the table's definition_changed, so can an offline verifier.
+        'definition', entry.definition,
+        'definition_now', ledger.definition(entry.tbl)
+    )::text;
+    RETURN NEXT CASE WHEN header ~ '[\U0001FFFE-\U0010FFFF]' THEN ledger.escape_noncharacters(header) ELSE header END;
+    RETURN QUERY EXECUTE format(
+        'SELECT CASE WHEN line ~ ''[\U0001FFFE-\U0010FFFF]'' THEN ledger.escape_noncharacters(line) ELSE line END '
+        'FROM (SELECT ledger.version_key(pg_catalog.to_jsonb(t.*), $1) AS key, pg_catalog.to_jsonb(t.*)::text AS "row" '
+        '        FROM ONLY %s t) s, '
+        'LATERAL (SELECT pg_catalog.json_build_object(''key'', s.key, ''row'', s."row")::text) AS state(line) '
+        'ORDER BY s.key COLLATE "C"', entry.tbl)
+        USING entry.key_columns;
+END
+$$;
+COMMENT ON FUNCTION ledger.export_state(regclass) IS 'the current rows of a history-tracked table as JSON lines, for checking it against its history offline';

@@ -318,7 +318,8 @@ fn checkpoint(
 ) -> SetOfIterator<'static, pgrx::composite_type!('static, "checkpoints")> {
     let tbl = required(tbl, "tbl");
     lifecycle::require_primary("checkpoint a ledger");
-    let layout = layout::for_relation(tbl.oid());
+    // A history-tracked table is checkpointed by its history.
+    let layout = layout::for_relation(crate::history::history_of(tbl.oid()).unwrap_or(tbl.oid()));
     drop(tbl);
     let rows = match chain {
         Some(c) => {

@@ -185,7 +185,13 @@ pub unsafe fn next_link(
             None => (1, None),
         };
     }
-    lock_chain(layout.relid, chain_key);
+    // A history ledger's chains need no lock of their own: only the tracked table's trigger appends
+    // to them (src/history.rs), and the tracked row's lock (or, for a new key, its primary key's
+    // unique check) already orders the writers of one key, each appending after the previous one
+    // committed. A statement changing many rows would otherwise hold a lock per row.
+    if layout.history_of.is_none() {
+        lock_chain(layout.relid, chain_key);
+    }
     let hint = hint_for(layout.relid, chain_key);
     let latest = lookup(layout, heap, chain_datum, pg_sys::GetLatestSnapshot(), hint);
     if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
@@ -401,17 +407,21 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
             remember_heads(state);
             crate::conflict::forget();
             crate::history::forget();
+            crate::lifecycle::forget_owner();
         }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
             crate::conflict::forget();
+            crate::history::forget();
+            crate::lifecycle::forget_owner();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
             crate::conflict::forget();
             crate::history::forget();
+            crate::lifecycle::forget_owner();
             // A failed ledger.enable may have cached the layout of a table that is not a ledger.
             crate::layout::forget_all();
         }

@@ -6,19 +6,116 @@
 //! it appends as the extension's owner.
 
 use crate::datum::select_one;
+use crate::datum::text_datum;
 use crate::error::{raise, spi_error, OrRaise};
 use crate::layout::{self, quote_ident};
 use crate::lifecycle;
 use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use pgrx::{PgRelation, PgTriggerOperation};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::convert::Infallible;
 
 thread_local! {
     /// Set while this module appends versions: a history ledger takes no other appends.
     static APPENDING_VERSIONS: Cell<bool> = const { Cell::new(false) };
+    /// The statement appending a row change's versions, per tracked table, prepared once per
+    /// session (PostgreSQL re-plans it when the history table changes).
+    static VERSION_PLANS: RefCell<HashMap<Oid, VersionPlan>> = RefCell::new(HashMap::new());
+}
+
+/// A kept SPI plan, freed when forgotten.
+struct VersionPlan(pg_sys::SPIPlanPtr);
+
+impl Drop for VersionPlan {
+    fn drop(&mut self) {
+        // SAFETY: a plan this module prepared and kept, freed once.
+        unsafe { pg_sys::SPI_freeplan(self.0) };
+    }
+}
+
+/// Relcache invalidation of a table: its plan is made again (its registry entry may be new).
+pub fn forget_plan(relid: Oid) {
+    VERSION_PLANS.with(|p| {
+        let mut plans = p.borrow_mut();
+        if relid == pg_sys::InvalidOid {
+            plans.clear();
+        } else {
+            plans.remove(&relid);
+        }
+    });
+}
+
+/// The statement that appends the versions of one change of a row of `relid`: $1 the old row, $2
+/// the new row (of the table's row type, NULL where there is none), $3 the operation, $4 the role.
+/// An update that changes the primary key ends the old key's chain with a delete and starts the
+/// new key's with an insert; the versions are appended in that order.
+///
+/// # Safety
+/// Must run inside an SPI connection (`client`'s).
+unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid, row_type: Oid) -> pg_sys::SPIPlanPtr {
+    if let Some(plan) = VERSION_PLANS.with(|p| p.borrow().get(&relid).map(|p| p.0)) {
+        return plan;
+    }
+    let (history, key_columns) = client
+        .select(
+            "SELECT history::text, key_columns::text[] FROM ledger.tracked WHERE tbl = $1",
+            Some(1),
+            &[relid.into()],
+        )
+        .and_then(|rows| rows.first().get_two::<String, Vec<String>>())
+        .map_err(|e| spi_error("cannot read the registry of tracked tables", e))
+        .or_raise();
+    let (Some(history), Some(key_columns)) = (history, key_columns) else {
+        raise(LedgerError::new(
+            SqlState::UndefinedObject,
+            format!("table {} is not history-tracked", layout::qualified_name(relid)),
+        ));
+    };
+    // The key as ledger.version_key writes it, spelled out: no function call per row.
+    let key_of = |row: &str| {
+        let members: Vec<String> = key_columns
+            .iter()
+            .map(|k| format!("{lit}, {row} OPERATOR(pg_catalog.->) {lit}", lit = literal(k)))
+            .collect();
+        format!("pg_catalog.jsonb_build_object({})::pg_catalog.text", members.join(", "))
+    };
+    let query = format!(
+        "INSERT INTO {history} (key, op, at, role, txid, \"row\") \
+         SELECT v.key, v.op, pg_catalog.clock_timestamp(), $4, pg_catalog.txid_current(), v.r \
+           FROM (SELECT pg_catalog.to_jsonb($1) AS o, pg_catalog.to_jsonb($2) AS n) j \
+          CROSS JOIN LATERAL (SELECT {} AS ok, {} AS nk) k \
+          CROSS JOIN LATERAL (VALUES \
+              (1, CASE WHEN $3 OPERATOR(pg_catalog.=) 'delete' \
+                         OR ($3 OPERATOR(pg_catalog.=) 'update' AND k.ok IS DISTINCT FROM k.nk) THEN k.ok END, \
+                  'delete', NULL::pg_catalog.jsonb), \
+              (2, CASE WHEN $3 OPERATOR(pg_catalog.=) 'insert' \
+                         OR ($3 OPERATOR(pg_catalog.=) 'update' AND k.ok IS DISTINCT FROM k.nk) THEN k.nk END, \
+                  'insert', j.n), \
+              (3, CASE WHEN $3 OPERATOR(pg_catalog.=) 'update' AND k.ok IS NOT DISTINCT FROM k.nk THEN k.nk END, \
+                  'update', j.n)) AS v(ord, key, op, r) \
+          WHERE v.key IS NOT NULL ORDER BY v.ord",
+        key_of("j.o"),
+        key_of("j.n")
+    );
+    let mut types = [row_type, row_type, pg_sys::TEXTOID, pg_sys::TEXTOID];
+    let query = std::ffi::CString::new(query).expect("no NUL in the query");
+    // A generic plan: the statement is the same for every row, and a custom plan per execution
+    // would plan it every time (with parameters the plan cache tries custom plans first).
+    let plan = pg_sys::SPI_prepare_cursor(
+        query.as_ptr(),
+        types.len() as i32,
+        types.as_mut_ptr(),
+        pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+    );
+    if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+        raise(LedgerError::new(SqlState::DataCorrupted, "cannot prepare the history's append"));
+    }
+    VERSION_PLANS.with(|p| p.borrow_mut().insert(relid, VersionPlan(plan)));
+    plan
 }
 
 /// Whether a version is being appended by the tracked table's trigger (or by enable_history).
@@ -189,16 +286,18 @@ fn enable_history(tbl: Option<PgRelation>, history: Option<&str>) -> pg_sys::Oid
         unsafe { pg_sys::CacheInvalidateRelcacheByRelid(history_oid) };
         layout::forget(history_oid);
         appending(|| {
-            Spi::run_with_args(
+            crate::guc::with_settings(crate::guc::CANONICAL_OUTPUT, || {
+                Spi::run_with_args(
                 &format!(
                     "INSERT INTO {history_name} (key, op, at, role, txid, \"row\") \
-                 SELECT ledger.version_key(to_jsonb(t), $1::name[]), 'insert', now(), $2, txid_current(), to_jsonb(t) \
+                 SELECT ledger.version_key(to_jsonb(t.*), $1::name[]), 'insert', clock_timestamp(), $2, txid_current(), to_jsonb(t.*) \
                  FROM ONLY {name} t ORDER BY {order}"
                 ),
                 &[key.clone().into(), actor.as_str().into()],
             )
             .map_err(|e| spi_error("cannot record the rows already in the table", e))
             .or_raise()
+            })
         });
     });
 
@@ -284,30 +383,35 @@ fn record_version<'a>(
             .into_owned();
         let tupdesc = (*rel).rd_att;
         let row_type = (*(*rel).rd_rel).reltype;
-        let as_datum = |tuple: *mut pg_sys::HeapTupleData| {
-            (!tuple.is_null())
-                .then(|| pgrx::datum::DatumWithOid::new(pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc), row_type))
+        let copy = |tuple: *mut pg_sys::HeapTupleData| {
+            if tuple.is_null() {
+                (pg_sys::Datum::from(0), b'n' as std::ffi::c_char)
+            } else {
+                (pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc), b' ' as std::ffi::c_char)
+            }
         };
         let (old_row, new_row) = match op {
-            "insert" => (None, as_datum(data.tg_trigtuple)),
-            "update" => (as_datum(data.tg_trigtuple), as_datum(data.tg_newtuple)),
-            _ => (as_datum(data.tg_trigtuple), None),
+            "insert" => (copy(std::ptr::null_mut()), copy(data.tg_trigtuple)),
+            "update" => (copy(data.tg_trigtuple), copy(data.tg_newtuple)),
+            _ => (copy(data.tg_trigtuple), copy(std::ptr::null_mut())),
         };
-        let null_row = || pgrx::datum::DatumWithOid::null_oid(row_type);
+        let mut values = [old_row.0, new_row.0, text_datum(op), text_datum(&actor)];
+        let nulls = [old_row.1, new_row.1, b' ' as std::ffi::c_char, b' ' as std::ffi::c_char];
         lifecycle::as_extension_owner(|| {
+            // Rows and keys as text no session setting shapes (TimeZone, IntervalStyle, ...).
             appending(|| {
-                Spi::run_with_args(
-                    "SELECT ledger.append_version($1, $2, $3, pg_catalog.to_jsonb($4), pg_catalog.to_jsonb($5))",
-                    &[
-                        relid.into(),
-                        op.into(),
-                        actor.as_str().into(),
-                        old_row.unwrap_or_else(null_row),
-                        new_row.unwrap_or_else(null_row),
-                    ],
-                )
-                .map_err(|e| spi_error("cannot record the version", e))
-                .or_raise();
+                crate::guc::with_settings(crate::guc::CANONICAL_OUTPUT, || {
+                    Spi::connect_mut(|client| {
+                        let plan = version_plan(client, relid, row_type);
+                        let status = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+                        if status < 0 {
+                            raise(
+                                LedgerError::new(SqlState::DataCorrupted, "cannot record the version")
+                                    .detail(format!("SPI_execute_plan returned {status}")),
+                            );
+                        }
+                    })
+                })
             })
         });
     }
@@ -333,12 +437,18 @@ pub fn verify_tracked(relid: Oid, history: Oid, chain: Option<&str>) -> crate::v
     let history_rel = unsafe { PgRelation::with_lock(history, pg_sys::AccessShareLock as i32) };
     findings.extend(crate::verify::verify_ledger(&history_rel, chain).findings);
     drop(history_rel);
-    let state = lifecycle::as_extension_owner(|| {
+    findings.extend(state_findings(relid, chain));
+    findings
+}
+
+/// Every key where the tracked table is not the replay of its history (of one key, with `key`).
+pub fn state_findings(relid: Oid, key: Option<&str>) -> crate::verify::Findings {
+    lifecycle::as_extension_owner(|| {
         Spi::connect(|client| {
             let rows = client.select(
                 "SELECT key, seq, problem, detail FROM ledger.state_problems($1) WHERE $2::text IS NULL OR key = $2",
                 None,
-                &[relid.into(), chain.into()],
+                &[relid.into(), key.into()],
             )?;
             rows.into_iter()
                 .map(|r| {
@@ -353,7 +463,5 @@ pub fn verify_tracked(relid: Oid, history: Oid, chain: Option<&str>) -> crate::v
         })
         .map_err(|e| spi_error("cannot compare the table with its history", e))
         .or_raise()
-    });
-    findings.extend(state);
-    findings
+    })
 }

@@ -126,6 +126,7 @@ pub fn forget_all() {
 #[pg_guard]
 pub unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, relid: Oid) {
     crate::head::forget_hints(relid);
+    crate::history::forget_plan(relid);
     if relid == pg_sys::InvalidOid {
         forget_all();
     } else {

@@ -67,15 +67,31 @@ pub fn with_pinned_search_path<T>(f: impl FnOnce() -> T) -> T {
     guc::with_settings(guc::PINNED_SEARCH_PATH, f)
 }
 
+thread_local! {
+    /// The extension's owner, looked up once per transaction (a trigger switches to it per row).
+    static EXTENSION_OWNER: std::cell::Cell<Option<Oid>> = const { std::cell::Cell::new(None) };
+}
+
+/// The transaction ended: the owner is looked up again by the next one.
+pub fn forget_owner() {
+    EXTENSION_OWNER.with(|o| o.set(None));
+}
+
 /// Runs `f` as the extension's owner, who alone may write the registry and `ledger.events`, with
 /// `search_path` pinned (as for a SECURITY DEFINER function: the caller's schemas could otherwise
 /// supply operators that would run with the owner's rights). An error inside `f` aborts the
 /// (sub)transaction, and PostgreSQL's abort restores the user and the setting.
 pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
-    let owner = select_one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'ledger'", &[])
-        .map_err(|e| spi_error("cannot find the ledger extension", e))
-        .or_raise()
-        .unwrap_or_else(|| raise(LedgerError::new(SqlState::UndefinedObject, "extension \"ledger\" is not installed")));
+    let owner = EXTENSION_OWNER.with(|o| o.get()).unwrap_or_else(|| {
+        let owner = select_one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'ledger'", &[])
+            .map_err(|e| spi_error("cannot find the ledger extension", e))
+            .or_raise()
+            .unwrap_or_else(|| {
+                raise(LedgerError::new(SqlState::UndefinedObject, "extension \"ledger\" is not installed"))
+            });
+        EXTENSION_OWNER.with(|o| o.set(Some(owner)));
+        owner
+    });
     let mut user = pg_sys::InvalidOid;
     let mut context = 0;
     // SAFETY: the same save/switch/restore PostgreSQL does around SECURITY DEFINER functions.

@@ -52,7 +52,6 @@ INSERT INTO owned_state VALUES (1, 'a');
 ALTER TABLE owned_state ADD COLUMN w text;
 ALTER TABLE owned_state DISABLE TRIGGER zz_ledger_history;
 DROP TABLE owned_state;
-SELECT ledger.append_version('owned_state', 'insert', 'me', NULL, '{"id": 9}');
 INSERT INTO owned_state_history (key, op, at, role, txid, "row") VALUES ('{"id": 9}', 'insert', now(), 'me', 1, '{"id": 9}');
 \set VERBOSITY default
 UPDATE owned_state SET v = 'b';
