@@ -19,6 +19,11 @@ Usage:
       One line, `valid: ...` or `invalid: ...`. Exit status: 0 valid, 1 invalid, 2 malformed proof.
       A path does not fix the tree size (RFC 9162): give the size the root is of (--tree-size), or
       the (size, root) pairs of the two trees (--between), as checkpoints or digests state them.
+  verify_export.py HISTORY_EXPORT --state STATE_FILE [--digest ...] [--json]
+      HISTORY_EXPORT is the export of a history-tracked table's history ledger, STATE_FILE the
+      table's state export (ledger.export_state): as the first form, then the rows where the table
+      is not the replay of its history (state_mismatch, state_missing, state_unrecorded), as
+      ledger.verify(table) reports them; the table's definition_changed comes first.
   verify_export.py EXPORT --merkle-root CHAIN FROM TO
       The Merkle tree hash of records FROM..TO of chain CHAIN (`-` for a single-chain table), in hex.
       Exit status: 0 printed, 1 a record of the range is missing, 2 malformed input.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -543,6 +549,8 @@ class Record:
     prev_hash: str | None
     stored_hash: str | None
     computed_hash: str
+    # The hashed columns' exported texts, in header order (the state check replays a history's).
+    values: tuple[str | None, ...] = ()
 
 
 def parse_header(line: str) -> Header:
@@ -606,6 +614,7 @@ def parse_record(header: Header, line: str, line_number: int) -> Record:
         prev_hash=by_name["prev_hash"][1],
         stored_hash=stored_hash,
         computed_hash=record_hash(header.columns, values),
+        values=tuple(values),
     )
 
 
@@ -1362,6 +1371,237 @@ def check_digest(digest: Digest, report: Report, expected_key: bytes | None,
 
 
 # --------------------------------------------------------------------------------------------------
+# History-tracked tables (FORMAT.md "History-tracked tables")
+# --------------------------------------------------------------------------------------------------
+
+STATE_FORMAT = "ledger-state"
+HISTORY_COLUMNS = ("key", "op", "row")  # the history ledger's columns the state check reads
+
+
+@dataclass(frozen=True)
+class StateHeader:
+    table: str
+    history: str
+    key_columns: list[str]
+    # The tracked table's definition when tracking began, and at export time (either may be null).
+    definition: str | None
+    definition_now: str | None
+
+
+@dataclass(frozen=True)
+class StateRow:
+    line_number: int
+    key: str
+    row: str  # to_jsonb(row)::text, compared as text
+
+
+@dataclass(frozen=True)
+class Version:
+    """A history record as the replay reads it."""
+
+    seq: int | None
+    op: str | None
+    row: str | None
+    order: tuple  # _verification_order of its record, to break ties of seq alike every time
+
+
+def _jsonb_string(text: str) -> str:
+    """A string as jsonb prints it: `"` `\\` and \\b \\f \\n \\r \\t escaped, other control
+    characters as \\u00xx (lower-case hex), everything else as is."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return '"' + "".join(escapes.get(char) or (f"\\u{ord(char):04x}" if char < " " else char)
+                         for char in text) + '"'
+
+
+def _jsonb_key_order(key: str) -> tuple[int, bytes]:
+    """jsonb's order of object keys: shorter (in UTF-8 octets) first, then by octets."""
+    octets = _utf8(key)
+    return len(octets), octets
+
+
+class _Printed(NamedTuple):
+    """Text already printed, among the values still to print (a str there is a JSON string)."""
+
+    text: str
+
+
+def jsonb_text(value) -> str:
+    """A parsed value (see parse_json) printed as jsonb prints it: keys in jsonb's order, ", " and
+    ": " separators, numbers as written (jsonb's own text writes them as numeric does). Built
+    without recursion, as encode_json is, since a jsonb column may nest deeply."""
+    out: list[str] = []
+    pending = [value]  # next one last
+    while pending:
+        item = pending.pop()
+        if isinstance(item, _Printed):
+            out.append(item.text)
+        elif item is None:
+            out.append("null")
+        elif item is True or item is False:
+            out.append("true" if item else "false")
+        elif isinstance(item, JsonNumber):
+            out.append(item.text)
+        elif isinstance(item, str):
+            out.append(_jsonb_string(item))
+        else:
+            if isinstance(item, list):
+                parts: list = ["["]
+                for position, element in enumerate(item):
+                    parts += [_Printed(", ")] * (position > 0) + [element]
+            else:
+                parts = ["{"]
+                members = sorted(item.items(), key=lambda member: _jsonb_key_order(member[0]))
+                for position, (key, member) in enumerate(members):
+                    parts += [_Printed(", ")] * (position > 0) + [_Printed(_jsonb_string(key) + ": "), member]
+            parts[0] = _Printed(parts[0])
+            parts.append(_Printed("]" if isinstance(item, list) else "}"))
+            pending.extend(reversed(parts))
+    return "".join(out)
+
+
+def version_key(row: dict, key_columns: Sequence[str]) -> str:
+    """A row's key as ledger.version_key writes it: the primary-key columns as a jsonb object."""
+    return jsonb_text({column: row.get(column) for column in key_columns})
+
+
+def parse_state_header(line: str) -> StateHeader:
+    header = _json_line(line)
+    if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
+        raise ExportError(f'the first line is not a state export header ({{"format": "{STATE_FORMAT}", ...}})')
+    if header.get("version") != FORMAT_VERSION or isinstance(header.get("version"), bool):
+        raise ExportError(f"unsupported state export version {header.get('version')!r}")
+    for member in ("table", "history"):
+        if not isinstance(header.get(member), str):
+            raise ExportError(f'state header "{member}" must be a string')
+    key_columns = header.get("key_columns")
+    if (not isinstance(key_columns, list) or not key_columns
+            or not all(isinstance(column, str) for column in key_columns)
+            or len(set(key_columns)) != len(key_columns)):
+        raise ExportError('state header "key_columns" must be a list of distinct column names')
+    definitions = []
+    for member in ("definition", "definition_now"):
+        text = header.get(member)
+        if text is not None and not isinstance(text, str):
+            raise ExportError(f'state header "{member}" must be a string or null')
+        definitions.append(text)
+    return StateHeader(header["table"], header["history"], key_columns, *definitions)
+
+
+def parse_state_row(header: StateHeader, line: str, line_number: int) -> StateRow:
+    entry = _json_line(line)
+    if (not isinstance(entry, dict) or set(entry) != {"key", "row"}
+            or not isinstance(entry["key"], str) or not isinstance(entry["row"], str)):
+        raise ExportError('a state row must be {"key": "<text>", "row": "<text>"}')
+    try:
+        row = parse_json(entry["row"])
+    except ExportError:
+        raise
+    except ValueError as error:  # json.JSONDecodeError from scanstring
+        raise ExportError(f"a state row's row is not JSON: {error}") from None
+    # The row is compared as text, so it must be the one text jsonb gives its value; and its key
+    # must be the key of its own columns, or the state check would compare the wrong versions.
+    if not isinstance(row, dict) or jsonb_text(row) != entry["row"]:
+        raise ExportError("a state row's row is not a JSON object in jsonb's text form")
+    if version_key(row, header.key_columns) != entry["key"]:
+        raise ExportError(f"key {entry['key']!r} is not the key of its row, "
+                          f"{version_key(row, header.key_columns)!r}")
+    return StateRow(line_number, entry["key"], entry["row"])
+
+
+def read_state(lines: Iterable[str]) -> tuple[StateHeader, list[StateRow]]:
+    """Parse a state export (ledger.export_state). Blank lines are ignored. Raises ExportError,
+    naming the line, on malformed input, two rows of one key included."""
+    header = None
+    rows: list[StateRow] = []
+    seen: dict[str, int] = {}
+    line_number = 0
+    try:
+        for line_number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            if header is None:
+                header = parse_state_header(line)
+                continue
+            row = parse_state_row(header, line, line_number)
+            if row.key in seen:
+                raise ExportError(f"key {row.key!r} appears again (first on line {seen[row.key]})")
+            seen[row.key] = line_number
+            rows.append(row)
+    except ExportError as error:
+        raise ExportError(f"state line {line_number}: {error}") from None
+    if header is None:
+        raise ExportError("empty state export: no header")
+    return header, rows
+
+
+def replay(header: Header, records: Iterable[Record]) -> dict[str | None, Version]:
+    """Each key's last version: the greatest seq, as ledger.verify's `ORDER BY seq DESC` takes it
+    (so a NULL seq, possible only after tampering, counts as the greatest). Ties of seq exist only
+    in a chain whose check fails; they go to the record last in verification order."""
+    if header.chain_by != "key" or not all(name in {c.name for c in header.columns} for name in HISTORY_COLUMNS):
+        raise ExportError("the export is not of a history ledger (chained by key, with columns "
+                          "key, op and row)")
+    index = {column.name: position for position, column in enumerate(header.columns)}
+    last: dict[str | None, Version] = {}
+    for record in records:
+        version = Version(record.seq, record.values[index["op"]], record.values[index["row"]],
+                          _verification_order(record))
+        key = record.values[index["key"]]
+        current = last.get(key)
+        if current is None or _replay_order(version) > _replay_order(current):
+            last[key] = version
+    return last
+
+
+def _replay_order(version: Version) -> tuple:
+    return (version.seq is None, version.seq or 0, version.order)
+
+
+def _seq_text(seq: int | None) -> str:
+    return "" if seq is None else str(seq)  # as format('%s', NULL) writes it
+
+
+def state_problems(history: Report, state_header: StateHeader, rows: Sequence[StateRow]) -> list[Problem]:
+    """The rows ledger.verify reports after the history's chains: per key, in key text order (UTF-8
+    octets; a NULL key, impossible but for the catalog, last), the table against the replay."""
+    if history.header.table is not None and history.header.table != state_header.history:
+        raise ExportError(f"the state export is of {state_header.table}, whose history is "
+                          f"{state_header.history}, but the export is of {history.header.table}")
+    last = replay(history.header, history.records)
+    current = {row.key: row for row in rows}
+    problems = []
+    for key in sorted(set(last) | set(current), key=lambda k: (k is None, _utf8(k or ""))):
+        version, row = last.get(key), current.get(key)
+        if version is None:
+            problems.append(Problem(key, None, "state_unrecorded", "the row has no version in the history"))
+        elif version.op == "delete":
+            if row is not None:
+                problems.append(Problem(key, version.seq, "state_unrecorded",
+                                        f"the history says the row was deleted (seq {_seq_text(version.seq)})"))
+        elif row is None:
+            problems.append(Problem(key, version.seq, "state_missing",
+                                    f"the history's last version (seq {_seq_text(version.seq)}) is not in the table"))
+        elif row.row != version.row:
+            problems.append(Problem(key, version.seq, "state_mismatch",
+                                    f"the row differs from the history's last version (seq {_seq_text(version.seq)})"))
+    return problems
+
+
+def check_state(history: Report, lines: Iterable[str]) -> Report:
+    """The history's report with the tracked table's rows added as ledger.verify(tbl) orders them:
+    the table's definition_changed first, then the history's problems, then the state check."""
+    state_header, rows = read_state(lines)
+    problems = []
+    if state_header.definition is not None and state_header.definition_now is not None:
+        changes = definition_differences(state_header.definition, state_header.definition_now)
+        if changes is not None:
+            problems.append(Problem(None, None, "definition_changed", f"since tracking began: {changes}"))
+    problems += history.problems
+    problems += state_problems(history, state_header, rows)
+    return dataclasses.replace(history, problems=problems)
+
+
+# --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
 
@@ -1396,6 +1636,9 @@ def _parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParse
                        help="verify an inclusion proof (no EXPORT; needs --record-hash, --root)")
     modes.add_argument("--consistency", metavar="PROOF_FILE",
                        help="verify a consistency proof (no EXPORT)")
+    parser.add_argument("--state", metavar="STATE_FILE",
+                        help="EXPORT is a history ledger's: also check the tracked table's state "
+                             "export (from ledger.export_state) against it")
     parser.add_argument("--public-key", metavar="BASE64",
                         help="with --digest: the Ed25519 public key the digest must carry")
     parser.add_argument("--allow-unsigned", action="store_true",
@@ -1415,6 +1658,10 @@ def _parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParse
         parser.error("EXPORT is required")
     if arguments.json and (proof_mode or arguments.merkle_root):
         parser.error("--json goes with plain verification or --digest only")
+    if arguments.state is not None and (proof_mode or arguments.merkle_root):
+        parser.error("--state goes with plain verification or --digest only")
+    if arguments.state == "-" and arguments.export == "-":
+        parser.error("EXPORT and --state cannot both be stdin")
     if arguments.digest is None and (arguments.public_key is not None or arguments.allow_unsigned):
         parser.error("--public-key and --allow-unsigned go with --digest only")
     if (arguments.inclusion is None) != (arguments.record_hash is None) or (
@@ -1453,6 +1700,13 @@ def _read_report(path: str) -> Report:
         return check_export(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8"))
     with open(path, encoding="utf-8") as export:
         return check_export(export)
+
+
+def _read_state(report: Report, path: str) -> Report:
+    if path == "-":
+        return check_state(report, io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8"))
+    with open(path, encoding="utf-8") as state:
+        return check_state(report, state)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -1520,6 +1774,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = _read_report(arguments.export)
         if arguments.merkle_root:
             return _run_merkle_root(report, *arguments.merkle_root)
+        if arguments.state is not None:
+            report = _read_state(report, arguments.state)
         return _run_verify(report, arguments)
     except (MalformedInput, OSError, UnicodeDecodeError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)

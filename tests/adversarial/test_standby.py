@@ -168,3 +168,55 @@ def test_standby_sees_the_same_tampering_as_the_primary(ledgers):
     # of t's chain 1 breaks both of that chain's checkpoints.
     assert roots == {(ledger, chain, size): chain != "1" for _, ledger, chain, size in cps}
     assert answers(s, cps) == tampered
+
+
+def test_standby_answers_for_a_history_tracked_table_as_the_primary(servers, request):
+    """ledger.history, ledger.as_of and ledger.verify(tbl) read only: on the standby they answer as on
+    the primary, before and after a superuser's edit behind the trigger; enable_history is refused
+    there with 25006 and so are the table's writes."""
+    primary, standby = servers
+    p = primary.create_database(database_name(request.node.name))
+    s = None
+    try:
+        p.execute("CREATE TABLE units (id int PRIMARY KEY, status text NOT NULL, amount numeric)")
+        p.execute("INSERT INTO units VALUES (1, 'created', 1.50), (2, 'created', 2)")
+        p.execute("SELECT ledger.enable_history('units')")
+        p.execute("UPDATE units SET status = 'active' WHERE id = 1")
+        middle = p.scalar("SELECT clock_timestamp()")
+        p.execute("UPDATE units SET status = 'done' WHERE id = 1")
+        p.execute("DELETE FROM units WHERE id = 2")
+        p.execute("CREATE TABLE plain (id int PRIMARY KEY)")
+        wait_until(lambda: p.name in {r[0] for r in standby.connect(autocommit=True).execute(
+            "SELECT datname FROM pg_database").fetchall()}, 20, 0.02, "the database on the standby")
+        s = Database(standby, p.name)
+        wait_for_replay(p, s)
+        questions = [
+            ("SELECT * FROM ledger.history('units', '{\"id\": 1}')", None),
+            ("SELECT * FROM ledger.history('units', '{\"id\": 2}')", None),
+            ("SELECT * FROM ledger.as_of(NULL::units, %s) ORDER BY id", (middle,)),
+            ("SELECT * FROM ledger.as_of(NULL::units, now()) ORDER BY id", None),
+            ("SELECT * FROM ledger.verify('units')", None),
+        ]
+        on_primary = [outcome(p, q, a) for q, a in questions]
+        assert [len(r) for r in on_primary] == [3, 2, 2, 1, 0]
+        assert [o[1] for o in on_primary[2]] == ["active", "created"]
+        assert [outcome(s, q, a) for q, a in questions] == on_primary
+
+        for query in ("SELECT ledger.enable_history('plain')", "UPDATE units SET status = 'x' WHERE id = 1"):
+            assert outcome(s, query) == ("error", "25006"), query
+        with pytest.raises(psycopg.Error) as refused:
+            s.execute("SELECT ledger.enable_history('plain')")
+        assert "recovery" in str(refused.value) or "standby" in str(refused.value), str(refused.value)
+
+        with p.conn.transaction():
+            p.execute("ALTER TABLE units DISABLE TRIGGER zz_ledger_history")
+            p.execute("UPDATE units SET amount = 1.5 WHERE id = 1")
+            p.execute("ALTER TABLE units ENABLE ALWAYS TRIGGER zz_ledger_history")
+        wait_for_replay(p, s)
+        tampered = outcome(p, "SELECT chain, seq, problem FROM ledger.verify('units')")
+        assert tampered == [('{"id": 1}', 3, "state_mismatch")]
+        assert outcome(s, "SELECT chain, seq, problem FROM ledger.verify('units')") == tampered
+    finally:
+        p.close_all()
+        if s is not None:
+            s.close_all()
