@@ -36,7 +36,14 @@ SELECT concat_ws(E'\n',
        FROM pg_inherits i
        JOIN pg_class cc ON cc.oid = i.inhrelid
        JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-      WHERE i.inhparent = c.oid)
+      WHERE i.inhparent = c.oid),
+    -- A history ledger vouches for its tracked table: that table's definition is part of its own.
+    (SELECT format('history_of %I.%I %s', tn.nspname, tc.relname,
+                   ledger.sha3_256(convert_to(ledger.definition(t.tbl), 'UTF8')))
+       FROM ledger.tracked t
+       JOIN pg_class tc ON tc.oid = t.tbl
+       JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+      WHERE t.history = c.oid)
 ) || E'\n'
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -79,7 +79,8 @@ $$;
 COMMENT ON FUNCTION ledger.as_of(anyelement, timestamptz) IS 'a history-tracked table as it was at a past time, replayed from its history';
 
 -- The state check of ledger.verify: the current table against the replay of its history, one row
--- per key that differs. Sorted, so memory stays bounded whatever the table's size.
+-- per key that differs. Sorted, so memory stays bounded whatever the table's size. Invoker's rights:
+-- it reads the two tables as the caller (to_jsonb may run casts of the columns' types).
 CREATE FUNCTION ledger.state_problems(tbl regclass)
 RETURNS TABLE (key text, seq bigint, problem text, detail text)
 LANGUAGE plpgsql STABLE
@@ -94,7 +95,10 @@ AS $$
 DECLARE
     entry ledger.tracked;
 BEGIN
-    SELECT * INTO STRICT entry FROM ledger.tracked t WHERE t.tbl = state_problems.tbl;
+    SELECT * INTO entry FROM ledger.tracked t WHERE t.tbl = state_problems.tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not history-tracked', tbl USING ERRCODE = 'undefined_object';
+    END IF;
     RETURN QUERY EXECUTE format($q$
         WITH current AS (
             SELECT ledger.version_key(to_jsonb(t.*), $1) AS key, to_jsonb(t.*) AS "row" FROM ONLY %s t
@@ -120,7 +124,6 @@ BEGIN
     $q$, entry.tbl, entry.history) USING entry.key_columns;
 END
 $$;
-REVOKE ALL ON FUNCTION ledger.state_problems(regclass) FROM PUBLIC;
 
 -- ledger.export_state(tbl): the current rows of a tracked table, for the offline state check
 -- (docs/FORMAT.md, "History-tracked tables"). A header line, then one line per row in key order

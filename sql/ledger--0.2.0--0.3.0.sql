@@ -6,49 +6,6 @@
 
 \echo Use "ALTER EXTENSION ledger UPDATE TO '0.3.0'" to load this file. \quit
 
--- ledger.definition pins quote_all_identifiers: a session that set it saw every name quoted, so
--- ledger.verify reported an unchanged ledger's definition as changed.
-CREATE OR REPLACE FUNCTION ledger.definition(tbl regclass) RETURNS text
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
-SET quote_all_identifiers = off
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT concat_ws(E'\n',
-    'ledger-definition/v1',
-    'table ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname),
-    'persistence ' || c.relpersistence::text,
-    'row_security ' || c.relrowsecurity || ' ' || c.relforcerowsecurity,
-    'chain_by ' || coalesce(quote_ident(l.chain_by), '-'),
-    'hashed ' || coalesce(array_to_string(l.columns, ' '), '-'),
-    (SELECT string_agg(format('column %I %s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
-                              CASE WHEN a.attcollation <> t.typcollation
-                                   THEN ' collate ' || a.attcollation::regcollation END,
-                              CASE WHEN a.attnotnull THEN ' not null' END),
-                       E'\n' ORDER BY a.attnum)
-       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
-    (SELECT string_agg(format('trigger %s enabled %s', pg_get_triggerdef(g.oid), g.tgenabled::text), E'\n'
-                       ORDER BY g.tgname)
-       FROM pg_trigger g JOIN pg_proc p ON p.oid = g.tgfoid
-      WHERE g.tgrelid = c.oid AND p.pronamespace = 'ledger'::regnamespace),
-    (SELECT string_agg('rule ' || regexp_replace(pg_get_ruledef(r.oid), '\s+', ' ', 'g'), E'\n'
-                       ORDER BY r.rulename)
-       FROM pg_rewrite r WHERE r.ev_class = c.oid),
-    -- A child's rows show in every query of the ledger that does not say ONLY, unchained.
-    (SELECT string_agg(format('inherited_by %I.%I', cn.nspname, cc.relname), E'\n'
-                       ORDER BY cn.nspname, cc.relname)
-       FROM pg_inherits i
-       JOIN pg_class cc ON cc.oid = i.inhrelid
-       JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-      WHERE i.inhparent = c.oid)
-) || E'\n'
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN ledger.ledgers l ON l.tbl = c.oid
-WHERE c.oid = definition.tbl  -- the argument (l.tbl is a column)
-$$;
-COMMENT ON FUNCTION ledger.definition(regclass) IS 'what a ledger''s guarantees rest on: columns, types, triggers, chain key';
-
 -- ledger.export's header carries the registered definition and today's (docs/FORMAT.md, "Export"),
 -- and its names are quoted alike from every session.
 CREATE OR REPLACE FUNCTION ledger.export(tbl regclass)
@@ -184,7 +141,8 @@ $$;
 COMMENT ON FUNCTION ledger.as_of(anyelement, timestamptz) IS 'a history-tracked table as it was at a past time, replayed from its history';
 
 -- The state check of ledger.verify: the current table against the replay of its history, one row
--- per key that differs. Sorted, so memory stays bounded whatever the table's size.
+-- per key that differs. Sorted, so memory stays bounded whatever the table's size. Invoker's rights:
+-- it reads the two tables as the caller (to_jsonb may run casts of the columns' types).
 CREATE FUNCTION ledger.state_problems(tbl regclass)
 RETURNS TABLE (key text, seq bigint, problem text, detail text)
 LANGUAGE plpgsql STABLE
@@ -199,7 +157,10 @@ AS $$
 DECLARE
     entry ledger.tracked;
 BEGIN
-    SELECT * INTO STRICT entry FROM ledger.tracked t WHERE t.tbl = state_problems.tbl;
+    SELECT * INTO entry FROM ledger.tracked t WHERE t.tbl = state_problems.tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not history-tracked', tbl USING ERRCODE = 'undefined_object';
+    END IF;
     RETURN QUERY EXECUTE format($q$
         WITH current AS (
             SELECT ledger.version_key(to_jsonb(t.*), $1) AS key, to_jsonb(t.*) AS "row" FROM ONLY %s t
@@ -225,7 +186,59 @@ BEGIN
     $q$, entry.tbl, entry.history) USING entry.key_columns;
 END
 $$;
-REVOKE ALL ON FUNCTION ledger.state_problems(regclass) FROM PUBLIC;
+
+-- ledger.definition pins quote_all_identifiers (a session that set it saw every name quoted, so
+-- ledger.verify reported an unchanged ledger's definition as changed), and a history ledger's
+-- definition carries its tracked table's (after ledger.tracked exists: the body refers to it).
+-- One line per property, in a fixed order (docs/FORMAT.md, "Definitions"). quote_all_identifiers
+-- is pinned: a session that sets it would otherwise see every line with a name as changed.
+CREATE OR REPLACE FUNCTION ledger.definition(tbl regclass) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET quote_all_identifiers = off
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT concat_ws(E'\n',
+    'ledger-definition/v1',
+    'table ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+    'persistence ' || c.relpersistence::text,
+    'row_security ' || c.relrowsecurity || ' ' || c.relforcerowsecurity,
+    'chain_by ' || coalesce(quote_ident(l.chain_by), '-'),
+    'hashed ' || coalesce(array_to_string(l.columns, ' '), '-'),
+    (SELECT string_agg(format('column %I %s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
+                              CASE WHEN a.attcollation <> t.typcollation
+                                   THEN ' collate ' || a.attcollation::regcollation END,
+                              CASE WHEN a.attnotnull THEN ' not null' END),
+                       E'\n' ORDER BY a.attnum)
+       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+    (SELECT string_agg(format('trigger %s enabled %s', pg_get_triggerdef(g.oid), g.tgenabled::text), E'\n'
+                       ORDER BY g.tgname)
+       FROM pg_trigger g JOIN pg_proc p ON p.oid = g.tgfoid
+      WHERE g.tgrelid = c.oid AND p.pronamespace = 'ledger'::regnamespace),
+    (SELECT string_agg('rule ' || regexp_replace(pg_get_ruledef(r.oid), '\s+', ' ', 'g'), E'\n'
+                       ORDER BY r.rulename)
+       FROM pg_rewrite r WHERE r.ev_class = c.oid),
+    -- A child's rows show in every query of the ledger that does not say ONLY, unchained.
+    (SELECT string_agg(format('inherited_by %I.%I', cn.nspname, cc.relname), E'\n'
+                       ORDER BY cn.nspname, cc.relname)
+       FROM pg_inherits i
+       JOIN pg_class cc ON cc.oid = i.inhrelid
+       JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+      WHERE i.inhparent = c.oid),
+    -- A history ledger vouches for its tracked table: that table's definition is part of its own.
+    (SELECT format('history_of %I.%I %s', tn.nspname, tc.relname,
+                   ledger.sha3_256(convert_to(ledger.definition(t.tbl), 'UTF8')))
+       FROM ledger.tracked t
+       JOIN pg_class tc ON tc.oid = t.tbl
+       JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+      WHERE t.history = c.oid)
+) || E'\n'
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN ledger.ledgers l ON l.tbl = c.oid
+WHERE c.oid = definition.tbl  -- the argument (l.tbl is a column)
+$$;
+COMMENT ON FUNCTION ledger.definition(regclass) IS 'what a ledger''s guarantees rest on: columns, types, triggers, chain key';
 
 CREATE FUNCTION ledger.enable_history(tbl regclass, history text DEFAULT NULL) RETURNS regclass
 VOLATILE PARALLEL UNSAFE

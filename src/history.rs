@@ -37,8 +37,17 @@ impl Drop for VersionPlan {
     }
 }
 
-/// Relcache invalidation of a table: its plan is made again (its registry entry may be new).
+/// Relcache invalidation of a table: its plan is made again (its registry entry may be new), and
+/// its row encoding (its columns may have changed).
 pub fn forget_plan(relid: Oid) {
+    ROW_ENCODERS.with(|e| {
+        let mut encoders = e.borrow_mut();
+        if relid == pg_sys::InvalidOid {
+            encoders.clear();
+        } else {
+            encoders.remove(&relid);
+        }
+    });
     VERSION_PLANS.with(|p| {
         let mut plans = p.borrow_mut();
         if relid == pg_sys::InvalidOid {
@@ -50,13 +59,13 @@ pub fn forget_plan(relid: Oid) {
 }
 
 /// The statement that appends the versions of one change of a row of `relid`: $1 the old row, $2
-/// the new row (of the table's row type, NULL where there is none), $3 the operation, $4 the role.
-/// An update that changes the primary key ends the old key's chain with a delete and starts the
-/// new key's with an insert; the versions are appended in that order.
+/// the new row (as jsonb, NULL where there is none), $3 the operation, $4 the role. An update that
+/// changes the primary key ends the old key's chain with a delete and starts the new key's with an
+/// insert; the versions are appended in that order (the order of the VALUES list).
 ///
 /// # Safety
 /// Must run inside an SPI connection (`client`'s).
-unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid, row_type: Oid) -> pg_sys::SPIPlanPtr {
+unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid) -> pg_sys::SPIPlanPtr {
     if let Some(plan) = VERSION_PLANS.with(|p| p.borrow().get(&relid).map(|p| p.0)) {
         return plan;
     }
@@ -86,7 +95,7 @@ unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid, row_type: Oid) -> pg_
     let query = format!(
         "INSERT INTO {history} (key, op, at, role, txid, \"row\") \
          SELECT v.key, v.op, pg_catalog.clock_timestamp(), $4, pg_catalog.txid_current(), v.r \
-           FROM (SELECT pg_catalog.to_jsonb($1) AS o, pg_catalog.to_jsonb($2) AS n) j \
+           FROM (SELECT $1 AS o, $2 AS n) j \
           CROSS JOIN LATERAL (SELECT {} AS ok, {} AS nk) k \
           CROSS JOIN LATERAL (VALUES \
               (1, CASE WHEN $3 OPERATOR(pg_catalog.=) 'delete' \
@@ -97,11 +106,11 @@ unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid, row_type: Oid) -> pg_
                   'insert', j.n), \
               (3, CASE WHEN $3 OPERATOR(pg_catalog.=) 'update' AND k.ok IS NOT DISTINCT FROM k.nk THEN k.nk END, \
                   'update', j.n)) AS v(ord, key, op, r) \
-          WHERE v.key IS NOT NULL ORDER BY v.ord",
+          WHERE v.key IS NOT NULL",
         key_of("j.o"),
         key_of("j.n")
     );
-    let mut types = [row_type, row_type, pg_sys::TEXTOID, pg_sys::TEXTOID];
+    let mut types = [pg_sys::JSONBOID, pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID];
     let query = std::ffi::CString::new(query).expect("no NUL in the query");
     // A generic plan: the statement is the same for every row, and a custom plan per execution
     // would plan it every time (with parameters the plan cache tries custom plans first).
@@ -279,26 +288,28 @@ fn enable_history(tbl: Option<PgRelation>, history: Option<&str>) -> pg_sys::Oid
         )
         .map_err(|e| spi_error(&format!("cannot register {name} as tracked"), e))
         .or_raise();
-        // Rows already in the table are their first versions, in primary-key order.
-        let order = key.iter().map(|k| format!("t.{}", quote_ident(k))).collect::<Vec<_>>().join(", ");
-        // The registry names the history now: its appends must come from here from now on.
-        // SAFETY: invalidating a relation's cache entries (here and in other sessions).
-        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(history_oid) };
-        layout::forget(history_oid);
-        appending(|| {
-            crate::guc::with_settings(crate::guc::CANONICAL_OUTPUT, || {
-                Spi::run_with_args(
+    });
+    // The registry names the history now: its appends must come from here from now on.
+    // SAFETY: invalidating a relation's cache entries (here and in other sessions).
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(history_oid) };
+    layout::forget(history_oid);
+    // Rows already in the table are their first versions, in primary-key order: appended by the
+    // table's owner (to_jsonb may run casts of the columns' types), under the trigger's settings.
+    let order = key.iter().map(|k| format!("t.{}", quote_ident(k))).collect::<Vec<_>>().join(", ");
+    appending(|| {
+        crate::guc::with_settings(crate::guc::CANONICAL_OUTPUT, || {
+            Spi::run_with_args(
                 &format!(
                     "INSERT INTO {history_name} (key, op, at, role, txid, \"row\") \
-                 SELECT ledger.version_key(to_jsonb(t.*), $1::name[]), 'insert', clock_timestamp(), $2, txid_current(), to_jsonb(t.*) \
-                 FROM ONLY {name} t ORDER BY {order}"
+                     SELECT ledger.version_key(to_jsonb(t.*), $1::name[]), 'insert', clock_timestamp(), $2, \
+                            txid_current(), to_jsonb(t.*) \
+                     FROM ONLY {name} t ORDER BY {order}"
                 ),
                 &[key.clone().into(), actor.as_str().into()],
             )
             .map_err(|e| spi_error("cannot record the rows already in the table", e))
             .or_raise()
-            })
-        });
+        })
     });
 
     run(
@@ -326,8 +337,121 @@ fn enable_history(tbl: Option<PgRelation>, history: Option<&str>) -> pg_sys::Oid
         )
         .map_err(|e| spi_error("cannot register the table's definition", e))
         .or_raise();
+        // The history's definition names the tracked table's (docs/FORMAT.md, "Definitions"),
+        // which is complete only now.
+        Spi::run_with_args(
+            "UPDATE ledger.ledgers SET definition = ledger.definition($1) WHERE tbl = $1",
+            &[history_oid.into()],
+        )
+        .map_err(|e| spi_error("cannot register the history's definition", e))
+        .or_raise();
     });
     history_oid
+}
+
+/// How a tracked table's rows become jsonb: `to_jsonb` called directly (no SQL per row), under the
+/// settings its column types' text depends on.
+struct RowEncoder {
+    to_jsonb: *mut pg_sys::FmgrInfo,
+    settings: Vec<(&'static std::ffi::CStr, &'static std::ffi::CStr)>,
+    /// Holds the function's lookup and the expression it reads its argument's type from.
+    memory: pg_sys::MemoryContext,
+}
+
+impl Drop for RowEncoder {
+    fn drop(&mut self) {
+        // SAFETY: a context this module created, deleted once.
+        unsafe { pg_sys::MemoryContextDelete(self.memory) };
+    }
+}
+
+thread_local! {
+    static ROW_ENCODERS: RefCell<HashMap<Oid, RowEncoder>> = RefCell::new(HashMap::new());
+}
+
+/// The settings of `guc::CANONICAL_OUTPUT` that `to_jsonb` of a row of `relid` depends on: those of
+/// its columns' types (domains by their base type); all of them for any type not known here
+/// (arrays, composites, ranges, user types).
+unsafe fn settings_for(relid: Oid) -> Vec<(&'static std::ffi::CStr, &'static std::ffi::CStr)> {
+    let setting = |name: &std::ffi::CStr| {
+        *crate::guc::CANONICAL_OUTPUT.iter().find(|(n, _)| *n == name).expect("a canonical setting")
+    };
+    let mut wanted: Vec<(&'static std::ffi::CStr, &'static std::ffi::CStr)> = Vec::new();
+    for (_, _, type_oid) in layout::attributes(relid) {
+        let base = pg_sys::getBaseType(type_oid);
+        let needs: &[&std::ffi::CStr] = match base {
+            pg_sys::TIMESTAMPTZOID | pg_sys::TIMETZOID => &[c"TimeZone"],
+            pg_sys::INTERVALOID => &[c"IntervalStyle"],
+            pg_sys::BYTEAOID => &[c"bytea_output"],
+            pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => &[c"extra_float_digits"],
+            pg_sys::BOOLOID
+            | pg_sys::INT2OID
+            | pg_sys::INT4OID
+            | pg_sys::INT8OID
+            | pg_sys::NUMERICOID
+            | pg_sys::TEXTOID
+            | pg_sys::VARCHAROID
+            | pg_sys::BPCHAROID
+            | pg_sys::NAMEOID
+            | pg_sys::UUIDOID
+            | pg_sys::DATEOID
+            | pg_sys::TIMESTAMPOID
+            | pg_sys::TIMEOID
+            | pg_sys::JSONBOID
+            | pg_sys::JSONOID
+            | pg_sys::OIDOID
+            | pg_sys::CHAROID => &[],
+            _ => return crate::guc::CANONICAL_OUTPUT.to_vec(),
+        };
+        for name in needs {
+            let s = setting(name);
+            if !wanted.contains(&s) {
+                wanted.push(s);
+            }
+        }
+    }
+    wanted
+}
+
+/// `to_jsonb(row)` of a row of the tracked table `relid` (a datum of its row type), computed under
+/// fixed settings, so its text is the same whichever session changed the row.
+unsafe fn row_to_jsonb(relid: Oid, row_type: Oid, row: pg_sys::Datum) -> pg_sys::Datum {
+    let (finfo, settings) = ROW_ENCODERS.with(|e| {
+        if let Some(encoder) = e.borrow().get(&relid) {
+            return (encoder.to_jsonb, encoder.settings.clone());
+        }
+        // The function and the expression it reads its argument's type from live for the session.
+        let memory = pg_sys::AllocSetContextCreateExtended(
+            pg_sys::TopMemoryContext,
+            c"ledger history row encoder".as_ptr(),
+            0,
+            1024,
+            8192,
+        );
+        let old = pg_sys::MemoryContextSwitchTo(memory);
+        let finfo = pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()) as *mut pg_sys::FmgrInfo;
+        pg_sys::fmgr_info_cxt(pg_sys::Oid::from(pg_sys::F_TO_JSONB), finfo, memory);
+        let argument = pg_sys::makeNullConst(row_type, -1, pg_sys::InvalidOid);
+        let call = pg_sys::makeFuncExpr(
+            pg_sys::Oid::from(pg_sys::F_TO_JSONB),
+            pg_sys::JSONBOID,
+            pg_sys::list_make1_impl(pg_sys::NodeTag::T_List, pg_sys::ListCell { ptr_value: argument.cast() }),
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+        );
+        (*finfo).fn_expr = call.cast();
+        pg_sys::MemoryContextSwitchTo(old);
+        let settings = settings_for(relid);
+        e.borrow_mut().insert(relid, RowEncoder { to_jsonb: finfo, settings: settings.clone(), memory });
+        (finfo, settings)
+    });
+    let call = || pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, row);
+    if settings.is_empty() {
+        call()
+    } else {
+        crate::guc::with_settings(&settings, call)
+    }
 }
 
 /// A string as an SQL literal (standard_conforming_strings, PostgreSQL's default since 9.1).
@@ -383,34 +507,36 @@ fn record_version<'a>(
             .into_owned();
         let tupdesc = (*rel).rd_att;
         let row_type = (*(*rel).rd_rel).reltype;
-        let copy = |tuple: *mut pg_sys::HeapTupleData| {
+        // The rows as jsonb, computed as the role that changed them (to_jsonb runs casts to json a
+        // column's type may have: never as the extension's owner).
+        let as_jsonb = |tuple: *mut pg_sys::HeapTupleData| {
             if tuple.is_null() {
                 (pg_sys::Datum::from(0), b'n' as std::ffi::c_char)
             } else {
-                (pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc), b' ' as std::ffi::c_char)
+                (
+                    row_to_jsonb(relid, row_type, pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc)),
+                    b' ' as std::ffi::c_char,
+                )
             }
         };
         let (old_row, new_row) = match op {
-            "insert" => (copy(std::ptr::null_mut()), copy(data.tg_trigtuple)),
-            "update" => (copy(data.tg_trigtuple), copy(data.tg_newtuple)),
-            _ => (copy(data.tg_trigtuple), copy(std::ptr::null_mut())),
+            "insert" => (as_jsonb(std::ptr::null_mut()), as_jsonb(data.tg_trigtuple)),
+            "update" => (as_jsonb(data.tg_trigtuple), as_jsonb(data.tg_newtuple)),
+            _ => (as_jsonb(data.tg_trigtuple), as_jsonb(std::ptr::null_mut())),
         };
         let mut values = [old_row.0, new_row.0, text_datum(op), text_datum(&actor)];
         let nulls = [old_row.1, new_row.1, b' ' as std::ffi::c_char, b' ' as std::ffi::c_char];
         lifecycle::as_extension_owner(|| {
-            // Rows and keys as text no session setting shapes (TimeZone, IntervalStyle, ...).
             appending(|| {
-                crate::guc::with_settings(crate::guc::CANONICAL_OUTPUT, || {
-                    Spi::connect_mut(|client| {
-                        let plan = version_plan(client, relid, row_type);
-                        let status = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
-                        if status < 0 {
-                            raise(
-                                LedgerError::new(SqlState::DataCorrupted, "cannot record the version")
-                                    .detail(format!("SPI_execute_plan returned {status}")),
-                            );
-                        }
-                    })
+                Spi::connect_mut(|client| {
+                    let plan = version_plan(client, relid);
+                    let status = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+                    if status < 0 {
+                        raise(
+                            LedgerError::new(SqlState::DataCorrupted, "cannot record the version")
+                                .detail(format!("SPI_execute_plan returned {status}")),
+                        );
+                    }
                 })
             })
         });
@@ -443,7 +569,8 @@ pub fn verify_tracked(relid: Oid, history: Oid, chain: Option<&str>) -> crate::v
 
 /// Every key where the tracked table is not the replay of its history (of one key, with `key`).
 pub fn state_findings(relid: Oid, key: Option<&str>) -> crate::verify::Findings {
-    lifecycle::as_extension_owner(|| {
+    // As the caller, who may read both tables (to_jsonb may run casts of the columns' types).
+    lifecycle::with_pinned_search_path(|| {
         Spi::connect(|client| {
             let rows = client.select(
                 "SELECT key, seq, problem, detail FROM ledger.state_problems($1) WHERE $2::text IS NULL OR key = $2",

@@ -24,7 +24,7 @@ mod verify;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/export.sql", name = "export", requires = ["schema"]);
-extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["schema", "history"]);
+extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["schema", "history", verify::sha3_256]);
 extension_sql_file!("../sql/history.sql", name = "history", requires = ["schema"]);
 extension_sql_file!(
     "../sql/stats.sql",

@@ -14,6 +14,8 @@
   it), nor alter, add or disable triggers of, rename or drop the tracked table or its history
   (42501): nothing changes. A role with UPDATE on the table only is
   recorded as the role of its changes.
+- A cast to json of a column's type (which to_jsonb uses, and a table owner may create) runs as
+  the writer or verifier, never as the extension's owner.
 """
 
 from __future__ import annotations
@@ -252,3 +254,55 @@ def test_table_owner_cannot_write_the_history_or_change_the_table(db, roles):
     assert as_owner.execute("""SELECT seq, op, role::text, "row" FROM ledger.history('owned', '{"id": 2}')""").fetchall() == [
         (1, "insert", owner, {"id": 2, "v": "b"}), (2, "update", writer, {"id": 2, "v": "by writer"})]
     assert as_owner.execute("SELECT count(*) FROM ledger.verify('owned')").fetchone() == (0,)
+
+
+def test_casts_of_a_column_type_run_as_the_writer_never_as_the_extension_owner(db, roles):
+    """to_jsonb uses a type's cast to json when it has one, and a table owner may create one: the
+    trigger, the first versions and the state check compute rows as the role that wrote or verifies
+    them, so such a cast never runs with the extension owner's rights."""
+    owner = roles.make("caster", create_in_public=True)
+    as_owner = roles.connect(owner)
+    as_owner.execute("CREATE TABLE spy (role text, during text)")
+    as_owner.execute("CREATE TYPE mood AS ENUM ('calm', 'cross')")
+    as_owner.execute("""
+        CREATE FUNCTION mood_json(m mood) RETURNS json LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.spy VALUES (current_user, current_setting('application_name'));
+            RETURN to_json(m::text);
+        END $$""")
+    as_owner.execute("CREATE CAST (mood AS json) WITH FUNCTION mood_json(mood)")
+    as_owner.execute("CREATE TABLE moods (id int PRIMARY KEY, m mood NOT NULL)")
+    as_owner.execute("INSERT INTO moods VALUES (1, 'calm')")
+    as_owner.execute("SET application_name = 'enable'")
+    as_owner.execute("SELECT ledger.enable_history('moods')")
+    as_owner.execute("SET application_name = 'update'")
+    as_owner.execute("UPDATE moods SET m = 'cross' WHERE id = 1")
+    as_owner.execute("SET application_name = 'verify'")
+    assert as_owner.execute("SELECT count(*) FROM ledger.verify('moods')").fetchone() == (0,)
+    calls = db.fetchall("SELECT DISTINCT role, during FROM spy ORDER BY during")
+    assert {during for _, during in calls} == {"enable", "update", "verify"}, calls
+    assert {role for role, _ in calls} == {owner}, calls
+    assert as_owner.execute("""SELECT "row" FROM ledger.history('moods', '{"id": 1}')""").fetchall() == [
+        ({"id": 1, "m": "calm"},), ({"id": 1, "m": "cross"},)]
+    # The cast depends on its function, which the roles' teardown would not drop in order.
+    db.execute("DROP TABLE moods, moods_history, spy")
+    db.execute("DROP CAST (mood AS json)")
+    db.execute("DROP FUNCTION mood_json(mood)")
+    db.execute("DROP TYPE mood")
+
+
+def test_superuser_ddl_on_the_tracked_table_changes_its_history_fingerprint(tracked):
+    """A history ledger's definition names its tracked table's (the history_of line): a
+    superuser's ALTER TABLE of the tracked table is reported for both, and a checkpoint of the
+    history made before it no longer matches its definition."""
+    db = tracked
+    cid = db.scalar("SELECT cid FROM ledger.checkpoint('acct_history', %s)", (key(1),))
+    assert db.verify("acct") == []
+    db.execute("ALTER TABLE acct ADD COLUMN note text")
+    problems = [(chain, seq, problem) for chain, seq, problem in db.verify("acct")]
+    assert problems[:2] == [(None, None, "definition_changed"), (None, None, "definition_changed")], problems
+    details = [d for _, _, p, d in db.fetchall("SELECT * FROM ledger.verify('acct')") if p == "definition_changed"]
+    assert any("+ column note text" in d for d in details), details
+    assert any("- history_of public.acct " in d for d in details), details
+    checks = dict((item, ok) for item, ok, _ in db.fetchall("SELECT * FROM ledger.verify_checkpoint(%s)", (cid,)))
+    assert checks["definition"] is False, checks
