@@ -27,7 +27,11 @@ DECLARE
 BEGIN
     SELECT * INTO entry FROM ledger.ledgers l WHERE l.tbl = export.tbl;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'table % is not a ledger', tbl USING ERRCODE = 'undefined_object';
+        RAISE EXCEPTION 'table % is not a ledger', tbl USING ERRCODE = 'undefined_object',
+            HINT = coalesce((SELECT format('It is history-tracked: export its history, ledger.export(%L), '
+                                           'and its rows with ledger.export_state(%L).', t.history, t.tbl)
+                               FROM ledger.tracked t WHERE t.tbl = export.tbl),
+                            'Make it one with ledger.enable().');
     END IF;
     SELECT format('%I.%I', n.nspname, c.relname) INTO table_name
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;

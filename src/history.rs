@@ -37,24 +37,28 @@ impl Drop for VersionPlan {
     }
 }
 
+thread_local! {
+    /// Plans and encoders forgotten by an invalidation, kept until the transaction ends: the
+    /// invalidation may arrive while they run (a lock taken inside them reads it).
+    static RETIRED: RefCell<(Vec<VersionPlan>, Vec<RowEncoder>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// Relcache invalidation of a table: its plan is made again (its registry entry may be new), and
 /// its row encoding (its columns may have changed).
 pub fn forget_plan(relid: Oid) {
-    ROW_ENCODERS.with(|e| {
-        let mut encoders = e.borrow_mut();
+    fn take<T>(map: &mut HashMap<Oid, T>, relid: Oid) -> Vec<T> {
         if relid == pg_sys::InvalidOid {
-            encoders.clear();
+            map.drain().map(|(_, v)| v).collect()
         } else {
-            encoders.remove(&relid);
+            map.remove(&relid).into_iter().collect()
         }
-    });
-    VERSION_PLANS.with(|p| {
-        let mut plans = p.borrow_mut();
-        if relid == pg_sys::InvalidOid {
-            plans.clear();
-        } else {
-            plans.remove(&relid);
-        }
+    }
+    let encoders = ROW_ENCODERS.with(|e| take(&mut e.borrow_mut(), relid));
+    let plans = VERSION_PLANS.with(|p| take(&mut p.borrow_mut(), relid));
+    RETIRED.with(|r| {
+        let mut retired = r.borrow_mut();
+        retired.0.extend(plans);
+        retired.1.extend(encoders);
     });
 }
 
@@ -146,9 +150,14 @@ fn appending<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// The transaction ended (an error may have left the flag set).
+/// The transaction ended (an error may have left the flag set; nothing runs the retired plans).
 pub fn forget() {
     APPENDING_VERSIONS.with(|a| a.set(false));
+    RETIRED.with(|r| {
+        let mut retired = r.borrow_mut();
+        retired.0.clear();
+        retired.1.clear();
+    });
 }
 
 fn run(sql: &str, what: &str) {

@@ -40,6 +40,10 @@ SELECT * FROM ledger.as_of(NULL::work, NULL);
 UPDATE work_history SET op = 'insert';
 \set VERBOSITY default
 SELECT count(*) FROM work_history;
+-- Exports: the history is the ledger; the table's rows have an export of their own.
+SELECT count(*) FROM ledger.export('work');
+SELECT count(*) FROM ledger.export('work_history');
+SELECT count(*) FROM ledger.export_state('work');
 
 -- A table owner who is not a superuser cannot alter or drop a tracked table.
 CREATE ROLE ledger_history_owner;
