@@ -1,9 +1,9 @@
 //! History-tracked tables: an ordinary table stays writable, and every change appends a version to
 //! its history ledger (an ordinary ledger of this extension, chained by the row's primary key), in
 //! the same transaction. `ledger.verify` then checks the history's chains and that the table is the
-//! replay of its history. The SQL side (registry, versions, `history`, `as_of`, the state check) is
-//! sql/history.sql; here are enabling and the row trigger, which must know the acting role before
-//! it appends as the extension's owner.
+//! replay of its history. The SQL side (registry, `history`, `as_of`, the state check, the state
+//! export) is sql/history.sql; here are enabling and the row trigger, which turns the rows into
+//! jsonb as the role that changed them and appends their versions as the extension's owner.
 
 use crate::datum::select_one;
 use crate::datum::text_datum;

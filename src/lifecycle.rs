@@ -72,6 +72,36 @@ thread_local! {
     static EXTENSION_OWNER: std::cell::Cell<Option<Oid>> = const { std::cell::Cell::new(None) };
 }
 
+/// The owner of the extension, read from pg_extension by its name index (no SQL: a trigger asks
+/// once per transaction).
+unsafe fn extension_owner() -> Option<Oid> {
+    let catalog = pg_sys::table_open(pg_sys::ExtensionRelationId, pg_sys::AccessShareLock as i32);
+    let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+    pg_sys::ScanKeyInit(
+        &mut key,
+        pg_sys::Anum_pg_extension_extname as i16,
+        pg_sys::BTEqualStrategyNumber as u16,
+        pg_sys::Oid::from(pg_sys::F_NAMEEQ),
+        pg_sys::Datum::from(c"ledger".as_ptr()),
+    );
+    let scan = pg_sys::systable_beginscan(
+        catalog,
+        pg_sys::Oid::from(pg_sys::ExtensionNameIndexId),
+        true,
+        std::ptr::null_mut(),
+        1,
+        &mut key,
+    );
+    let tuple = pg_sys::systable_getnext(scan);
+    let owner = (!tuple.is_null()).then(|| {
+        let form = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_extension;
+        (*form).extowner
+    });
+    pg_sys::systable_endscan(scan);
+    pg_sys::table_close(catalog, pg_sys::AccessShareLock as i32);
+    owner
+}
+
 /// The transaction ended: the owner is looked up again by the next one.
 pub fn forget_owner() {
     EXTENSION_OWNER.with(|o| o.set(None));
@@ -83,12 +113,10 @@ pub fn forget_owner() {
 /// (sub)transaction, and PostgreSQL's abort restores the user and the setting.
 pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
     let owner = EXTENSION_OWNER.with(|o| o.get()).unwrap_or_else(|| {
-        let owner = select_one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'ledger'", &[])
-            .map_err(|e| spi_error("cannot find the ledger extension", e))
-            .or_raise()
-            .unwrap_or_else(|| {
-                raise(LedgerError::new(SqlState::UndefinedObject, "extension \"ledger\" is not installed"))
-            });
+        // SAFETY: an index scan of pg_extension, as get_extension_oid does.
+        let owner = unsafe { extension_owner() }.unwrap_or_else(|| {
+            raise(LedgerError::new(SqlState::UndefinedObject, "extension \"ledger\" is not installed"))
+        });
         EXTENSION_OWNER.with(|o| o.set(Some(owner)));
         owner
     });
