@@ -396,6 +396,13 @@ fn corrupt_head(layout: &Layout, what: &str) -> LedgerError {
         .hint("Run ledger.verify() on the table to find the tampered records.")
 }
 
+/// What the other modules keep for one transaction, dropped when it ends however it ends.
+fn forget_transaction() {
+    crate::conflict::forget();
+    crate::history::forget();
+    crate::lifecycle::forget_owner();
+}
+
 /// Registered in _PG_init.
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
@@ -405,23 +412,17 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
             let state = STATE.with(|s| s.take());
             count_appends(&state);
             remember_heads(state);
-            crate::conflict::forget();
-            crate::history::forget();
-            crate::lifecycle::forget_owner();
+            forget_transaction();
         }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
-            crate::conflict::forget();
-            crate::history::forget();
-            crate::lifecycle::forget_owner();
+            forget_transaction();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
-            crate::conflict::forget();
-            crate::history::forget();
-            crate::lifecycle::forget_owner();
+            forget_transaction();
             // A failed ledger.enable may have cached the layout of a table that is not a ledger.
             crate::layout::forget_all();
         }

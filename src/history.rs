@@ -558,16 +558,10 @@ fn record_version<'a>(
 /// (`state_mismatch`, `state_missing`, `state_unrecorded`).
 pub fn verify_tracked(relid: Oid, history: Oid, chain: Option<&str>) -> crate::verify::Findings {
     lifecycle::require_select(history);
-    let mut findings = crate::verify::Findings::new();
     let registered = select_one::<String>("SELECT definition FROM ledger.tracked WHERE tbl = $1", &[relid.into()])
         .map_err(|e| spi_error("cannot read the registry of tracked tables", e))
         .or_raise();
-    if let Some(registered) = registered {
-        if let Some(changes) = ledger_core::definition::differences(&registered, &lifecycle::current_definition(relid))
-        {
-            findings.push((None, None, "definition_changed".into(), format!("since tracking began: {changes}")));
-        }
-    }
+    let mut findings = crate::verify::changed_definition(relid, registered, "since tracking began");
     // SAFETY: the history table exists (the registry names it); verification takes no lock beyond a read.
     let history_rel = unsafe { PgRelation::with_lock(history, pg_sys::AccessShareLock as i32) };
     findings.extend(crate::verify::verify_ledger(&history_rel, chain).findings);

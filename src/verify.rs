@@ -260,14 +260,18 @@ pub fn verify_ledger(tbl: &PgRelation, chain: Option<&str>) -> Verified {
 /// A `definition_changed` finding when the table no longer is what was registered at enabling
 /// (a superuser's DDL, or a trigger reset by ALTER TABLE ... ENABLE TRIGGER ALL).
 fn definition_findings(relid: pg_sys::Oid) -> Findings {
-    let Some(registered) = lifecycle::registered_definition(relid) else {
+    changed_definition(relid, lifecycle::registered_definition(relid), "since it was enabled")
+}
+
+/// A `definition_changed` finding when `relid`'s definition today differs from `registered`,
+/// naming the changed lines after `since`.
+pub fn changed_definition(relid: pg_sys::Oid, registered: Option<String>, since: &str) -> Findings {
+    let Some(registered) = registered else {
         return Vec::new();
     };
     match definition::differences(&registered, &lifecycle::current_definition(relid)) {
         None => Vec::new(),
-        Some(changes) => {
-            vec![(None, None, "definition_changed".to_string(), format!("since it was enabled: {changes}"))]
-        }
+        Some(changes) => vec![(None, None, "definition_changed".to_string(), format!("{since}: {changes}"))],
     }
 }
 
