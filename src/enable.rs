@@ -3,7 +3,7 @@
 //! exactly as it was.
 
 use crate::datum::{column_type_of, SqlName};
-use crate::error::raise;
+use crate::error::{raise, OrRaise};
 use crate::layout::{self, quote_ident};
 use crate::lifecycle;
 use crate::trigger::RecordScratch;
@@ -126,7 +126,15 @@ fn enable_with_options(
 
     let chain_column = chain_by.map(|c| format!("{}, ", quote_ident(c))).unwrap_or_default();
     spi_run(&format!("ALTER TABLE ONLY {name} ALTER COLUMN seq SET NOT NULL, ALTER COLUMN hash SET NOT NULL"));
-    spi_run(&format!("CREATE UNIQUE INDEX ON ONLY {name} ({chain_column}seq)"));
+    // The index that finds a chain's head: a table may have it already (a primary key on (chain,
+    // seq), as history ledgers do), and a second one would only cost every append.
+    let column_index = |column: &str| attributes.iter().find(|(_, n, _)| n == column).map(|(i, _, _)| *i);
+    let seq_index = column_index("seq").expect("the seq column was added");
+    let has_head_index =
+        layout::find_head_index(relid, chain_by.and_then(column_index), seq_index).or_raise().is_some();
+    if !has_head_index {
+        spi_run(&format!("CREATE UNIQUE INDEX ON ONLY {name} ({chain_column}seq)"));
+    }
     // BEFORE triggers fire in name order; the append trigger must see the final row, so it sorts last.
     spi_run(&format!(
         "CREATE TRIGGER zz_ledger_append BEFORE INSERT ON {name} FOR EACH ROW EXECUTE FUNCTION ledger.append_row()"

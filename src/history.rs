@@ -6,7 +6,7 @@
 //! jsonb as the role that changed them and appends their versions as the extension's owner.
 
 use crate::datum::select_one;
-use crate::datum::text_datum;
+use crate::datum::{text_datum, varlena_bytes};
 use crate::error::{raise, spi_error, OrRaise};
 use crate::layout::{self, quote_ident};
 use crate::lifecycle;
@@ -22,18 +22,28 @@ use std::convert::Infallible;
 thread_local! {
     /// Set while this module appends versions: a history ledger takes no other appends.
     static APPENDING_VERSIONS: Cell<bool> = const { Cell::new(false) };
-    /// The statement appending a row change's versions, per tracked table, prepared once per
-    /// session (PostgreSQL re-plans it when the history table changes).
+    /// The statements appending a row change's versions, per tracked table (`version_plans`).
     static VERSION_PLANS: RefCell<HashMap<Oid, VersionPlan>> = RefCell::new(HashMap::new());
 }
 
-/// A kept SPI plan, freed when forgotten.
-struct VersionPlan(pg_sys::SPIPlanPtr);
+/// The kept SPI plans appending a tracked table's versions, freed when forgotten.
+struct VersionPlan {
+    /// One version: $1 the row whose key it is (the new row, or the old one for a delete), $2 the
+    /// operation, $3 the role, $4 the new row (NULL for a delete).
+    one: pg_sys::SPIPlanPtr,
+    /// Any change, the key compared as text: for an update whose key columns changed their bytes.
+    any: pg_sys::SPIPlanPtr,
+    /// The primary-key columns' numbers in the tracked table.
+    key_attnums: Vec<i16>,
+}
 
 impl Drop for VersionPlan {
     fn drop(&mut self) {
-        // SAFETY: a plan this module prepared and kept, freed once.
-        unsafe { pg_sys::SPI_freeplan(self.0) };
+        // SAFETY: plans this module prepared and kept, freed once.
+        unsafe {
+            pg_sys::SPI_freeplan(self.one);
+            pg_sys::SPI_freeplan(self.any);
+        }
     }
 }
 
@@ -62,17 +72,30 @@ pub fn forget_plan(relid: Oid) {
     });
 }
 
-/// The statement that appends the versions of one change of a row of `relid`: $1 the old row, $2
-/// the new row (as jsonb, NULL where there is none), $3 the operation, $4 the role. An update that
-/// changes the primary key ends the old key's chain with a delete and starts the new key's with an
-/// insert; the versions are appended in that order (the order of the VALUES list).
+/// The statements that append the versions of a change of a row of `relid`, and its key columns.
+///
+/// Prepared once per session, as the extension's owner (PostgreSQL re-plans them when the history
+/// table changes; a relcache invalidation of the tracked table makes them again).
+///
+/// # Safety
+/// `rel` is the tracked table, open.
+unsafe fn version_plans(rel: pg_sys::Relation) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, Vec<i16>) {
+    let relid = (*rel).rd_id;
+    let cached = VERSION_PLANS.with(|p| p.borrow().get(&relid).map(|p| (p.one, p.any, p.key_attnums.clone())));
+    if let Some(plans) = cached {
+        return plans;
+    }
+    lifecycle::as_extension_owner(|| Spi::connect(|client| prepare_version_plans(client, relid)))
+}
+
+/// Reads the registry entry of `relid` and prepares and keeps its plans.
 ///
 /// # Safety
 /// Must run inside an SPI connection (`client`'s).
-unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid) -> pg_sys::SPIPlanPtr {
-    if let Some(plan) = VERSION_PLANS.with(|p| p.borrow().get(&relid).map(|p| p.0)) {
-        return plan;
-    }
+unsafe fn prepare_version_plans(
+    client: &SpiClient<'_>,
+    relid: Oid,
+) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, Vec<i16>) {
     let (history, key_columns) = client
         .select(
             "SELECT history::text, key_columns::text[] FROM ledger.tracked WHERE tbl = $1",
@@ -88,6 +111,20 @@ unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid) -> pg_sys::SPIPlanPtr
             format!("table {} is not history-tracked", layout::qualified_name(relid)),
         ));
     };
+    let key_attnums = key_columns
+        .iter()
+        .map(|name| {
+            let name = std::ffi::CString::new(name.as_str()).expect("no NUL in a column name");
+            let attnum = pg_sys::get_attnum(relid, name.as_ptr());
+            if attnum <= 0 {
+                raise(LedgerError::new(
+                    SqlState::UndefinedColumn,
+                    format!("key column {} of {} is gone", name.to_string_lossy(), layout::qualified_name(relid)),
+                ));
+            }
+            attnum
+        })
+        .collect::<Vec<_>>();
     // The key as ledger.version_key writes it, spelled out: no function call per row.
     let key_of = |row: &str| {
         let members: Vec<String> = key_columns
@@ -96,7 +133,14 @@ unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid) -> pg_sys::SPIPlanPtr
             .collect();
         format!("pg_catalog.jsonb_build_object({})::pg_catalog.text", members.join(", "))
     };
-    let query = format!(
+    let one = format!(
+        "INSERT INTO {history} (key, op, at, role, txid, \"row\") \
+         VALUES ({}, $2, pg_catalog.clock_timestamp(), $3, pg_catalog.txid_current(), $4)",
+        key_of("$1")
+    );
+    // An update that changes the key as text ends the old key's chain with a delete and starts the
+    // new key's with an insert, in that order (the order of the VALUES list).
+    let any = format!(
         "INSERT INTO {history} (key, op, at, role, txid, \"row\") \
          SELECT v.key, v.op, pg_catalog.clock_timestamp(), $4, pg_catalog.txid_current(), v.r \
            FROM (SELECT $1 AS o, $2 AS n) j \
@@ -114,10 +158,19 @@ unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid) -> pg_sys::SPIPlanPtr
         key_of("j.o"),
         key_of("j.n")
     );
-    let mut types = [pg_sys::JSONBOID, pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID];
+    let one = prepare(&one, [pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::JSONBOID]);
+    let any = prepare(&any, [pg_sys::JSONBOID, pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID]);
+    VERSION_PLANS.with(|p| p.borrow_mut().insert(relid, VersionPlan { one, any, key_attnums: key_attnums.clone() }));
+    (one, any, key_attnums)
+}
+
+/// A kept generic plan: the statement is the same for every row, and a custom plan per execution
+/// would plan it every time (with parameters the plan cache tries custom plans first).
+///
+/// # Safety
+/// Must run inside an SPI connection.
+unsafe fn prepare(query: &str, mut types: [Oid; 4]) -> pg_sys::SPIPlanPtr {
     let query = std::ffi::CString::new(query).expect("no NUL in the query");
-    // A generic plan: the statement is the same for every row, and a custom plan per execution
-    // would plan it every time (with parameters the plan cache tries custom plans first).
     let plan = pg_sys::SPI_prepare_cursor(
         query.as_ptr(),
         types.len() as i32,
@@ -127,8 +180,41 @@ unsafe fn version_plan(client: &SpiClient<'_>, relid: Oid) -> pg_sys::SPIPlanPtr
     if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
         raise(LedgerError::new(SqlState::DataCorrupted, "cannot prepare the history's append"));
     }
-    VERSION_PLANS.with(|p| p.borrow_mut().insert(relid, VersionPlan(plan)));
     plan
+}
+
+/// Whether an update changed the bytes of a key column (a change of the key's text implies one;
+/// the converse is checked as text by the plan for any change).
+///
+/// # Safety
+/// `old` and `new` are rows of `rel`.
+unsafe fn key_bytes_changed(
+    rel: pg_sys::Relation,
+    key_attnums: &[i16],
+    old: *mut pg_sys::HeapTupleData,
+    new: *mut pg_sys::HeapTupleData,
+) -> bool {
+    let tupdesc = (*rel).rd_att;
+    key_attnums.iter().any(|&attnum| {
+        let attribute = (*tupdesc).attrs.as_ptr().add(attnum as usize - 1);
+        let (mut old_null, mut new_null) = (false, false);
+        let old_value = pg_sys::heap_getattr(old, attnum as i32, tupdesc, &mut old_null);
+        let new_value = pg_sys::heap_getattr(new, attnum as i32, tupdesc, &mut new_null);
+        if old_null || new_null {
+            return old_null != new_null;
+        }
+        match ((*attribute).attbyval, (*attribute).attlen) {
+            (true, _) => old_value != new_value,
+            (false, -1) => varlena_bytes(old_value) != varlena_bytes(new_value),
+            (false, -2) => {
+                std::ffi::CStr::from_ptr(old_value.cast_mut_ptr()) != std::ffi::CStr::from_ptr(new_value.cast_mut_ptr())
+            }
+            (false, len) => {
+                let bytes = |value: pg_sys::Datum| std::slice::from_raw_parts(value.cast_mut_ptr::<u8>(), len as usize);
+                bytes(old_value) != bytes(new_value)
+            }
+        }
+    })
 }
 
 /// Whether a version is being appended by the tracked table's trigger (or by enable_history).
@@ -263,13 +349,16 @@ fn enable_history(tbl: Option<PgRelation>, history: Option<&str>) -> pg_sys::Oid
     run(
         &format!(
             "CREATE TABLE {history_name} (\
-               vid uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(), \
                key text NOT NULL, \
                op text NOT NULL CHECK (op IN ('insert', 'update', 'delete')), \
                at timestamptz NOT NULL, \
                role text NOT NULL, \
                txid bigint NOT NULL, \
                \"row\" jsonb, \
+               seq bigint, \
+               prev_hash char(64), \
+               hash char(64), \
+               PRIMARY KEY (key, seq), \
                CHECK ((op = 'delete') = (\"row\" IS NULL)))"
         ),
         "cannot create the history table",
@@ -528,17 +617,31 @@ fn record_version<'a>(
                 )
             }
         };
-        let (old_row, new_row) = match op {
-            "insert" => (as_jsonb(std::ptr::null_mut()), as_jsonb(data.tg_trigtuple)),
-            "update" => (as_jsonb(data.tg_trigtuple), as_jsonb(data.tg_newtuple)),
-            _ => (as_jsonb(data.tg_trigtuple), as_jsonb(std::ptr::null_mut())),
-        };
-        let mut values = [old_row.0, new_row.0, text_datum(op), text_datum(&actor)];
-        let nulls = [old_row.1, new_row.1, b' ' as std::ffi::c_char, b' ' as std::ffi::c_char];
+        let (one, any, key_attnums) = version_plans(rel);
+        let present = b' ' as std::ffi::c_char;
+        let (plan, mut values, nulls) =
+            if op == "update" && key_bytes_changed(rel, &key_attnums, data.tg_trigtuple, data.tg_newtuple) {
+                let (old, new) = (as_jsonb(data.tg_trigtuple), as_jsonb(data.tg_newtuple));
+                (any, [old.0, new.0, text_datum(op), text_datum(&actor)], [old.1, new.1, present, present])
+            } else {
+                // The common case, one version: the key is that of the new row (of the old one for a
+                // delete, which records no row).
+                let (keyed, row) = match op {
+                    "insert" => {
+                        let new = as_jsonb(data.tg_trigtuple);
+                        (new, new)
+                    }
+                    "update" => {
+                        let new = as_jsonb(data.tg_newtuple);
+                        (new, new)
+                    }
+                    _ => (as_jsonb(data.tg_trigtuple), as_jsonb(std::ptr::null_mut())),
+                };
+                (one, [keyed.0, text_datum(op), text_datum(&actor), row.0], [keyed.1, present, present, row.1])
+            };
         lifecycle::as_extension_owner(|| {
             appending(|| {
-                Spi::connect_mut(|client| {
-                    let plan = version_plan(client, relid);
+                Spi::connect_mut(|_| {
                     let status = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
                     if status < 0 {
                         raise(

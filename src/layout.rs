@@ -351,7 +351,7 @@ fn find_unique_keys(relid: Oid, computed: &[usize]) -> Result<Vec<UniqueKey>, Le
 /// The valid, plain, unique btree index on exactly (chain, seq) or (seq), as `ledger.enable` makes
 /// it: default operator classes, ascending, each column's own collation (which `enable` requires
 /// to be deterministic), so a backward scan finds exactly the chain's highest seq.
-fn find_head_index(relid: Oid, chain: Option<usize>, seq: usize) -> Result<Option<HeadIndex>, LedgerError> {
+pub fn find_head_index(relid: Oid, chain: Option<usize>, seq: usize) -> Result<Option<HeadIndex>, LedgerError> {
     let key: Vec<i16> = chain.into_iter().chain([seq]).map(|i| i as i16 + 1).collect();
     Spi::connect(|client| {
         let rows = client.select(

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from ledgertest import ROOT, Cluster, set_signing_key_file  # noqa: E402
 
 # Every release, by the commit it was made from. Each is upgraded from in its own servers.
-RELEASES = {"0.1.0": "c86d02a", "0.2.0": "dd20dc7"}
+RELEASES = {"0.1.0": "c86d02a", "0.2.0": "dd20dc7", "0.3.0": "d79316e"}
 SYSTEM_LIB = Path("/usr/lib/postgresql/15")
 SYSTEM_SHARE = Path("/usr/share/postgresql/15")
 CURRENT_BUILD = ROOT / "target" / "release" / "ledger-pg15"  # staged by scripts/install.sh
@@ -218,10 +218,24 @@ def preloading(cluster):
         c.stop(keep=bool(os.environ.get("LEDGER_PYTEST_KEEP")))
 
 
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(map(int, version.split(".")))
+
+
+# A history ledger's columns as enable_history makes them today (0.3.0 had a leading vid uuid).
+CURRENT_HISTORY_COLUMNS = ["key", "op", "at", "role", "txid", "row", "seq", "prev_hash", "hash"]
+
+
+def columns_of(db, table: str) -> list[str]:
+    return [r[0] for r in db.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attnum", (table,)).fetchall()]
+
+
 def needs_new_symbols(old_version: str, new_version: str) -> bool:
     """Does the update path declare C functions the release's library lacks? A preloaded old
     library then refuses the update until the server restarts."""
-    versions = sorted([*RELEASES, new_version], key=lambda v: tuple(map(int, v.split("."))))
+    versions = sorted([*RELEASES, new_version], key=version_key)
     path = versions[versions.index(old_version):]
     return any("MODULE_PATHNAME" in (ROOT / "sql" / f"ledger--{a}--{b}.sql").read_text()
                for a, b in zip(path, path[1:]))
@@ -259,6 +273,14 @@ def test_upgrade(old_version, cluster, preloading, prefix):
         "WHERE c.cid = ANY(%s)", (old_checkpoints,)).fetchall()
     assert len(proofs) == 4
     heads_before = dict(old.execute("SELECT account, max(seq) FROM payments GROUP BY account").fetchall())
+    # A history-tracked table (0.3.0 and later), with the release's history layout.
+    tracked = version_key(old_version) >= (0, 3, 0)
+    if tracked:
+        old.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance numeric NOT NULL)")
+        old.execute("INSERT INTO accounts VALUES (1, 10), (2, 20)")
+        old.execute("SELECT ledger.enable_history('accounts')")
+        old.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+        history_columns = columns_of(old, "accounts_history")
     with connect(cluster, "upgraded_empty") as empty:
         empty.execute(f"CREATE EXTENSION ledger VERSION '{old_version}'")
     with connect(preloading, "postgres") as pre:
@@ -360,6 +382,22 @@ def test_upgrade(old_version, cluster, preloading, prefix):
         assert all(r[1] == 0 and r[2] == 0 for r in runs), runs
         stats = dict(db.execute("SELECT ledger, records FROM ledger.stats").fetchall())
         assert stats["public.payments"] == sum(counts.values())
+
+        if tracked:
+            # The release's history keeps its layout (its columns are hashed in its records) and
+            # takes the current library's versions; a table tracked now gets the current layout.
+            db.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+            db.execute("UPDATE accounts SET id = 3 WHERE id = 2")
+            db.execute("INSERT INTO accounts VALUES (4, 40)")
+            assert columns_of(db, "accounts_history") == history_columns
+            assert db.execute("SELECT * FROM ledger.verify('accounts')").fetchall() == []
+            assert [r[0] for r in db.execute("SELECT op FROM ledger.history('accounts', '{\"id\": 1}')")] == \
+                ["insert", "update", "update"]
+            assert [r[0] for r in db.execute("SELECT op FROM ledger.history('accounts', '{\"id\": 2}')")] == \
+                ["insert", "delete"]
+            db.execute("CREATE TABLE accounts_now (id int PRIMARY KEY, balance numeric NOT NULL)")
+            db.execute("SELECT ledger.enable_history('accounts_now')")
+            assert columns_of(db, "accounts_now_history") == CURRENT_HISTORY_COLUMNS
 
     # --- The upgraded catalog is a fresh install's.
     with connect(cluster, "upgraded_empty") as upgraded, connect(cluster, "fresh") as fresh:

@@ -13,10 +13,14 @@ MERGE INTO work w USING (VALUES (1, 'archived')) AS s(id, status) ON w.id = s.id
   WHEN MATCHED THEN UPDATE SET status = s.status;
 -- A new key is a new entity: the old one's chain ends with a delete, the new one's starts.
 UPDATE work SET id = 4 WHERE id = 3;
+-- Setting the key to its own value keeps the entity.
+UPDATE work SET id = id, status = 'kept' WHERE id = 4;
 SELECT seq, op, role, "row" FROM ledger.history('work', '{"id": 1}');
 SELECT key, seq, op, "row" IS NULL AS deleted FROM work_history ORDER BY key, seq;
 SELECT * FROM ledger.verify('work');
 SELECT * FROM ledger.verify('work_history');
+-- The history's primary key (key, seq) is the index that finds a key's latest version: no other.
+SELECT indexrelid::regclass AS index, indisprimary FROM pg_index WHERE indrelid = 'work_history'::regclass;
 -- The table as it was: after the first transaction, after the delete, now.
 SELECT * FROM ledger.as_of(NULL::work, (SELECT min(at) FROM work_history)) ORDER BY id;
 SELECT * FROM ledger.as_of(NULL::work, (SELECT at FROM work_history WHERE op = 'delete' ORDER BY at LIMIT 1)) ORDER BY id;
