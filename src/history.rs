@@ -26,6 +26,14 @@ thread_local! {
     static VERSION_PLANS: RefCell<HashMap<Oid, VersionPlan>> = RefCell::new(HashMap::new());
 }
 
+/// A primary-key column: its number, and its type's length and by-value flag.
+#[derive(Clone, Copy)]
+struct KeyColumn {
+    attnum: i16,
+    len: i16,
+    by_value: bool,
+}
+
 /// The kept SPI plans appending a tracked table's versions, freed when forgotten.
 struct VersionPlan {
     /// One version: $1 the row whose key it is (the new row, or the old one for a delete), $2 the
@@ -33,8 +41,8 @@ struct VersionPlan {
     one: pg_sys::SPIPlanPtr,
     /// Any change, the key compared as text: for an update whose key columns changed their bytes.
     any: pg_sys::SPIPlanPtr,
-    /// The primary-key columns' numbers in the tracked table.
-    key_attnums: Vec<i16>,
+    /// The primary-key columns of the tracked table.
+    key_columns: Vec<KeyColumn>,
 }
 
 impl Drop for VersionPlan {
@@ -79,9 +87,9 @@ pub fn forget_plan(relid: Oid) {
 ///
 /// # Safety
 /// `rel` is the tracked table, open.
-unsafe fn version_plans(rel: pg_sys::Relation) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, Vec<i16>) {
+unsafe fn version_plans(rel: pg_sys::Relation) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, Vec<KeyColumn>) {
     let relid = (*rel).rd_id;
-    let cached = VERSION_PLANS.with(|p| p.borrow().get(&relid).map(|p| (p.one, p.any, p.key_attnums.clone())));
+    let cached = VERSION_PLANS.with(|p| p.borrow().get(&relid).map(|p| (p.one, p.any, p.key_columns.clone())));
     if let Some(plans) = cached {
         return plans;
     }
@@ -95,7 +103,7 @@ unsafe fn version_plans(rel: pg_sys::Relation) -> (pg_sys::SPIPlanPtr, pg_sys::S
 unsafe fn prepare_version_plans(
     client: &SpiClient<'_>,
     relid: Oid,
-) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, Vec<i16>) {
+) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, Vec<KeyColumn>) {
     let (history, key_columns) = client
         .select(
             "SELECT history::text, key_columns::text[] FROM ledger.tracked WHERE tbl = $1",
@@ -111,7 +119,7 @@ unsafe fn prepare_version_plans(
             format!("table {} is not history-tracked", layout::qualified_name(relid)),
         ));
     };
-    let key_attnums = key_columns
+    let key = key_columns
         .iter()
         .map(|name| {
             let name = std::ffi::CString::new(name.as_str()).expect("no NUL in a column name");
@@ -122,7 +130,9 @@ unsafe fn prepare_version_plans(
                     format!("key column {} of {} is gone", name.to_string_lossy(), layout::qualified_name(relid)),
                 ));
             }
-            attnum
+            let (mut len, mut by_value) = (0, false);
+            pg_sys::get_typlenbyval(pg_sys::get_atttype(relid, attnum), &mut len, &mut by_value);
+            KeyColumn { attnum, len, by_value }
         })
         .collect::<Vec<_>>();
     // The key as ledger.version_key writes it, spelled out: no function call per row.
@@ -160,8 +170,8 @@ unsafe fn prepare_version_plans(
     );
     let one = prepare(&one, [pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::JSONBOID]);
     let any = prepare(&any, [pg_sys::JSONBOID, pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID]);
-    VERSION_PLANS.with(|p| p.borrow_mut().insert(relid, VersionPlan { one, any, key_attnums: key_attnums.clone() }));
-    (one, any, key_attnums)
+    VERSION_PLANS.with(|p| p.borrow_mut().insert(relid, VersionPlan { one, any, key_columns: key.clone() }));
+    (one, any, key)
 }
 
 /// A kept generic plan: the statement is the same for every row, and a custom plan per execution
@@ -190,20 +200,19 @@ unsafe fn prepare(query: &str, mut types: [Oid; 4]) -> pg_sys::SPIPlanPtr {
 /// `old` and `new` are rows of `rel`.
 unsafe fn key_bytes_changed(
     rel: pg_sys::Relation,
-    key_attnums: &[i16],
+    key_columns: &[KeyColumn],
     old: *mut pg_sys::HeapTupleData,
     new: *mut pg_sys::HeapTupleData,
 ) -> bool {
     let tupdesc = (*rel).rd_att;
-    key_attnums.iter().any(|&attnum| {
-        let attribute = (*tupdesc).attrs.as_ptr().add(attnum as usize - 1);
+    key_columns.iter().any(|column| {
         let (mut old_null, mut new_null) = (false, false);
-        let old_value = pg_sys::heap_getattr(old, attnum as i32, tupdesc, &mut old_null);
-        let new_value = pg_sys::heap_getattr(new, attnum as i32, tupdesc, &mut new_null);
+        let old_value = pg_sys::heap_getattr(old, column.attnum as i32, tupdesc, &mut old_null);
+        let new_value = pg_sys::heap_getattr(new, column.attnum as i32, tupdesc, &mut new_null);
         if old_null || new_null {
             return old_null != new_null;
         }
-        match ((*attribute).attbyval, (*attribute).attlen) {
+        match (column.by_value, column.len) {
             (true, _) => old_value != new_value,
             (false, -1) => varlena_bytes(old_value) != varlena_bytes(new_value),
             (false, -2) => {
@@ -617,10 +626,10 @@ fn record_version<'a>(
                 )
             }
         };
-        let (one, any, key_attnums) = version_plans(rel);
+        let (one, any, key_columns) = version_plans(rel);
         let present = b' ' as std::ffi::c_char;
         let (plan, mut values, nulls) =
-            if op == "update" && key_bytes_changed(rel, &key_attnums, data.tg_trigtuple, data.tg_newtuple) {
+            if op == "update" && key_bytes_changed(rel, &key_columns, data.tg_trigtuple, data.tg_newtuple) {
                 let (old, new) = (as_jsonb(data.tg_trigtuple), as_jsonb(data.tg_newtuple));
                 (any, [old.0, new.0, text_datum(op), text_datum(&actor)], [old.1, new.1, present, present])
             } else {
