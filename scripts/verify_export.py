@@ -497,16 +497,22 @@ def presence_octets(type_name: str, text: str | None) -> bytes:
 class Column(NamedTuple):
     name: str
     type: str
+    # Added after the ledger was enabled (ALTER TABLE ... ADD COLUMN): a record covers it only
+    # when it has a value.
+    added: bool = False
 
 
-def canonical_record_bytes(columns: Sequence[tuple[str, str]], values: Sequence[str | None]) -> bytes:
+def canonical_record_bytes(columns: Sequence[tuple], values: Sequence[str | None]) -> bytes:
     """Canonical record bytes of one record: columns are (name, format type) pairs in hashed-column
     order, values the exported text values (None for NULL), without the stored hash."""
     if len(columns) != len(values):
         raise ExportError(f"{len(values)} values for {len(columns)} columns")
+    # A column added after enable (a third member that is true) is encoded only with a value.
+    encoded = [(column, text) for column, text in zip(columns, values)
+               if not (len(column) > 2 and column[2] and text is None)]
     out = bytearray(b"\x01")
-    out += struct.pack(">I", len(columns))
-    for (name, type_name), text in zip(columns, values):
+    out += struct.pack(">I", len(encoded))
+    for (name, type_name, *_), text in encoded:
         if type_name not in FORMAT_TYPES:
             raise ExportError(f"unknown format type {type_name!r}")
         out += length_prefixed(_utf8(name))
@@ -518,7 +524,7 @@ def canonical_record_bytes(columns: Sequence[tuple[str, str]], values: Sequence[
     return bytes(out)
 
 
-def record_hash(columns: Sequence[tuple[str, str]], values: Sequence[str | None]) -> str:
+def record_hash(columns: Sequence[tuple], values: Sequence[str | None]) -> str:
     """The record hash as 64 lower-case hex digits."""
     return hashlib.sha3_256(canonical_record_bytes(columns, values)).hexdigest()
 
@@ -538,6 +544,9 @@ class Header:
     definition: str | None = None
     definition_now: str | None = None
     has_definitions: bool = False  # the header has the members (definition may still be null)
+    # The definitions registered before `definition`, oldest first, each replaced when columns
+    # were added (empty when none were).
+    earlier_definitions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -564,7 +573,11 @@ def parse_header(line: str) -> Header:
             isinstance(column, dict) and isinstance(column.get("name"), str)
             and isinstance(column.get("type"), str) for column in raw_columns):
         raise ExportError('header "columns" must be a list of {"name": ..., "type": ...} objects')
-    columns = [Column(column["name"], column["type"]) for column in raw_columns]
+    if not all(column.get("added", False) is True or "added" not in column for column in raw_columns):
+        raise ExportError('a header column\'s "added" must be true when present')
+    columns = [Column(column["name"], column["type"], "added" in column) for column in raw_columns]
+    if any(a.added and not b.added for a, b in zip(columns, columns[1:])):
+        raise ExportError("the header's added columns must follow all the others")
     for column in columns:
         if column.type not in FORMAT_TYPES:
             raise ExportError(f"unknown format type {column.type!r} of column {column.name!r}")
@@ -583,8 +596,11 @@ def parse_header(line: str) -> Header:
         if text is not None and not isinstance(text, str):
             raise ExportError(f'header "{member}" must be a string or null')
         definitions.append(text)
+    earlier = header.get("earlier_definitions", [])
+    if not isinstance(earlier, list) or not all(isinstance(text, str) for text in earlier):
+        raise ExportError('header "earlier_definitions" must be a list of strings')
     return Header(table if isinstance(table, str) else None, chain_by, columns, *definitions,
-                  has_definitions)
+                  has_definitions, tuple(earlier))
 
 
 def parse_record(header: Header, line: str, line_number: int) -> Record:
@@ -816,6 +832,11 @@ def _header_inconsistencies(header: Header, text: str, which: str) -> list[str]:
     if line_of("hashed") != hashed_line:
         found.append(f"{which} has {line_of('hashed')!r} as its hashed line, the header's columns "
                      f"make {hashed_line!r}")
+    added = [column.name for column in header.columns if column.added]
+    added_line = "added " + " ".join(added) if added else None
+    if line_of("added") != added_line:
+        found.append(f"{which} has {line_of('added')!r} as its added line, the header's added columns "
+                     f"make {added_line!r}")
     # A rename changes the table line since enabling (definition_changed says so); today's
     # definition names the table as the header does.
     table_line = line_of("table")
@@ -1339,6 +1360,17 @@ def _digest_definition(digest: Digest) -> str | None:
     raise MalformedInput("digest: no definition line")
 
 
+def only_columns_added(before: str, after: str) -> bool:
+    """Does `after` differ from `before` only as an addition of columns does (FORMAT.md, "Added
+    columns"): new column lines, and the hashed and added lines that list them?"""
+    old, new = definition_lines(before), definition_lines(after)
+    removed = [line for line in old if line not in new]
+    added = [line for line in new if line not in old]
+    return (all(line.startswith(("hashed ", "added ")) for line in removed)
+            and any(line.startswith("column ") for line in added)
+            and all(line.startswith(("column ", "hashed ", "added ")) for line in added))
+
+
 def check_definition(digest: Digest, header: Header) -> DigestCheck:
     """Is the digest's definition the fingerprint of the registered definition the export carries?
     Then the signature also fixes the header's hashed columns and chain key (definition_problems
@@ -1356,6 +1388,14 @@ def check_definition(digest: Digest, header: Header) -> DigestCheck:
     registered = definition_fingerprint(header.definition)
     if stated == registered:
         return result(True, "the digest's definition is the fingerprint of the registered definition")
+    steps = [*header.earlier_definitions, header.definition]
+    for position, earlier in enumerate(steps[:-1]):
+        if stated == definition_fingerprint(earlier):
+            if all(only_columns_added(a, b) for a, b in zip(steps[position:], steps[position + 1:])):
+                return result(True, "the digest's definition is the fingerprint of an earlier registered "
+                                    "definition, and since then only columns were added")
+            return result(False, "the digest's definition is the fingerprint of an earlier registered "
+                                 "definition, but the definitions after it change more than added columns")
     detail = (f"the digest's definition is {stated}, the registered definition's fingerprint is "
               f"{registered}")
     if header.definition_now is not None and stated == definition_fingerprint(header.definition_now):

@@ -53,11 +53,18 @@ BEGIN
         'version', 1,
         'table', table_name,
         'chain_by', entry.chain_by,
-        'columns', (SELECT json_agg(json_build_object('name', c, 'type', t) ORDER BY o)
+        -- Columns added after enable are marked: a record covers them only where it has a value.
+        'columns', (SELECT json_agg(CASE WHEN o > entry.base_columns
+                                         THEN json_build_object('name', c, 'type', t, 'added', true)
+                                         ELSE json_build_object('name', c, 'type', t) END ORDER BY o)
                       FROM unnest(entry.columns, entry.column_types) WITH ORDINALITY AS x(c, t, o)),
         'definition', entry.definition,
         'definition_now', ledger.definition(tbl)
     )::text;
+    -- The definitions registered before columns were added, when there are any.
+    IF entry.earlier_definitions IS NOT NULL THEN
+        header := left(header, -1) || ', "earlier_definitions" : ' || to_json(entry.earlier_definitions)::text || '}';
+    END IF;
     -- Names and definitions may hold noncharacters too.
     RETURN NEXT CASE WHEN header ~ '[\U0001FFFE-\U0010FFFF]' THEN ledger.escape_noncharacters(header) ELSE header END;
 

@@ -16,6 +16,9 @@ SELECT concat_ws(E'\n',
     'row_security ' || c.relrowsecurity || ' ' || c.relforcerowsecurity,
     'chain_by ' || coalesce(quote_ident(l.chain_by), '-'),
     'hashed ' || coalesce(array_to_string(l.columns, ' '), '-'),
+    -- Columns added after enable (ALTER TABLE ... ADD COLUMN): covered by records that have a value.
+    CASE WHEN l.base_columns < cardinality(l.columns)
+         THEN 'added ' || array_to_string(l.columns[l.base_columns + 1:], ' ') END,
     (SELECT string_agg(format('column %I %s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
                               CASE WHEN a.attcollation <> t.typcollation
                                    THEN ' collate ' || a.attcollation::regcollation END,
@@ -72,8 +75,10 @@ BEGIN
                                      FROM unnest(string_to_array(current, E'\n')) WITH ORDINALITY AS c(line, n)
                                     WHERE line <> '' AND line <> ALL (string_to_array(registered, E'\n'))
                                   ) AS changes(change, removed, n)),
-              HINT = 'Only a superuser can change a ledger''s definition (and ledger.verify will report it). '
-                     'To stop appending, use ledger.retire().';
+              HINT = 'A hashed column''s name, type and values are in every record''s hash: instead of dropping, '
+                     'renaming or retyping one, add a column (ALTER TABLE ... ADD COLUMN, without a default) '
+                     'and stop writing the old one. To stop appending, use ledger.retire(). Only a superuser '
+                     'can change a ledger''s definition otherwise (and ledger.verify will report it).';
 END
 $$;
 
@@ -105,11 +110,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    superuser boolean := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
     touched record;
 BEGIN
-    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        RETURN;
-    END IF;
     FOR touched IN
         WITH commands AS (SELECT classid, objid FROM pg_event_trigger_ddl_commands()),
         relations AS (
@@ -147,6 +150,16 @@ BEGIN
          WHERE g.definition IS NOT NULL
     LOOP
         IF touched.current IS DISTINCT FROM touched.registered THEN
+            -- Columns added to a ledger, by its owner or a superuser: registered, or refused when
+            -- records could not cover them.
+            IF NOT touched.tracked
+               AND ledger.register_added_columns(touched.tbl, touched.registered, touched.current) THEN
+                CONTINUE;
+            END IF;
+            -- Any other change by a superuser stands, and ledger.verify reports it.
+            IF superuser THEN
+                CONTINUE;
+            END IF;
             IF touched.tracked THEN
                 PERFORM ledger.refuse_tracked_change(touched.tbl, touched.registered, touched.current);
             END IF;

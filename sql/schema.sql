@@ -14,7 +14,13 @@ CREATE TABLE ledger.ledgers (
     definition    text,
     retired_at    timestamptz,
     retired_by    name,
-    retire_reason text
+    retire_reason text,
+    -- How many of `columns` every record covers. The columns after them were added by ALTER TABLE
+    -- ... ADD COLUMN: a record covers such a column when it has a value. NULL: every column.
+    base_columns  integer,
+    -- The definitions registered before, oldest first, each replaced by a change the guard allowed
+    -- and recorded in ledger.events (columns added). NULL: none.
+    earlier_definitions text[]
 );
 COMMENT ON TABLE ledger.ledgers IS 'ledger tables: chain column and the hashed columns, in encoding order';
 
@@ -60,12 +66,12 @@ CREATE TABLE ledger.checkpoints (
 CREATE INDEX checkpoints_ledger_chain_idx ON ledger.checkpoints (ledger, chain, created_at);
 COMMENT ON TABLE ledger.checkpoints IS 'Merkle checkpoints of ledger chains; itself a ledger';
 
--- The audit chain of ledgers' lives: one chain per ledger (enabled, retired, dropped by a
--- superuser), written only by the extension. Itself a ledger.
+-- The audit chain of ledgers' lives: one chain per ledger (enabled, columns added, retired, dropped
+-- by a superuser), written only by the extension. Itself a ledger.
 CREATE TABLE ledger.events (
     eid        uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     ledger     text NOT NULL,
-    event      text NOT NULL CHECK (event IN ('enable', 'retire', 'drop')),
+    event      text NOT NULL CHECK (event IN ('enable', 'retire', 'drop', 'alter')),
     actor      text NOT NULL,
     at         timestamptz NOT NULL DEFAULT now(),
     definition char(64),
@@ -74,7 +80,7 @@ CREATE TABLE ledger.events (
     prev_hash  char(64),
     hash       char(64) UNIQUE NOT NULL
 );
-COMMENT ON TABLE ledger.events IS 'who enabled, retired or dropped each ledger, when and why; itself a ledger';
+COMMENT ON TABLE ledger.events IS 'who enabled, altered, retired or dropped each ledger, when and why; itself a ledger';
 
 -- Runs of ledger.verify_all: one row per ledger per run, one chain per ledger, so a run cannot be
 -- edited or dropped from the record. Itself a ledger.

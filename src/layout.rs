@@ -18,6 +18,9 @@ pub struct HashedColumn {
     pub column_type: ColumnType,
     /// Zero-based position in the table's tuple descriptor.
     pub index: usize,
+    /// Added by `ALTER TABLE ... ADD COLUMN` after the ledger was enabled: a record covers it only
+    /// when it has a value (records from before the addition have none).
+    pub added: bool,
 }
 
 pub struct ChainColumn {
@@ -181,35 +184,99 @@ pub struct RegistryEntry {
     /// The hashed columns, in encoding order, and their format types.
     pub columns: Vec<String>,
     pub column_types: Vec<String>,
+    /// How many of `columns` every record covers; those after them were added later (None: all).
+    pub base_columns: Option<i32>,
     /// "retired at <time> by <role>: <reason>", once retired.
     pub retired: Option<String>,
 }
 
 /// The registry entry of a table, if it is a ledger.
+///
+/// Read under the latest snapshot, not the transaction's: the registry describes the table as the
+/// catalog does, and a REPEATABLE READ transaction whose snapshot predates a change of it (columns
+/// added, the ledger retired) must not go on hashing by the entry it replaced. (PostgreSQL's
+/// foreign-key checks read the referenced table the same way.)
 pub fn registry_entry(relid: Oid) -> Option<RegistryEntry> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT chain_by::text, columns::text[], column_types, \
-             CASE WHEN retired_at IS NOT NULL \
-             THEN format('retired at %s by %s: %s', retired_at, quote_ident(retired_by), retire_reason) END \
-             FROM ledger.ledgers WHERE tbl = $1",
-            Some(1),
-            &[relid.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok::<_, pgrx::spi::Error>(None);
-        }
-        let row = rows.first();
-        Ok(Some(RegistryEntry {
-            chain_by: row.get(1)?,
-            columns: row.get::<Vec<String>>(2)?.unwrap_or_default(),
-            column_types: row.get::<Vec<String>>(3)?.unwrap_or_default(),
-            retired: row.get(4)?,
-        }))
-    })
-    .unwrap_or_else(|e| {
+    let query = format!(
+        "SELECT pg_catalog.json_build_object('chain_by', chain_by, 'columns', columns, \
+         'column_types', column_types, 'base_columns', {}, 'retired', \
+         CASE WHEN retired_at IS NOT NULL \
+         THEN format('retired at %s by %s: %s', retired_at, quote_ident(retired_by), retire_reason) END)::text \
+         FROM ledger.ledgers WHERE tbl = $1",
+        // The registry of releases before 0.4.0 (until ALTER EXTENSION ledger UPDATE).
+        if base_columns_registered() { "base_columns" } else { "NULL::integer" }
+    );
+    let text = Spi::connect(|_| {
+        // SAFETY: SPI calls inside a connection; the plan is freed before it closes.
+        unsafe { latest_single_text(&query, relid) }
+    })?;
+    let entry: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
         raise(LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger registry").detail(e.to_string()))
+    });
+    let strings = |member: &str| -> Vec<String> {
+        entry[member]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    Some(RegistryEntry {
+        chain_by: entry["chain_by"].as_str().map(str::to_string),
+        columns: strings("columns"),
+        column_types: strings("column_types"),
+        base_columns: entry["base_columns"].as_i64().map(|b| b as i32),
+        retired: entry["retired"].as_str().map(str::to_string),
     })
+}
+
+/// The one text value of `query` (with `$1` the oid `relid`) under the latest snapshot, if it
+/// returns a row.
+///
+/// # Safety
+/// Must run inside an SPI connection.
+unsafe fn latest_single_text(query: &str, relid: Oid) -> Option<String> {
+    let fail = |what: &str| -> ! {
+        raise(LedgerError::new(SqlState::DataCorrupted, "cannot read the ledger registry").detail(what.to_string()))
+    };
+    let query = std::ffi::CString::new(query).expect("no NUL in the query");
+    let mut types = [pg_sys::OIDOID];
+    let plan = pg_sys::SPI_prepare(query.as_ptr(), 1, types.as_mut_ptr());
+    if plan.is_null() {
+        fail("SPI_prepare failed");
+    }
+    let mut values = [pg_sys::Datum::from(relid)];
+    let status = pg_sys::SPI_execute_snapshot(
+        plan,
+        values.as_mut_ptr(),
+        std::ptr::null(),
+        pg_sys::GetLatestSnapshot(),
+        std::ptr::null_mut(),
+        true,
+        false,
+        1,
+    );
+    pg_sys::SPI_freeplan(plan);
+    if status < 0 {
+        fail(&format!("SPI_execute_snapshot returned {status}"));
+    }
+    let table = pg_sys::SPI_tuptable;
+    if pg_sys::SPI_processed == 0 || table.is_null() {
+        return None;
+    }
+    let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
+    (!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned())
+}
+
+/// Whether the registry has `base_columns` (0.4.0 on): the library also serves older releases' SQL.
+fn base_columns_registered() -> bool {
+    // A read-only query (Spi::get_one would assign a transaction id, which a standby refuses).
+    crate::datum::select_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute \
+         WHERE attrelid = 'ledger.ledgers'::pg_catalog.regclass AND attname = 'base_columns' AND NOT attisdropped)",
+        &[],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }
 
 /// Attributes of a relation: (zero-based index, name, type oid) of live columns.
@@ -231,7 +298,9 @@ pub fn attributes(relid: Oid) -> Vec<(usize, String, Oid)> {
 
 fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let qualified_name = qualified_name(relid);
-    let Some(RegistryEntry { chain_by, columns: names, column_types: types, retired }) = registry_entry(relid) else {
+    let Some(RegistryEntry { chain_by, columns: names, column_types: types, base_columns, retired }) =
+        registry_entry(relid)
+    else {
         return Err(LedgerError::new(SqlState::UndefinedObject, format!("table {qualified_name} is not a ledger"))
             .hint("Make it one with ledger.enable()."));
     };
@@ -246,7 +315,8 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
         })
     };
     let mut columns = Vec::with_capacity(names.len());
-    for (name, type_name) in names.iter().zip(&types) {
+    let base = base_columns.map_or(names.len(), |b| b.max(0) as usize);
+    for (position, (name, type_name)) in names.iter().zip(&types).enumerate() {
         let (index, type_oid) = find(name)?;
         let registered = ColumnType::from_name(type_name);
         let actual = column_type_of(type_oid);
@@ -257,7 +327,12 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
             )
             .detail(format!("registered as {type_name}")));
         }
-        columns.push(HashedColumn { name: name.clone(), column_type: registered.unwrap(), index });
+        columns.push(HashedColumn {
+            name: name.clone(),
+            column_type: registered.unwrap(),
+            index,
+            added: position >= base,
+        });
     }
     let chain = match &chain_by {
         None => None,

@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+mod alter;
 mod checkpoint;
 mod conflict;
 mod datum;
@@ -24,7 +25,11 @@ mod verify;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/export.sql", name = "export", requires = ["schema"]);
-extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["schema", "history", verify::sha3_256]);
+extension_sql_file!(
+    "../sql/guard.sql",
+    name = "guard",
+    requires = ["schema", "history", verify::sha3_256, alter::register_added_columns]
+);
 extension_sql_file!("../sql/history.sql", name = "history", requires = ["schema"]);
 extension_sql_file!(
     "../sql/stats.sql",

@@ -185,6 +185,41 @@ pub fn finish_enable(relid: Oid, name: &str, actor: &str, migration: Option<&str
     });
 }
 
+/// Registers today's definition of a ledger after a change its guard allowed (columns added), and
+/// records the change, with `reason`, in the ledger's chain of `ledger.events`.
+pub fn register_definition_change(relid: Oid, name: &str, actor: &str, reason: &str) {
+    let definition = current_definition(relid);
+    as_extension_owner(|| {
+        Spi::run_with_args(
+            "UPDATE ledger.ledgers SET earlier_definitions = coalesce(earlier_definitions, '{}') || definition, \
+             definition = $2 WHERE tbl = $1",
+            &[relid.into(), definition.as_str().into()],
+        )
+        .map_err(|e| spi_error("cannot register the ledger's definition", e))
+        .or_raise();
+        record_event(name, "alter", actor, &definition, Some(reason));
+    });
+    // This session and others read the ledger's columns again.
+    layout::forget(relid);
+    // SAFETY: queues a relcache invalidation for a table that exists (the command altered it).
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+}
+
+/// Whether the ledger's chain of `ledger.events` records `earlier` as a registered definition and
+/// `today` as the last one: the definition went from one to the other only by changes its guard
+/// allowed and recorded.
+pub fn recorded_change_since(ledger: &str, earlier: &str, today: &str) -> bool {
+    select_one::<bool>(
+        "SELECT EXISTS (SELECT FROM ledger.events WHERE ledger = $1 AND event IN ('enable', 'alter') AND definition = $2) \
+            AND (SELECT definition FROM ledger.events WHERE ledger = $1 AND event IN ('enable', 'alter') \
+                  ORDER BY seq DESC LIMIT 1) = $3",
+        &[ledger.into(), earlier.into(), today.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 /// Retires a ledger: no more appends, every chain checkpointed a last time, and who, when and
 /// why recorded in its chain of `ledger.events`. The rows stay, verifiable as before.
 #[pg_extern(volatile, parallel_unsafe)]

@@ -34,8 +34,10 @@ impl RecordScratch {
     /// `values`/`nulls` must be the deformed datums of a tuple of the layout's table.
     pub unsafe fn encode(&mut self, layout: &Layout, values: &[Datum], nulls: &[bool]) -> &[u8] {
         self.reader.begin_record();
-        self.encoder.begin(layout.columns.len() as u32);
-        for column in &layout.columns {
+        // A column added after the ledger was enabled is encoded only when it has a value.
+        let encoded = |column: &&crate::layout::HashedColumn| !(column.added && nulls[column.index]);
+        self.encoder.begin(layout.columns.iter().filter(encoded).count() as u32);
+        for column in layout.columns.iter().filter(encoded) {
             let value = if nulls[column.index] {
                 Value::Null
             } else {

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ledgertest import ROOT, assert_clean, assert_dense
+from ledgertest import PSQL, ROOT, assert_clean, assert_dense, offline_verify
 
 EXAMPLES = ROOT / "examples"
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
@@ -31,11 +31,11 @@ def require_tool(name: str) -> str:
 
 
 def run(argv: list, db, cwd: Path = ROOT, host: str | None = None, timeout: float = 300,
-        expect_success: bool = True) -> subprocess.CompletedProcess:
+        expect_success: bool = True, user: str = "postgres") -> subprocess.CompletedProcess:
     """Runs a program with only the libpq environment naming the test's database; `host` replaces
     the cluster's socket directory (JDBC speaks TCP only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(PGHOST=host or db.cluster.socket_dir, PGPORT=str(db.cluster.port), PGUSER="postgres",
+    env.update(PGHOST=host or db.cluster.socket_dir, PGPORT=str(db.cluster.port), PGUSER=user,
                PGDATABASE=db.name)
     result = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=timeout)
@@ -68,20 +68,59 @@ def test_python_psycopg(empty_db):
 
 
 def test_python_sqlalchemy_with_alembic(empty_db):
+    """The application's own role, not a superuser, runs the migrations: 0001 makes the ledger, the
+    program fills it, then 0002 adds a column to the ledger with data in it."""
     example = EXAMPLES / "python-sqlalchemy"
     alembic = [sys.executable, "-m", "alembic", "-c", example / "alembic.ini"]
-    run([*alembic, "upgrade", "head"], empty_db)
-    assert empty_db.scalar("SELECT version_num FROM alembic_version") == "0001"
-    assert empty_db.scalar("SELECT count(*) FROM payments") == 0
+    db = empty_db
+    app = f"app_{db.name}"
+    db.execute("CREATE EXTENSION ledger")  # a superuser's step; 0001's IF NOT EXISTS then does nothing
+    db.execute(f'CREATE ROLE "{app}" LOGIN')
+    db.execute(f'GRANT CREATE ON SCHEMA public TO "{app}"')
+    try:
+        run([*alembic, "upgrade", "0001"], db, user=app)
+        assert db.scalar("SELECT version_num FROM alembic_version") == "0001"
+        assert db.scalar("SELECT count(*) FROM payments") == 0
+        assert db.scalar("SELECT relowner::regrole::text FROM pg_class WHERE oid = 'payments'::regclass") == app
 
-    result = run([sys.executable, example / "payments.py"], empty_db)
-    check_ledger(empty_db, result.stdout)
+        result = run([sys.executable, example / "payments.py"], db, user=app)
+        check_ledger(db, result.stdout)
+        before = db.scalar("SELECT cid FROM ledger.checkpoint('payments', 'shared')")
 
-    # The migration refuses to be undone, and the ledger stays as it was.
-    downgrade = run([*alembic, "downgrade", "base"], empty_db, expect_success=False)
-    assert downgrade.returncode != 0 and "cannot be undone" in downgrade.stderr, downgrade.stderr
-    assert empty_db.scalar("SELECT version_num FROM alembic_version") == "0001"
-    check_ledger(empty_db, result.stdout)
+        # 0002 adds a column to the ledger, with data in it, as the table's owner.
+        run([*alembic, "upgrade", "head"], db, user=app)
+        assert db.scalar("SELECT version_num FROM alembic_version") == "0002"
+        assert db.fetchone("SELECT event, actor FROM ledger.events WHERE ledger = 'public.payments' "
+                           "ORDER BY seq DESC LIMIT 1") == ("alter", app)
+        assert db.scalar("SELECT columns[base_columns + 1:] FROM ledger.ledgers "
+                         "WHERE tbl = 'payments'::regclass") == ["memo"]
+        check_ledger(db, result.stdout)  # the old records verify unchanged
+        assert all(ok is not False for _, ok, _ in db.fetchall("SELECT * FROM ledger.verify_checkpoint(%s)",
+                                                               (before,)))
+        run([PSQL, "-v", "ON_ERROR_STOP=1", "-c",
+             "INSERT INTO payments (account, amount, memo) VALUES ('shared', 1, 'refund of #7')"], db, user=app)
+        assert_clean(db, "payments")
+
+        # The memo is covered: a superuser's edit of it is caught.
+        db.execute("ALTER TABLE payments DISABLE TRIGGER ledger_refuse_change")
+        db.execute("UPDATE payments SET memo = 'refund of #8' WHERE memo = 'refund of #7'")
+        db.execute("ALTER TABLE payments ENABLE ALWAYS TRIGGER ledger_refuse_change")
+        assert [p for _, _, p in db.verify("payments")] == ["hash_mismatch"]
+        assert [p[2] for p in offline_verify(db.export_lines("payments"))] == ["hash_mismatch"]
+        db.execute("ALTER TABLE payments DISABLE TRIGGER ledger_refuse_change")
+        db.execute("UPDATE payments SET memo = 'refund of #7' WHERE memo = 'refund of #8'")
+        db.execute("ALTER TABLE payments ENABLE ALWAYS TRIGGER ledger_refuse_change")
+        assert_clean(db, "payments")
+
+        # The migrations refuse to be undone, and the ledger stays as it was.
+        downgrade = run([*alembic, "downgrade", "base"], db, expect_success=False, user=app)
+        assert downgrade.returncode != 0 and "cannot be undone" in downgrade.stderr, downgrade.stderr
+        assert db.scalar("SELECT version_num FROM alembic_version") == "0002"
+        assert_clean(db, "payments")
+    finally:
+        db.execute("DROP TABLE IF EXISTS payments, alembic_version")
+        db.execute(f'REVOKE CREATE ON SCHEMA public FROM "{app}"')
+        db.execute(f'DROP ROLE "{app}"')
 
 
 def test_node_pg(empty_db):

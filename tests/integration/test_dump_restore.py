@@ -29,6 +29,10 @@ def fill(db: Database) -> None:
             (i % 4, i))
     for conn in conns:
         conn.close()
+    # A column added after enable: the dump keeps the records that have a value in it verifiable.
+    db.execute("ALTER TABLE pay ADD COLUMN memo text")
+    db.execute("INSERT INTO pay (id, account, amount, memo) SELECT i, substr('abc', 1 + i % 3, 1), i, 'm' || i "
+               "FROM generate_series(301, 330) i")
     db.execute("SELECT count(*) FROM ledger.checkpoint('pay')")
     db.execute("SELECT count(*) FROM ledger.checkpoint()")
     db.execute("SELECT count(*) FROM ledger.verify_all()")  # its run history is dumped too
@@ -40,7 +44,8 @@ def fingerprint(db: Database) -> tuple:
         db.fetchall("SELECT anchor_id::text, seq, hash FROM ledger.records ORDER BY anchor_id, seq"),
         db.fetchall("SELECT seq, hash FROM ledger.checkpoints ORDER BY seq"),
         db.fetchall("SELECT ledger, seq, hash, problems FROM ledger.verify_runs ORDER BY ledger, seq"),
-        db.fetchall("SELECT tbl::text, chain_by::text, columns::text[] FROM ledger.ledgers ORDER BY 1"),
+        db.fetchall("SELECT tbl::text, chain_by::text, columns::text[], base_columns, earlier_definitions "
+                    "FROM ledger.ledgers ORDER BY 1"),
     )
 
 

@@ -147,17 +147,31 @@ def test_digest_ledger_line_and_definition(extremes):
     assert status == 0, out
     assert out["digest"]["extends"][0] is True and out["digest"]["definition"][0] is True
 
-    # After a change, a checkpoint records today's definition: offline it no longer is the
-    # registered one (and the change is reported); the earlier digest still holds.
+    # A column added is registered: the digest made before holds through the definition it
+    # replaced (kept in the export), one made after through the new one.
     db.execute(f'ALTER TABLE {TABLE} ADD COLUMN "new col" text')
+    added = db.scalar("SELECT ledger.digest(cid) FROM ledger.checkpoint(%s::regclass, 'a')", (TABLE,))
+    lines = db.export_lines(TABLE)
+    for text in (digest, added):
+        status, out = offline_digest(lines, text, allow_unsigned=True)
+        assert status == 0, out
+        assert out["digest"]["definition"][0] is True and out["digest"]["extends"][0] is True
+    assert "earlier registered definition" in offline_digest(lines, digest, allow_unsigned=True)[1][
+        "digest"]["definition"][1]
+
+    # After any other change (a trigger left ORIGIN), a checkpoint records today's definition:
+    # offline it no longer is the registered one (and the change is reported); the earlier digests
+    # still hold.
+    db.execute(f"ALTER TABLE {TABLE} ENABLE TRIGGER ledger_refuse_change")
     later = db.scalar("SELECT ledger.digest(cid) FROM ledger.checkpoint(%s::regclass, 'a')", (TABLE,))
     lines = db.export_lines(TABLE)
     status, out = offline_digest(lines, later, allow_unsigned=True)
     assert status == 1 and out["digest"]["definition"][0] is False
     assert "today's definition" in out["digest"]["definition"][1]
     assert [p["problem"] for p in out["problems"]] == ["definition_changed"]
-    status, out = offline_digest(lines, digest, allow_unsigned=True)
-    assert out["digest"]["definition"][0] is True and out["digest"]["extends"][0] is True
+    for text in (digest, added):
+        status, out = offline_digest(lines, text, allow_unsigned=True)
+        assert out["digest"]["definition"][0] is True and out["digest"]["extends"][0] is True
 
 
 def test_quote_all_identifiers_changes_nothing(extremes):

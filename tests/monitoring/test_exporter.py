@@ -136,7 +136,7 @@ def build_ledgers(db: Database, *, provoke: bool) -> None:
             for _ in range(2):  # alice's head is seq 4; a prev_hash that is not its hash
                 expect_refused(owner, "INSERT INTO payments (id, account, amount, prev_hash) "
                                       "VALUES (99, 'alice', 1, repeat('0', 64))", "23514")
-            expect_refused(owner, "ALTER TABLE payments ADD COLUMN memo text", "42501")
+            expect_refused(owner, "ALTER TABLE payments RENAME COLUMN amount TO paid", "42501")
             expect_refused(owner, "INSERT INTO closed_books VALUES (3, 'late')", "55000")
 
         db.execute("INSERT INTO ledger.records (anchor_id, slot, kind, payload) VALUES "

@@ -49,8 +49,7 @@ def chain(versions: list[tuple[str, str, str | None]]) -> list[str]:
     lines, last = [], {}
     for number, (key, op, row) in enumerate(versions):
         seq, prev_hash = last.get(key, (0, None))
-        values = [f"00000000-0000-0000-0000-{number:012d}", key, op, "2026-01-01 00:00:00+00", "ann",
-                  str(100 + number), row, str(seq + 1), prev_hash]
+        values = [key, op, "2026-01-01 00:00:00+00", "ann", str(100 + number), row, str(seq + 1), prev_hash]
         stored = ve.record_hash(COLUMNS, values)
         last[key] = (seq + 1, stored)
         lines.append(json.dumps([*values, stored], ensure_ascii=False))
@@ -122,7 +121,7 @@ def test_key_order_is_octets():
 def test_chain_problems_come_first_then_the_state():
     export = chain([(K1, "insert", '{"id": 1, "region": "eu", "balance": 1}')])
     forged = json.loads(export[1])
-    forged[6] = '{"id": 1, "region": "eu", "balance": 2}'
+    forged[NAMES.index("row")] = '{"id": 1, "region": "eu", "balance": 2}'
     export[1] = json.dumps(forged)
     found = problems(export, [state_header(), state_line('{"id": 1, "region": "eu", "balance": 3}')])
     assert [(p[0], p[1], p[2]) for p in found] == [(K1, 1, "hash_mismatch"), (K1, 1, "state_mismatch")]
@@ -140,7 +139,7 @@ def test_a_null_seq_counts_as_the_last_version():
     export = chain([(K1, "insert", '{"id": 1, "region": "eu", "balance": 1}'),
                     (K1, "update", '{"id": 1, "region": "eu", "balance": 2}')])
     record = json.loads(export[1])
-    record[7] = None
+    record[NAMES.index("seq")] = None
     export[1] = json.dumps(record)
     found = problems(export, [state_header(), state_line('{"id": 1, "region": "eu", "balance": 2}')])
     assert found[-1] == (K1, None, "state_mismatch", "the row differs from the history's last version (seq )")

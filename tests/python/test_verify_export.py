@@ -46,6 +46,50 @@ def test_test_vector_bytes_and_hash():
     assert ve.record_hash(TEST_VECTOR_COLUMNS, TEST_VECTOR_VALUES) == TEST_VECTOR_HASH
 
 
+# The same table after ALTER TABLE ... ADD COLUMN memo text (FORMAT.md, "Added columns").
+ADDED_COLUMNS = [*map(tuple, TEST_VECTOR_COLUMNS), ve.Column("memo", "text", added=True)]
+ADDED_MEMO_HASH = "7dd522384b55f8b3cfe0828e73a1da9107f57a36416c87f4ff1f96d8f555127e"
+
+
+def test_added_column_vector():
+    # Without a value the record has the bytes it had before the addition.
+    assert ve.record_hash(ADDED_COLUMNS, [*TEST_VECTOR_VALUES, None]) == TEST_VECTOR_HASH
+    expected = bytes.fromhex("".join(TEST_VECTOR_HEX.split()).replace("0100000006", "0100000007", 1)
+                             + "000000046d656d6f08010000000178")
+    assert ve.canonical_record_bytes(ADDED_COLUMNS, [*TEST_VECTOR_VALUES, "x"]) == expected
+    assert ve.record_hash(ADDED_COLUMNS, [*TEST_VECTOR_VALUES, "x"]) == ADDED_MEMO_HASH
+    # A base column is encoded when NULL; an added one is not.
+    assert ve.record_hash([*map(tuple, TEST_VECTOR_COLUMNS), ("memo", "text")],
+                          [*TEST_VECTOR_VALUES, None]) != TEST_VECTOR_HASH
+
+
+@pytest.mark.parametrize("columns, message", [
+    ([{"name": "a", "type": "text", "added": True}, {"name": "seq", "type": "bigint"},
+      {"name": "prev_hash", "type": "text"}], "added columns must follow"),
+    ([{"name": "seq", "type": "bigint"}, {"name": "prev_hash", "type": "text"},
+      {"name": "a", "type": "text", "added": False}], '"added" must be true'),
+])
+def test_header_added_columns_are_checked(columns, message):
+    header = json.dumps({"format": "ledger-export", "version": 1, "chain_by": None, "columns": columns})
+    with pytest.raises(ve.ExportError, match=message):
+        ve.parse_header(header)
+
+
+def test_digest_definition_of_an_earlier_definition():
+    """A digest made before columns were added holds when each later definition only adds columns."""
+    base = ("ledger-definition/v1\ntable public.t\nchain_by -\nhashed id seq prev_hash\n"
+            "column id integer not null\ncolumn seq bigint not null\ncolumn prev_hash character(64)\n")
+    added = base.replace("hashed id seq prev_hash\n", "hashed id seq prev_hash memo\nadded memo\n") \
+        + "column memo text\n"
+    retyped = added.replace("column id integer", "column id bigint")
+    for registered, earlier, ok in [(added, [base], True), (retyped, [base], False), (added, [], False)]:
+        header = ve.Header("public.t", None, [], registered, registered, True, tuple(earlier))
+        digest = ve.Digest(body=f"definition {ve.definition_fingerprint(base)}\n".encode(), ledger="public.t",
+                           chain=None, size=1, root=bytes(32), public_key=None, signature=None,
+                           ledger_signature_lines=0)
+        assert ve.check_definition(digest, header).ok is ok, (registered, earlier)
+
+
 # --------------------------------------------------------------------------------------------------
 # Canonical JSON
 # --------------------------------------------------------------------------------------------------

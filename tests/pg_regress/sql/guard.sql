@@ -28,7 +28,7 @@ SELECT statement, refusal_of(statement) FROM (VALUES
     ('CREATE TABLE owned_child () INHERITS (owned)'),
     ('ALTER DOMAIN label RENAME TO relabel'),
     ('ALTER TABLE owned DROP COLUMN body'),
-    ('ALTER TABLE owned ADD COLUMN extra text'),
+    ('ALTER TABLE owned ADD COLUMN extra text DEFAULT ''none'''),
     ('ALTER TABLE owned RENAME COLUMN body TO text'),
     ('ALTER TABLE owned RENAME TO renamed'),
     ('ALTER TABLE owned SET UNLOGGED'),
