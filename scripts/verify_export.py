@@ -1362,13 +1362,14 @@ def _digest_definition(digest: Digest) -> str | None:
 
 def only_columns_added(before: str, after: str) -> bool:
     """Does `after` differ from `before` only as an addition of columns does (FORMAT.md, "Added
-    columns"): new column lines, and the hashed and added lines that list them?"""
+    columns"): new column lines, and the hashed and added lines that list them; or, for a history
+    ledger, a new history_of line (columns added to its tracked table)?"""
     old, new = definition_lines(before), definition_lines(after)
     removed = [line for line in old if line not in new]
     added = [line for line in new if line not in old]
-    return (all(line.startswith(("hashed ", "added ")) for line in removed)
-            and any(line.startswith("column ") for line in added)
-            and all(line.startswith(("column ", "hashed ", "added ")) for line in added))
+    return (all(line.startswith(("hashed ", "added ", "history_of ")) for line in removed)
+            and any(line.startswith(("column ", "history_of ")) for line in added)
+            and all(line.startswith(("column ", "hashed ", "added ", "history_of ")) for line in added))
 
 
 def check_definition(digest: Digest, header: Header) -> DigestCheck:

@@ -150,10 +150,10 @@ BEGIN
          WHERE g.definition IS NOT NULL
     LOOP
         IF touched.current IS DISTINCT FROM touched.registered THEN
-            -- Columns added to a ledger, by its owner or a superuser: registered, or refused when
-            -- records could not cover them.
-            IF NOT touched.tracked
-               AND ledger.register_added_columns(touched.tbl, touched.registered, touched.current) THEN
+            -- Columns added to a ledger or a tracked table, by its owner or a superuser: registered
+            -- (a tracked table's rows recorded as they now read), or refused when records could
+            -- not cover them.
+            IF ledger.register_added_columns(touched.tbl, touched.registered, touched.current) THEN
                 CONTINUE;
             END IF;
             -- Any other change by a superuser stands, and ledger.verify reports it.

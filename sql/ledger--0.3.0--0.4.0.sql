@@ -1,7 +1,8 @@
 -- ledger 0.3.0 -> 0.4.0: columns added to a ledger (ALTER TABLE ... ADD COLUMN, by the table's
 -- owner) are registered and covered by every record that has a value in them (docs/FORMAT.md,
 -- "Added columns"); the change is recorded in the ledger's chain of ledger.events ('alter'), and
--- checkpoints and digests made before it still verify. The library also makes history ledgers of
+-- checkpoints and digests made before it still verify. Columns added to a history-tracked table
+-- append an update version of every row as it now reads. The library also makes history ledgers of
 -- tracked tables without the version id column (vid) of 0.3.0: their primary key is (key, seq).
 -- Histories made by 0.3.0 keep vid (it is hashed in their records). Nothing stored changes: every
 -- record, checkpoint, proof and digest of 0.3.0 verifies as before.
@@ -144,10 +145,10 @@ BEGIN
          WHERE g.definition IS NOT NULL
     LOOP
         IF touched.current IS DISTINCT FROM touched.registered THEN
-            -- Columns added to a ledger, by its owner or a superuser: registered, or refused when
-            -- records could not cover them.
-            IF NOT touched.tracked
-               AND ledger.register_added_columns(touched.tbl, touched.registered, touched.current) THEN
+            -- Columns added to a ledger or a tracked table, by its owner or a superuser: registered
+            -- (a tracked table's rows recorded as they now read), or refused when records could
+            -- not cover them.
+            IF ledger.register_added_columns(touched.tbl, touched.registered, touched.current) THEN
                 CONTINUE;
             END IF;
             -- Any other change by a superuser stands, and ledger.verify reports it.

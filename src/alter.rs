@@ -1,9 +1,10 @@
 //! Schema changes of a ledger: `ALTER TABLE ... ADD COLUMN` by the table's owner. The definition
-//! guard (sql/guard.sql) hands every change of a ledger's definition that only adds columns to
-//! `ledger.register_added_columns`, which refuses an addition old records would read differently,
-//! and otherwise registers the columns: every record appended from then on covers them where it has
-//! a value (docs/FORMAT.md, "Added columns"), records from before verify unchanged, and the
-//! ledger's chain of `ledger.events` records the change.
+//! guard (sql/guard.sql) hands every change of a ledger's (or a tracked table's) definition that
+//! only adds columns to `ledger.register_added_columns`, which refuses an addition old records
+//! would read differently, and otherwise registers the columns: every record appended from then on
+//! covers them where it has a value (docs/FORMAT.md, "Added columns"), records from before verify
+//! unchanged, and the ledger's chain of `ledger.events` records the change. A tracked table's rows
+//! are recorded again as they now read (history.rs).
 
 use crate::datum::{column_type_of, select_one};
 use crate::error::{raise, spi_error, OrRaise};
@@ -28,8 +29,19 @@ struct NewColumn {
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn register_added_columns(tbl: Oid, registered: &str, current: &str) -> bool {
-    if !only_columns_added(registered, current) {
+    if !adds_only_column_lines(registered, current) {
         return false;
+    }
+    if crate::history::history_of(tbl).is_some() {
+        let added: Vec<&str> = current.lines().filter(|l| !registered.lines().any(|r| r == *l)).collect();
+        let listed: Vec<&str> = added.iter().map(|l| l.trim_start_matches("column ")).collect();
+        crate::history::register_added_columns(
+            tbl,
+            registered,
+            current,
+            &format!("added column(s) {}", listed.join(", ")),
+        );
+        return true;
     }
     let Some(entry) = layout::registry_entry(tbl) else {
         return false;
@@ -78,7 +90,7 @@ fn register_added_columns(tbl: Oid, registered: &str, current: &str) -> bool {
 }
 
 /// Whether `current` differs from `registered` only by lines of new columns.
-fn only_columns_added(registered: &str, current: &str) -> bool {
+fn adds_only_column_lines(registered: &str, current: &str) -> bool {
     let old: Vec<&str> = registered.lines().filter(|l| !l.is_empty()).collect();
     let new: Vec<&str> = current.lines().filter(|l| !l.is_empty()).collect();
     let removed = old.iter().any(|line| !new.contains(line));

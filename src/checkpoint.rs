@@ -618,13 +618,13 @@ fn check_definition(cp: &Checkpoint, relid: Result<pg_sys::Oid, LedgerError>) ->
     let today = definition::fingerprint_hex(&lifecycle::current_definition(relid));
     if *recorded == today {
         check("definition", Some(true), "the ledger's columns, types, triggers and chain key are as checkpointed")
-    } else if lifecycle::recorded_change_since(&cp.ledger, recorded, &today) {
+    } else if lifecycle::extended_by_added_columns(relid, recorded, &today) {
         check(
             "definition",
             Some(true),
             format!(
-                "the ledger's definition changed since the checkpoint only by changes recorded in ledger.events \
-                 (columns added): its fingerprint is now {today}"
+                "the ledger's definition changed since the checkpoint only by columns added (recorded in \
+                 ledger.events): its fingerprint is now {today}"
             ),
         )
     } else {

@@ -304,6 +304,58 @@ pub fn tracked_by_history(relid: Oid) -> Result<Option<Oid>, LedgerError> {
         .map_err(|e| spi_error("cannot read the registry of tracked tables", e))
 }
 
+/// Appends a version (`op`) of every row of the tracked table `name` to its history, in
+/// primary-key order: as the calling role (to_jsonb may run casts of the columns' types), under the
+/// trigger's settings.
+fn record_every_row(name: &str, history_name: &str, key: &[String], actor: &str, op: &str) {
+    let order = key.iter().map(|k| format!("t.{}", quote_ident(k))).collect::<Vec<_>>().join(", ");
+    appending(|| {
+        crate::guc::with_settings(crate::guc::CANONICAL_OUTPUT, || {
+            Spi::run_with_args(
+                &format!(
+                    "INSERT INTO {history_name} (key, op, at, role, txid, \"row\") \
+                     SELECT ledger.version_key(to_jsonb(t.*), $1::name[]), $3, clock_timestamp(), $2, \
+                            txid_current(), to_jsonb(t.*) \
+                     FROM ONLY {name} t ORDER BY {order}"
+                ),
+                &[key.to_vec().into(), actor.into(), op.into()],
+            )
+            .map_err(|e| spi_error("cannot record the rows of the table", e))
+            .or_raise()
+        })
+    });
+}
+
+/// Columns added to a tracked table (`ALTER TABLE ... ADD COLUMN`, by its owner or a superuser):
+/// every row now reads differently (with the new columns), so each gets an `update` version as it
+/// reads now, in the same transaction; the table's registered definition follows, and so does its
+/// history ledger's (whose `history_of` line fingerprints the table's), with an `alter` event.
+pub fn register_added_columns(relid: Oid, registered: &str, current: &str, reason: &str) {
+    let name = layout::qualified_name(relid);
+    lifecycle::require_owner(relid, &name, "add columns to a history-tracked table");
+    let Some(history) = history_of(relid) else { return };
+    let history_name = layout::qualified_name(history);
+    let key =
+        select_one::<Vec<String>>("SELECT key_columns::text[] FROM ledger.tracked WHERE tbl = $1", &[relid.into()])
+            .map_err(|e| spi_error("cannot read the registry of tracked tables", e))
+            .or_raise()
+            .unwrap_or_default();
+    let actor = lifecycle::current_role();
+    lifecycle::as_extension_owner(|| {
+        Spi::run_with_args("UPDATE ledger.tracked SET definition = $2 WHERE tbl = $1", &[relid.into(), current.into()])
+            .map_err(|e| spi_error("cannot register the table's definition", e))
+            .or_raise();
+    });
+    record_every_row(&name, &history_name, &key, &actor, "update");
+    let before = ledger_core::definition::fingerprint_hex(registered);
+    lifecycle::register_definition_change(
+        history,
+        &history_name,
+        &actor,
+        &format!("{reason} to the tracked table {name}; its definition was {before}"),
+    );
+}
+
 /// Starts tracking `tbl`: creates its history ledger (by default `<table>_history` in the table's
 /// schema), records every row already there as its first version, and from then on every change.
 // Declared below, to return regclass.
@@ -400,24 +452,8 @@ fn enable_history(tbl: Option<PgRelation>, history: Option<&str>) -> pg_sys::Oid
     // SAFETY: invalidating a relation's cache entries (here and in other sessions).
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(history_oid) };
     layout::forget(history_oid);
-    // Rows already in the table are their first versions, in primary-key order: appended by the
-    // table's owner (to_jsonb may run casts of the columns' types), under the trigger's settings.
-    let order = key.iter().map(|k| format!("t.{}", quote_ident(k))).collect::<Vec<_>>().join(", ");
-    appending(|| {
-        crate::guc::with_settings(crate::guc::CANONICAL_OUTPUT, || {
-            Spi::run_with_args(
-                &format!(
-                    "INSERT INTO {history_name} (key, op, at, role, txid, \"row\") \
-                     SELECT ledger.version_key(to_jsonb(t.*), $1::name[]), 'insert', clock_timestamp(), $2, \
-                            txid_current(), to_jsonb(t.*) \
-                     FROM ONLY {name} t ORDER BY {order}"
-                ),
-                &[key.clone().into(), actor.as_str().into()],
-            )
-            .map_err(|e| spi_error("cannot record the rows already in the table", e))
-            .or_raise()
-        })
-    });
+    // Rows already in the table are their first versions.
+    record_every_row(&name, &history_name, &key, &actor, "insert");
 
     run(
         &format!(

@@ -267,7 +267,7 @@ unsafe fn latest_single_text(query: &str, relid: Oid) -> Option<String> {
 }
 
 /// Whether the registry has `base_columns` (0.4.0 on): the library also serves older releases' SQL.
-fn base_columns_registered() -> bool {
+pub fn base_columns_registered() -> bool {
     // A read-only query (Spi::get_one would assign a transaction id, which a standby refuses).
     crate::datum::select_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute \

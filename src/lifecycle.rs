@@ -205,19 +205,24 @@ pub fn register_definition_change(relid: Oid, name: &str, actor: &str, reason: &
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
 }
 
-/// Whether the ledger's chain of `ledger.events` records `earlier` as a registered definition and
-/// `today` as the last one: the definition went from one to the other only by changes its guard
-/// allowed and recorded.
-pub fn recorded_change_since(ledger: &str, earlier: &str, today: &str) -> bool {
-    select_one::<bool>(
-        "SELECT EXISTS (SELECT FROM ledger.events WHERE ledger = $1 AND event IN ('enable', 'alter') AND definition = $2) \
-            AND (SELECT definition FROM ledger.events WHERE ledger = $1 AND event IN ('enable', 'alter') \
-                  ORDER BY seq DESC LIMIT 1) = $3",
-        &[ledger.into(), earlier.into(), today.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+/// Whether the ledger's definition went from the one with fingerprint `recorded` to today's (with
+/// fingerprint `today`, the registered one) only by columns added: `recorded` is one of the
+/// definitions the registry kept, and each one after it only added columns.
+pub fn extended_by_added_columns(relid: Oid, recorded: &str, today: &str) -> bool {
+    // Releases before 0.4.0 kept no earlier definitions (until ALTER EXTENSION ledger UPDATE).
+    if !layout::base_columns_registered() {
+        return false;
+    }
+    let Some(registered) = registered_definition(relid) else { return false };
+    if definition::fingerprint_hex(&registered) != today {
+        return false;
+    }
+    let earlier =
+        select_one::<Vec<String>>("SELECT earlier_definitions FROM ledger.ledgers WHERE tbl = $1", &[relid.into()])
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+    definition::extended_by_added_columns(recorded, &earlier, &registered)
 }
 
 /// Retires a ledger: no more appends, every chain checkpointed a last time, and who, when and

@@ -213,7 +213,7 @@ OWNER_REFUSED = [
     ("DELETE FROM owned_history", "23001"),
     ("TRUNCATE owned_history", "23001"),
     ("TRUNCATE owned", "23001"),
-    "ALTER TABLE owned ADD COLUMN w text",
+    "ALTER TABLE owned RENAME COLUMN v TO w",
     "ALTER TABLE owned ALTER COLUMN v TYPE varchar(10)",
     "ALTER TABLE owned DISABLE TRIGGER zz_ledger_history",
     "ALTER TABLE owned DISABLE TRIGGER ALL",
@@ -298,7 +298,10 @@ def test_superuser_ddl_on_the_tracked_table_changes_its_history_fingerprint(trac
     db = tracked
     cid = db.scalar("SELECT cid FROM ledger.checkpoint('acct_history', %s)", (key(1),))
     assert db.verify("acct") == []
+    # Behind the guard's back (which would register an addition and record every row again).
+    db.execute("ALTER EVENT TRIGGER ledger_guard_ddl DISABLE")
     db.execute("ALTER TABLE acct ADD COLUMN note text")
+    db.execute("ALTER EVENT TRIGGER ledger_guard_ddl ENABLE")
     problems = [(chain, seq, problem) for chain, seq, problem in db.verify("acct")]
     assert problems[:2] == [(None, None, "definition_changed"), (None, None, "definition_changed")], problems
     details = [d for _, _, p, d in db.fetchall("SELECT * FROM ledger.verify('acct')") if p == "definition_changed"]

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from ledgertest import PSQL, run_verifier, _write_export
+from ledgertest import PSQL, offline_digest, run_verifier, _write_export
 
 TABLE = "public.items"
 
@@ -141,11 +141,53 @@ def test_tampered_history_and_table_agree(items):
 
 
 def test_definition_change_agrees(items):
-    """A superuser's DDL: the table's definition_changed first, then every row differs."""
+    """A superuser's DDL behind the guard's back: the table's definition_changed first, then every
+    row differs."""
+    items.execute("ALTER EVENT TRIGGER ledger_guard_ddl DISABLE")
     items.execute(f"ALTER TABLE {TABLE} ADD COLUMN extra integer")
+    items.execute("ALTER EVENT TRIGGER ledger_guard_ddl ENABLE")
     expected = items.verify_details(TABLE)
     assert expected[0][2] == "definition_changed" and expected[0][3].startswith("since tracking began: ")
     assert offline_state(items) == expected
+
+
+def test_columns_added_by_the_owner_agree(items, roles_owner_items):
+    """The table's owner adds columns (an Alembic-style migration): every row gets an update version
+    as it now reads, and both verifiers find nothing; a digest of a history chain made before the
+    addition still holds offline, and an edit behind the trigger is still caught by both."""
+    owner = roles_owner_items
+    history = "public.items_history"
+    cid = items.scalar("SELECT cid FROM ledger.checkpoint(%s, %s)", (history, '{"n": 1, "code": "a"}'))
+    digest = items.scalar("SELECT ledger.digest(%s)", (cid,))
+    versions = items.scalar(f"SELECT count(*) FROM {history}")
+    owner.execute(f"ALTER TABLE {TABLE} ADD COLUMN tags text[], ADD COLUMN flag boolean DEFAULT false")
+    assert items.scalar(f"SELECT count(*) FROM {history}") == versions + items.scalar(f"SELECT count(*) FROM {TABLE}")
+    owner.execute(f"UPDATE {TABLE} SET tags = ARRAY['x', 'y'] WHERE code = 'a'")
+    assert items.verify_details(TABLE) == []
+    assert offline_state(items) == []
+    status, out = offline_digest(items.export_lines(history), digest, allow_unsigned=True)
+    assert out["digest"]["definition"][0] is True and out["digest"]["extends"][0] is True, out
+    assert all(ok is not False for _, ok, _ in items.fetchall("SELECT * FROM ledger.verify_checkpoint(%s)", (cid,)))
+    behind_the_trigger(items, f"UPDATE {TABLE} SET flag = true WHERE code = 'B'")
+    expected = items.verify_details(TABLE)
+    assert [row[2] for row in expected] == ["state_mismatch"], expected
+    assert offline_state(items) == expected
+
+
+@pytest.fixture
+def roles_owner_items(items):
+    """A login role owning the items table (and its history)."""
+    role = "ledger_items_owner_" + items.name[-8:]
+    items.execute(f'CREATE ROLE "{role}" LOGIN')
+    items.execute(f'ALTER TABLE {TABLE} OWNER TO "{role}"')
+    items.execute(f'ALTER TABLE {TABLE}_history OWNER TO "{role}"')
+    conn = items.cluster.connect(items.name, autocommit=True)
+    conn.execute(f'SET ROLE "{role}"')
+    yield conn
+    conn.close()
+    items.execute(f'REASSIGN OWNED BY "{role}" TO postgres')
+    items.execute(f'DROP OWNED BY "{role}"')
+    items.execute(f'DROP ROLE "{role}"')
 
 
 def test_state_export_needs_select(items):

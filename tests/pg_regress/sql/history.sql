@@ -57,7 +57,7 @@ CREATE TABLE owned_state (id int PRIMARY KEY, v text);
 SELECT ledger.enable_history('owned_state');
 INSERT INTO owned_state VALUES (1, 'a');
 \set VERBOSITY sqlstate
-ALTER TABLE owned_state ADD COLUMN w text;
+ALTER TABLE owned_state RENAME COLUMN v TO w;
 ALTER TABLE owned_state DISABLE TRIGGER zz_ledger_history;
 DROP TABLE owned_state;
 INSERT INTO owned_state_history (key, op, at, role, txid, "row") VALUES ('{"id": 9}', 'insert', now(), 'me', 1, '{"id": 9}');
