@@ -244,11 +244,14 @@ unsafe fn latest_single_text(query: &str, relid: Oid) -> Option<String> {
         fail("SPI_prepare failed");
     }
     let mut values = [pg_sys::Datum::from(relid)];
+    // A parallel worker (or its leader, in parallel mode) cannot take a new snapshot; it only
+    // reads, so the transaction's snapshot serves.
+    let snapshot = if pg_sys::IsInParallelMode() { pg_sys::GetActiveSnapshot() } else { pg_sys::GetLatestSnapshot() };
     let status = pg_sys::SPI_execute_snapshot(
         plan,
         values.as_mut_ptr(),
         std::ptr::null(),
-        pg_sys::GetLatestSnapshot(),
+        snapshot,
         std::ptr::null_mut(),
         true,
         false,
