@@ -22,10 +22,11 @@ struct NewColumn {
     type_oid: Oid,
 }
 
-/// Called by the definition guard at the end of a DDL command that changed a ledger's definition
-/// (`registered` is the registered text, `current` today's). Returns false when the change is not
-/// only an addition of columns (the guard then treats it as any other change); refuses an addition
-/// that cannot be covered; registers the added columns and returns true otherwise.
+/// Called by the definition guard at the end of a DDL command that changed the definition of a
+/// ledger or of a history-tracked table (`registered` is the registered text, `current` today's).
+/// Returns false when the change is not only an addition of columns (the guard then treats it as
+/// any other change); refuses an addition to a ledger that its records cannot cover; registers the
+/// added columns and returns true otherwise.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn register_added_columns(tbl: Oid, registered: &str, current: &str) -> bool {
