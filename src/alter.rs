@@ -33,11 +33,12 @@ fn register_added_columns(tbl: Oid, registered: &str, current: &str) -> bool {
     if !adds_only_column_lines(registered, current) {
         return false;
     }
-    if crate::history::history_of(tbl).is_some() {
+    if let Some(history) = crate::history::history_of(tbl) {
         let added: Vec<&str> = current.lines().filter(|l| !registered.lines().any(|r| r == *l)).collect();
         let listed: Vec<&str> = added.iter().map(|l| l.trim_start_matches("column ")).collect();
         crate::history::register_added_columns(
             tbl,
+            history,
             registered,
             current,
             &format!("added column(s) {}", listed.join(", ")),

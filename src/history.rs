@@ -330,10 +330,9 @@ fn record_every_row(name: &str, history_name: &str, key: &[String], actor: &str,
 /// every row now reads differently (with the new columns), so each gets an `update` version as it
 /// reads now, in the same transaction; the table's registered definition follows, and so does its
 /// history ledger's (whose `history_of` line fingerprints the table's), with an `alter` event.
-pub fn register_added_columns(relid: Oid, registered: &str, current: &str, reason: &str) {
+pub fn register_added_columns(relid: Oid, history: Oid, registered: &str, current: &str, reason: &str) {
     let name = layout::qualified_name(relid);
     lifecycle::require_owner(relid, &name, "add columns to a history-tracked table");
-    let Some(history) = history_of(relid) else { return };
     let history_name = layout::qualified_name(history);
     let key =
         select_one::<Vec<String>>("SELECT key_columns::text[] FROM ledger.tracked WHERE tbl = $1", &[relid.into()])
@@ -671,17 +670,8 @@ fn record_version<'a>(
             } else {
                 // The common case, one version: the key is that of the new row (of the old one for a
                 // delete, which records no row).
-                let (keyed, row) = match op {
-                    "insert" => {
-                        let new = as_jsonb(data.tg_trigtuple);
-                        (new, new)
-                    }
-                    "update" => {
-                        let new = as_jsonb(data.tg_newtuple);
-                        (new, new)
-                    }
-                    _ => (as_jsonb(data.tg_trigtuple), as_jsonb(std::ptr::null_mut())),
-                };
+                let keyed = as_jsonb(if op == "update" { data.tg_newtuple } else { data.tg_trigtuple });
+                let row = if op == "delete" { as_jsonb(std::ptr::null_mut()) } else { keyed };
                 (one, [keyed.0, text_datum(op), text_datum(&actor), row.0], [keyed.1, present, present, row.1])
             };
         lifecycle::as_extension_owner(|| {
