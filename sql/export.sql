@@ -68,6 +68,13 @@ BEGIN
     -- Names and definitions may hold noncharacters too.
     RETURN NEXT CASE WHEN header ~ '[\U0001FFFE-\U0010FFFF]' THEN ledger.escape_noncharacters(header) ELSE header END;
 
+    -- The hashes ledger.prune kept of the records it removed (docs/FORMAT.md, "Pruned records").
+    RETURN QUERY SELECT CASE WHEN line ~ '[\U0001FFFE-\U0010FFFF]' THEN ledger.escape_noncharacters(line) ELSE line END
+                   FROM ledger.pruned_runs(tbl) r,
+                        LATERAL (SELECT json_build_object('pruned', json_build_object(
+                                    'chain', r.chain, 'first_seq', r.first_seq, 'last_seq', r.last_seq,
+                                    'hashes', encode(r.hashes, 'hex')))::text) AS run(line);
+
     -- format('%s', v) prints through the type's output function (so char(n) keeps its blanks).
     SELECT string_agg(
                format('CASE WHEN %1$I IS NULL THEN NULL ELSE format(''%%s'', %1$I%2$s) END',

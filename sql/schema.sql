@@ -20,7 +20,11 @@ CREATE TABLE ledger.ledgers (
     base_columns  integer,
     -- The definitions registered before, oldest first, each replaced by a change the guard allowed
     -- and recorded in ledger.events (columns added). NULL: none.
-    earlier_definitions text[]
+    earlier_definitions text[],
+    -- ledger.set_retention: records whose `retention_column` is older than `retention` may be
+    -- removed by ledger.prune. NULL: kept for ever.
+    retention        interval,
+    retention_column name
 );
 COMMENT ON TABLE ledger.ledgers IS 'ledger tables: chain column and the hashed columns, in encoding order';
 
@@ -66,12 +70,12 @@ CREATE TABLE ledger.checkpoints (
 CREATE INDEX checkpoints_ledger_chain_idx ON ledger.checkpoints (ledger, chain, created_at);
 COMMENT ON TABLE ledger.checkpoints IS 'Merkle checkpoints of ledger chains; itself a ledger';
 
--- The audit chain of ledgers' lives: one chain per ledger (enabled, columns added, retired, dropped
--- by a superuser), written only by the extension. Itself a ledger.
+-- The audit chain of ledgers' lives: one chain per ledger (enabled, columns added, retention set,
+-- pruned, retired, dropped by a superuser), written only by the extension. Itself a ledger.
 CREATE TABLE ledger.events (
     eid        uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     ledger     text NOT NULL,
-    event      text NOT NULL CHECK (event IN ('enable', 'retire', 'drop', 'alter')),
+    event      text NOT NULL CHECK (event IN ('enable', 'retire', 'drop', 'alter', 'retention', 'prune')),
     actor      text NOT NULL,
     at         timestamptz NOT NULL DEFAULT now(),
     definition char(64),
@@ -80,7 +84,33 @@ CREATE TABLE ledger.events (
     prev_hash  char(64),
     hash       char(64) UNIQUE NOT NULL
 );
-COMMENT ON TABLE ledger.events IS 'who enabled, altered, retired or dropped each ledger, when and why; itself a ledger';
+COMMENT ON TABLE ledger.events IS 'who enabled, altered, set the retention of, pruned, retired or dropped each ledger, when and why; itself a ledger';
+
+-- What ledger.prune removed: the hashes of the pruned records of each chain, in runs of consecutive
+-- seqs (32 octets per record, in seq order), so that checkpoints, proofs and digests keep their
+-- leaves and ledger.verify starts each chain after its last pruned record. Itself a ledger, one
+-- chain per ledger.
+CREATE TABLE ledger.pruned (
+    pid        uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    ledger     text NOT NULL,
+    chain      text,
+    first_seq  bigint NOT NULL,
+    last_seq   bigint NOT NULL,
+    hashes     bytea NOT NULL,
+    -- The retention's boundary: every pruned record was older than it.
+    cutoff     timestamptz NOT NULL,
+    -- A checkpoint of the chain that covers the pruned records.
+    checkpoint uuid NOT NULL,
+    pruned_at  timestamptz NOT NULL DEFAULT now(),
+    actor      text NOT NULL,
+    seq        bigint NOT NULL,
+    prev_hash  char(64),
+    hash       char(64) UNIQUE NOT NULL
+);
+-- Hashes do not compress; stored uncompressed, a run's last hash is read without the rest.
+ALTER TABLE ledger.pruned ALTER COLUMN hashes SET STORAGE EXTERNAL;
+CREATE INDEX pruned_ledger_chain_idx ON ledger.pruned (ledger, chain, last_seq);
+COMMENT ON TABLE ledger.pruned IS 'the hashes of records removed by ledger.prune, per chain; itself a ledger';
 
 -- Runs of ledger.verify_all: one row per ledger per run, one chain per ledger, so a run cannot be
 -- edited or dropped from the record. Itself a ledger.

@@ -9,6 +9,7 @@ use crate::error::{raise, required, spi_error, OrRaise};
 use crate::guc;
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
+use crate::retention;
 use crate::verify::{canonical_chain_text, chain_datum};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
@@ -89,6 +90,16 @@ fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Re
     if to < from {
         return Ok(Vec::new());
     }
+    // Pruned records left their hashes in ledger.pruned; the table holds the records after them.
+    let (mut hashes, from) = match layout.pruned {
+        true => {
+            retention::pruned_hashes(&layout.qualified_name, canonical_chain_text(layout, chain).as_deref(), from, to)?
+        }
+        false => (Vec::new(), from),
+    };
+    if from > to {
+        return Ok(hashes);
+    }
     let chain = chain_datum(layout, chain);
     let filter = chain.map(|(c, _)| format!("{} = $3 AND", quote_ident(&c.name))).unwrap_or_default();
     let query = format!(
@@ -101,7 +112,7 @@ fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Re
         args.push(unsafe { DatumWithOid::new(datum, column.type_oid) });
     }
     // Sized from what is read, not from `to`: a digest or a caller may name any size.
-    let mut hashes = Vec::with_capacity((to - from + 1).min(1 << 16) as usize);
+    hashes.reserve((to - from + 1).min(1 << 16) as usize);
     let mut expected = from;
     Spi::connect(|client| {
         let mut cursor = client.open_cursor(query.as_str(), &args);
@@ -399,6 +410,11 @@ pub fn newest_checkpoint(ledger: &str, chain: Option<&str>) -> Option<(pgrx::Uui
 /// The highest seq of a chain given by its canonical text (0 when empty).
 pub fn head_of(layout: &Layout, chain: Option<&str>) -> i64 {
     chain_head(layout, chain).or_raise()
+}
+
+/// Checkpoints one chain (given by its canonical text) now, with this server's key.
+pub fn checkpoint_one_chain(layout: &Layout, chain: Option<&str>) -> CheckpointRow {
+    checkpoint_chain(layout, chain, signing_key().as_ref())
 }
 
 fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKey>) -> CheckpointRow {

@@ -182,7 +182,7 @@ pub unsafe fn next_link(
         let actual = lookup(layout, heap, chain_datum, pg_sys::GetLatestSnapshot(), Some(head.seq));
         return match actual {
             Some((seq, hash)) => (seq + 1, Some(hash)),
-            None => (1, None),
+            None => first_link(layout, chain_datum),
         };
     }
     // A history ledger's chains need no lock of their own: only the tracked table's trigger appends
@@ -212,6 +212,23 @@ pub unsafe fn next_link(
     }
     match latest {
         Some((seq, hash)) => (seq + 1, Some(hash)),
+        None => first_link(layout, chain_datum),
+    }
+}
+
+/// The link of the first stored record of a chain: seq 1, linking to nothing, unless the chain's
+/// records were pruned (a restore loads a pruned chain from its first kept record on).
+///
+/// # Safety
+/// `chain_datum` as for [`next_link`].
+unsafe fn first_link(layout: &Layout, chain_datum: Option<Datum>) -> (i64, Option<Digest>) {
+    if !layout.pruned {
+        return (1, None);
+    }
+    let chain =
+        layout.chain.as_ref().zip(chain_datum).map(|(column, datum)| crate::verify::chain_text_of(column, datum));
+    match crate::retention::anchor_of(layout, chain.as_deref()) {
+        Some(anchor) => (anchor.pruned_through + 1, anchor.last_pruned_hash),
         None => (1, None),
     }
 }

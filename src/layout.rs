@@ -51,6 +51,9 @@ pub struct Layout {
     pub unique_keys: Vec<UniqueKey>,
     /// The tracked table whose history this ledger is (src/history.rs): only its trigger appends.
     pub history_of: Option<Oid>,
+    /// Some chain's first records were removed by `ledger.prune` (src/retention.rs): its stored
+    /// records start after what `ledger.pruned` kept.
+    pub pruned: bool,
 }
 
 /// A plain unique btree index of the table's own columns.
@@ -359,6 +362,7 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let head_index = find_head_index(relid, chain.as_ref().map(|c| c.index), seq)?;
     let unique_keys = find_unique_keys(relid, &[seq, prev_hash, hash])?;
     let history_of = crate::history::tracked_by_history(relid)?;
+    let pruned = crate::retention::has_pruned(&qualified_name);
     Ok(Layout {
         relid,
         qualified_name,
@@ -371,6 +375,7 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
         retired,
         unique_keys,
         history_of,
+        pruned,
     })
 }
 

@@ -17,6 +17,7 @@ mod history;
 mod layout;
 mod lifecycle;
 mod metrics;
+mod retention;
 mod scheduled;
 mod trigger;
 mod verify;
@@ -24,7 +25,7 @@ mod verify;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-extension_sql_file!("../sql/export.sql", name = "export", requires = ["schema"]);
+extension_sql_file!("../sql/export.sql", name = "export", requires = ["schema", retention::pruned_runs]);
 extension_sql_file!(
     "../sql/guard.sql",
     name = "guard",

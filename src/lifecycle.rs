@@ -134,7 +134,7 @@ pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Appends an event to the ledger's chain in `ledger.events`, with the definition's fingerprint.
-fn record_event(ledger: &str, event: &str, actor: &str, definition: &str, reason: Option<&str>) {
+pub fn record_event(ledger: &str, event: &str, actor: &str, definition: &str, reason: Option<&str>) {
     Spi::run_with_args(
         "INSERT INTO ledger.events (ledger, event, actor, definition, reason) VALUES ($1, $2, $3, $4, $5)",
         &[ledger.into(), event.into(), actor.into(), definition::fingerprint_hex(definition).into(), reason.into()],

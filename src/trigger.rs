@@ -261,6 +261,13 @@ fn refuse_change<'a>(
     let data = trigger.trigger_data();
     // SAFETY: PostgreSQL hands a trigger a valid relation.
     let relid = unsafe { (*data.tg_relation).rd_id };
+    // The one deletion allowed: ledger.prune removing what it planned (src/retention.rs).
+    if matches!(trigger.op(), Ok(PgTriggerOperation::Delete))
+        // SAFETY: a row trigger's tuple is a row of its relation.
+        && unsafe { crate::retention::permits_delete(data.tg_relation, data.tg_trigtuple) }
+    {
+        return Ok(trigger.old());
+    }
     let (operation, kind) = match trigger.op() {
         Ok(PgTriggerOperation::Update) => ("UPDATE", Some(Refusal::Update)),
         Ok(PgTriggerOperation::Delete) => ("DELETE", Some(Refusal::Delete)),

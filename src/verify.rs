@@ -6,9 +6,10 @@ use crate::error::{raise, required};
 use crate::guc;
 use crate::layout::{self, ChainColumn, Layout};
 use crate::lifecycle;
+use crate::retention::{self, PrunedChain};
 use crate::trigger::RecordScratch;
 use ledger_core::canonical::chain_key_bytes;
-use ledger_core::chain::{check_chain, ChainStream, Link};
+use ledger_core::chain::{check_chain_from, ChainStream, Link};
 use ledger_core::definition;
 use ledger_core::hash;
 use ledger_core::{LedgerError, SqlState};
@@ -49,6 +50,14 @@ pub fn canonical_chain_text(layout: &Layout, chain: Option<&str>) -> Option<Stri
     let (column, datum) = chain_datum(layout, chain)?;
     // SAFETY: the datum is of the column's type.
     Some(unsafe { output_text(column.type_oid, datum) })
+}
+
+/// A chain value's canonical text, as checkpoints and `ledger.pruned` name its chain.
+///
+/// # Safety
+/// `datum` must be a valid datum of the column's type.
+pub unsafe fn chain_text_of(column: &ChainColumn, datum: Datum) -> String {
+    output_text(column.type_oid, datum)
 }
 
 /// A value's text under [`guc::CANONICAL_OUTPUT`], as the export writes it.
@@ -105,6 +114,7 @@ pub struct Verified {
 pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
     let layout = layout::for_relation(relation.oid());
     let wanted = chain_filter(&layout, chain);
+    let pruned = pruned_chains(&layout, chain);
     let mut streams: HashMap<Vec<u8>, ChainStream> = HashMap::new();
     let mut computed_hex = [0u8; 64];
     let mut records = 0i64;
@@ -116,7 +126,10 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
             let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]).as_bytes());
             let stream = match streams.get_mut(scratch.chain_key.as_slice()) {
                 Some(stream) => stream,
-                None => streams.entry(scratch.chain_key.clone()).or_default(),
+                None => {
+                    let anchor = pruned.get(scratch.chain_key.as_slice()).map(|p| p.anchor).unwrap_or_default();
+                    streams.entry(scratch.chain_key.clone()).or_insert(ChainStream::from_anchor(anchor))
+                }
             };
             stream.push(
                 (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
@@ -126,9 +139,12 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
             );
         });
     }
-    let chain_count = streams.len() as i64;
-    let broken: HashSet<Vec<u8>> = streams.into_iter().filter(|(_, s)| !s.intact()).map(|(k, _)| k).collect();
-    if broken.is_empty() {
+    // A pruned chain is checked in full when its kept hashes have gaps or no record of it is left.
+    let pruned_only = pruned.keys().filter(|k| !streams.contains_key(*k)).count() as i64;
+    let chain_count = streams.len() as i64 + pruned_only;
+    let mut broken: HashSet<Vec<u8>> = streams.into_iter().filter(|(_, s)| !s.intact()).map(|(k, _)| k).collect();
+    broken.extend(pruned.iter().filter(|(_, p)| !p.gaps.is_empty()).map(|(k, _)| k.clone()));
+    if broken.is_empty() && pruned_only == 0 {
         return Verified { findings: Vec::new(), records, chains: chain_count };
     }
     let mut chains: HashMap<Vec<u8>, ChainLinks> = HashMap::new();
@@ -156,15 +172,47 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
             entry.links.push(link);
         });
     }
-    let mut chains: Vec<ChainLinks> = chains.into_values().collect();
-    chains.sort_by(|a, b| a.text.cmp(&b.text));
+    for (key, p) in &pruned {
+        if broken.contains(key) || !chains.contains_key(key) {
+            chains.entry(key.clone()).or_insert(ChainLinks { text: p.chain.clone(), links: Vec::new() });
+        }
+    }
+    let mut chains: Vec<(Vec<u8>, ChainLinks)> = chains.into_iter().collect();
+    chains.sort_by(|a, b| a.1.text.cmp(&b.1.text));
     let mut findings = Vec::new();
-    for chain in chains {
-        for finding in check_chain(chain.links) {
+    for (key, chain) in chains {
+        let kept = pruned.get(&key);
+        let anchor = kept.map(|p| p.anchor).unwrap_or_default();
+        for (seq, detail) in kept.map(|p| p.gaps.as_slice()).unwrap_or_default() {
+            findings.push((chain.text.clone(), Some(*seq), "pruned_gap".to_string(), detail.clone()));
+        }
+        if chain.links.is_empty() {
+            let next = anchor.pruned_through + 1;
+            findings.push((
+                chain.text.clone(),
+                Some(next),
+                "seq_gap".to_string(),
+                format!("expected seq {next}: the chain has no records after its pruned part"),
+            ));
+            continue;
+        }
+        for finding in check_chain_from(anchor, chain.links) {
             findings.push((chain.text.clone(), finding.seq, finding.problem.name().to_string(), finding.detail));
         }
     }
     Verified { findings, records, chains: chain_count }
+}
+
+/// The pruned chains of the ledger (of the one named, if any), by chain key.
+fn pruned_chains(layout: &Layout, chain: Option<&str>) -> HashMap<Vec<u8>, PrunedChain> {
+    if !layout.pruned {
+        return HashMap::new();
+    }
+    let only = chain.map(|_| canonical_chain_text(layout, chain));
+    retention::pruned_chains(&layout.qualified_name, only.as_ref().map(Option::as_deref))
+        .into_iter()
+        .map(|p| (chain_filter(layout, p.chain.as_deref()).unwrap_or_default(), p))
+        .collect()
 }
 
 /// Calls `each` with every row of the table (of the `wanted` chain only, when given), its chain
@@ -303,6 +351,20 @@ fn canonical_bytes(tbl: Option<PgRelation>, chain: Option<&str>, seq: Option<i64
             raise(LedgerError::new(SqlState::DataCorrupted, "cannot read the record").detail(e.to_string()))
         });
         if rows.is_empty() {
+            let pruned = layout.pruned.then(|| {
+                // SAFETY: the datum was made by the chain column type's input function.
+                let text = chain.map(|(column, datum)| unsafe { chain_text_of(column, datum) });
+                retention::pruned_detail(&layout.qualified_name, text.as_deref(), seq)
+            });
+            if let Some(detail) = pruned.flatten() {
+                raise(
+                    LedgerError::new(
+                        SqlState::UndefinedObject,
+                        format!("record {seq} of that chain of ledger {} was pruned", layout.qualified_name),
+                    )
+                    .detail(detail),
+                );
+            }
             raise(LedgerError::new(
                 SqlState::UndefinedObject,
                 format!("ledger {} has no record with seq {seq} in that chain", layout.qualified_name),

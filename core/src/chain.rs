@@ -96,6 +96,8 @@ pub enum Problem {
     DuplicateSeq,
     HashMismatch,
     PrevHashMismatch,
+    /// A record with a seq that `ledger.prune` removed: it was put back, or never removed.
+    PrunedSeq,
 }
 
 impl Problem {
@@ -105,6 +107,7 @@ impl Problem {
             Problem::DuplicateSeq => "duplicate_seq",
             Problem::HashMismatch => "hash_mismatch",
             Problem::PrevHashMismatch => "prev_hash_mismatch",
+            Problem::PrunedSeq => "pruned_seq",
         }
     }
 }
@@ -116,14 +119,52 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// Checks one chain. Records are taken in the order of [`Link::order_key`].
-pub fn check_chain(mut links: Vec<Link>) -> Vec<Finding> {
+/// Where a chain's stored records start. Seq 1, linking to nothing, unless `ledger.prune` removed
+/// the chain's first records: then the seq after the last pruned one, linking to its hash (kept in
+/// `ledger.pruned`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Anchor {
+    /// The last pruned seq (0: nothing pruned).
+    pub pruned_through: i64,
+    /// The hash of record `pruned_through` (None when nothing was pruned).
+    pub last_pruned_hash: Option<Digest>,
+}
+
+impl Anchor {
+    pub fn pruned(through: i64, last_hash: Digest) -> Anchor {
+        Anchor { pruned_through: through, last_pruned_hash: Some(last_hash) }
+    }
+
+    fn first_seq(&self) -> i64 {
+        self.pruned_through.saturating_add(1)
+    }
+}
+
+/// Checks one chain whose records start at seq 1. Records are taken in the order of
+/// [`Link::order_key`].
+pub fn check_chain(links: Vec<Link>) -> Vec<Finding> {
+    check_chain_from(Anchor::default(), links)
+}
+
+/// Checks one chain whose stored records start after `anchor`.
+pub fn check_chain_from(anchor: Anchor, mut links: Vec<Link>) -> Vec<Finding> {
     links.sort_unstable_by(|a, b| a.order_key().cmp(&b.order_key()));
     let mut findings = Vec::new();
-    let mut expected_seq: i64 = 1;
-    let mut expected_prev = StoredHash::Null;
+    let mut expected_seq = anchor.first_seq();
+    let mut expected_prev = anchor.last_pruned_hash.map_or(StoredHash::Null, StoredHash::Digest);
     let mut last_seq: Option<i64> = None;
     for link in links {
+        if let Some(seq) = link.seq.filter(|s| *s >= 1 && *s <= anchor.pruned_through) {
+            findings.push(Finding {
+                seq: Some(seq),
+                problem: Problem::PrunedSeq,
+                detail: format!(
+                    "seqs 1 to {} of the chain were pruned, yet a record with seq {seq} is stored",
+                    anchor.pruned_through
+                ),
+            });
+            continue;
+        }
         let Some(seq) = link.seq else {
             findings.push(Finding { seq: None, problem: Problem::SeqGap, detail: "record has a null seq".into() });
             if let Some(detail) = link.hash_problem {
@@ -152,7 +193,8 @@ pub fn check_chain(mut links: Vec<Link>) -> Vec<Finding> {
         if let Some(detail) = link.hash_problem {
             findings.push(Finding { seq: Some(seq), problem: Problem::HashMismatch, detail: detail.into() });
         }
-        // The first record links to nothing; every other one to a well-formed previous hash.
+        // The first record links to nothing (or to the last pruned one); every other one to a
+        // well-formed previous hash.
         let linked = match expected_prev {
             StoredHash::Null if last_seq.is_none() => link.prev_hash == StoredHash::Null,
             StoredHash::Digest(_) => link.prev_hash == expected_prev,
@@ -198,13 +240,23 @@ pub struct ChainStream {
 
 impl Default for ChainStream {
     fn default() -> Self {
-        ChainStream { next_seq: 1, head: None, ahead: BTreeMap::new(), spoiled: false }
+        ChainStream::from_anchor(Anchor::default())
     }
 }
 
 impl ChainStream {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A chain whose stored records start after `anchor`.
+    pub fn from_anchor(anchor: Anchor) -> Self {
+        let head = anchor.last_pruned_hash.map(|h| {
+            let mut hex = [0u8; 64];
+            crate::hash::hex_into(&h, &mut hex);
+            hex
+        });
+        ChainStream { next_seq: anchor.first_seq(), head, ahead: BTreeMap::new(), spoiled: false }
     }
 
     /// One record: its seq, its stored hash and prev_hash (the column text), and the hex of the
@@ -284,6 +336,67 @@ mod tests {
 
     fn problems(findings: &[Finding]) -> Vec<(Option<i64>, &'static str)> {
         findings.iter().map(|f| (f.seq, f.problem.name())).collect()
+    }
+
+    /// The records after seq `through` of a chain, and the anchor that pruning them leaves.
+    fn pruned(records: &[(i64, Digest, StoredHash)], through: usize) -> (Anchor, Vec<Link>) {
+        (Anchor::pruned(through as i64, records[through - 1].1), links(&records[through..]))
+    }
+
+    fn stream_confirms(anchor: Anchor, links: &[Link]) -> bool {
+        let mut stream = ChainStream::from_anchor(anchor);
+        for link in links.iter().rev() {
+            let (StoredHash::Digest(h), prev) = (link.hash, link.prev_hash) else { unreachable!() };
+            let prev_hex = match prev {
+                StoredHash::Digest(p) => Some(to_hex(&p)),
+                _ => None,
+            };
+            let mut computed = [0u8; 64];
+            crate::hash::hex_into(&link.computed, &mut computed);
+            stream.push(link.seq, Some(to_hex(&h).as_bytes()), prev_hex.as_deref().map(str::as_bytes), &computed);
+        }
+        stream.intact()
+    }
+
+    #[test]
+    fn a_pruned_chain_starts_after_its_anchor() {
+        let records = chain(10);
+        let (anchor, l) = pruned(&records, 4);
+        assert!(check_chain_from(anchor, l.clone()).is_empty());
+        assert!(stream_confirms(anchor, &l));
+        // From seq 1 the same records are a gap and a broken first link.
+        assert_eq!(problems(&check_chain(l.clone())), vec![(Some(5), "seq_gap"), (Some(5), "prev_hash_mismatch")]);
+        assert!(!stream_confirms(Anchor::default(), &l));
+    }
+
+    #[test]
+    fn deleting_the_first_kept_record_of_a_pruned_chain_is_a_gap() {
+        let records = chain(10);
+        let (anchor, mut l) = pruned(&records, 4);
+        l.remove(0);
+        assert_eq!(
+            problems(&check_chain_from(anchor, l.clone())),
+            vec![(Some(6), "seq_gap"), (Some(6), "prev_hash_mismatch")]
+        );
+        assert!(!stream_confirms(anchor, &l));
+    }
+
+    #[test]
+    fn a_wrong_anchor_hash_breaks_the_first_kept_link() {
+        let records = chain(10);
+        let (_, l) = pruned(&records, 4);
+        let forged = Anchor::pruned(4, records[2].1);
+        assert_eq!(problems(&check_chain_from(forged, l.clone())), vec![(Some(5), "prev_hash_mismatch")]);
+        assert!(!stream_confirms(forged, &l));
+    }
+
+    #[test]
+    fn a_record_put_back_into_the_pruned_part_is_reported() {
+        let records = chain(10);
+        let (anchor, mut l) = pruned(&records, 4);
+        l.extend(links(&records[1..2]));
+        assert_eq!(problems(&check_chain_from(anchor, l.clone())), vec![(Some(2), "pruned_seq")]);
+        assert!(!stream_confirms(anchor, &l));
     }
 
     #[test]
