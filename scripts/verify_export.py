@@ -9,7 +9,9 @@ hashes them with SHA3-256 and applies the verification rules of FORMAT.md to eve
 Usage:
   verify_export.py [--json] EXPORT
       One line per problem, `chain<TAB>seq<TAB>problem<TAB>detail` (a JSON array with --json), then
-      a summary on stderr. Exit status: 0 intact, 1 problems found, 2 malformed input.
+      a summary on stderr. Exit status: 0 intact, 1 problems found, 2 malformed input. The export
+      of a pruned ledger (ledger.prune) carries the kept hashes of its pruned records: each chain
+      is checked from its last pruned record on, and Merkle trees take those hashes as leaves.
   verify_export.py EXPORT --digest DIGEST_FILE [--public-key BASE64] [--allow-unsigned] [--json]
       As above, then one line per digest check, `digest<TAB>check<TAB>ok|failed|skipped<TAB>detail`
       (with --json one object {"problems": [...], "digest": [{"check", "ok", "detail"}, ...]}).
@@ -562,6 +564,33 @@ class Record:
     values: tuple[str | None, ...] = ()
 
 
+@dataclass(frozen=True)
+class PrunedRun:
+    """A `pruned` line of an export: the kept hashes of a run of consecutive pruned records of one
+    chain (FORMAT.md "Pruned records")."""
+
+    line_number: int
+    chain_key: bytes  # as Record.chain_key: a run names its chain by the chain value's octets
+    chain_text: str | None
+    first_seq: int
+    last_seq: int
+    hashes: bytes  # 32 octets per seq first_seq..last_seq, in seq order
+
+    def hash_of(self, seq: int) -> bytes:
+        """The kept hash of one seq of the run."""
+        start = (seq - self.first_seq) * 32
+        return self.hashes[start : start + 32]
+
+
+@dataclass(frozen=True)
+class Export:
+    """An export as read: its header, records and pruned runs, each in the export's line order."""
+
+    header: Header
+    records: list[Record]
+    pruned: list[PrunedRun]
+
+
 def parse_header(line: str) -> Header:
     header = _json_line(line)
     if not isinstance(header, dict) or header.get("format") != "ledger-export":
@@ -603,10 +632,11 @@ def parse_header(line: str) -> Header:
                   has_definitions, tuple(earlier))
 
 
-def parse_record(header: Header, line: str, line_number: int) -> Record:
-    row = _json_line(line)
+def parse_record(header: Header, row, line_number: int) -> Record:
+    """A record line, already parsed as JSON."""
     if not isinstance(row, list):
-        raise ExportError("a record must be a JSON array")
+        raise ExportError('a line after the header must be a record (a JSON array) or a pruned run '
+                          '({"pruned": {...}})')
     if len(row) != len(header.columns) + 1:
         raise ExportError(f"expected {len(header.columns) + 1} values "
                           f"({len(header.columns)} columns and the hash), got {len(row)}")
@@ -634,11 +664,52 @@ def parse_record(header: Header, line: str, line_number: int) -> Record:
     )
 
 
-def read_export(lines: Iterable[str]) -> tuple[Header, list[Record]]:
-    """Parse an export (header line, then one JSON array per record). Blank lines are ignored.
+_PRUNED_MEMBERS = {"chain", "first_seq", "last_seq", "hashes"}
+_HEX_DIGITS = re.compile(r"[0-9a-f]*")
+
+
+def parse_pruned_run(header: Header, line: dict, line_number: int) -> PrunedRun:
+    """A pruned line, already parsed as JSON: exactly `{"pruned": {"chain", "first_seq",
+    "last_seq", "hashes"}}`, with 1 <= first_seq <= last_seq <= 2^63 - 1, 64 lower-case hex digits
+    per seq, and a chain value exactly when the table is chained."""
+    run = line.get("pruned")
+    if set(line) != {"pruned"} or not isinstance(run, dict) or set(run) != _PRUNED_MEMBERS:
+        raise ExportError('a pruned run must be {"pruned": {"chain": ..., "first_seq": ..., '
+                          '"last_seq": ..., "hashes": ...}}')
+    first_seq, last_seq, hashes, chain_text = run["first_seq"], run["last_seq"], run["hashes"], run["chain"]
+    # bool is an int to Python, not to JSON.
+    if not all(isinstance(seq, int) and not isinstance(seq, bool) for seq in (first_seq, last_seq)):
+        raise ExportError("a pruned run's first_seq and last_seq must be JSON integers")
+    if not 1 <= first_seq <= last_seq <= INT64_MAX:
+        raise ExportError(f"a pruned run needs 1 <= first_seq <= last_seq <= 2^63 - 1, has seqs "
+                          f"{first_seq} to {last_seq}")
+    if (not isinstance(hashes, str) or len(hashes) != 64 * (last_seq - first_seq + 1)
+            or not _HEX_DIGITS.fullmatch(hashes)):
+        raise ExportError(f"a pruned run's hashes must be 64 lower-case hex digits for each of its "
+                          f"{last_seq - first_seq + 1} seqs")
+    if header.chain_by is None:
+        if chain_text is not None:
+            raise ExportError(f"a pruned run of a single-chain table names the chain {chain_text!r}")
+        chain_key = b""
+    else:
+        if not isinstance(chain_text, str):
+            raise ExportError(f"a pruned run's chain must be a string (the table is chained by "
+                              f"{header.chain_by!r})")
+        chain_column = next(column for column in header.columns if column.name == header.chain_by)
+        try:
+            chain_key = presence_octets(chain_column.type, chain_text)
+        except ExportError as error:
+            raise ExportError(f"a pruned run's chain: {error}") from None
+    return PrunedRun(line_number, chain_key, chain_text, first_seq, last_seq, bytes.fromhex(hashes))
+
+
+def parse_export(lines: Iterable[str]) -> Export:
+    """Parse an export: the header line, then a JSON object per run of pruned records and a JSON
+    array per record, in any order (the extension writes the runs first). Blank lines are ignored.
     Raises ExportError, naming the line, on malformed input."""
     header = None
     records = []
+    pruned = []
     line_number = 0
     try:
         for line_number, line in enumerate(lines, start=1):
@@ -646,13 +717,24 @@ def read_export(lines: Iterable[str]) -> tuple[Header, list[Record]]:
                 continue
             if header is None:
                 header = parse_header(line)
+                continue
+            value = _json_line(line)
+            if isinstance(value, dict) and "pruned" in value:
+                pruned.append(parse_pruned_run(header, value, line_number))
             else:
-                records.append(parse_record(header, line, line_number))
+                records.append(parse_record(header, value, line_number))
     except ExportError as error:
         raise ExportError(f"line {line_number}: {error}") from None
     if header is None:
         raise ExportError("empty input: no export header")
-    return header, records
+    return Export(header, records, pruned)
+
+
+def read_export(lines: Iterable[str]) -> tuple[Header, list[Record]]:
+    """The header and records of an export, for readers of the records alone (the state check's
+    replay): the kept hashes of pruned records are read and checked, and left out."""
+    export = parse_export(lines)
+    return export.header, export.records
 
 
 def _json_line(line: str):
@@ -682,9 +764,23 @@ class Problem:
 class Report:
     problems: list[Problem]
     record_count: int
-    chain_count: int
+    chain_count: int  # chains with records or pruned runs
     header: Header
     records: list[Record]
+    pruned: list[PrunedRun] = dataclasses.field(default_factory=list)
+
+    @property
+    def pruned_count(self) -> int:
+        """How many pruned records' hashes the export keeps."""
+        return sum(run.last_seq - run.first_seq + 1 for run in self.pruned)
+
+
+class Anchor(NamedTuple):
+    """Where a chain's stored records start: after seq `pruned_through`, the first of them linking
+    to `last_pruned_hash`, the kept hash of that seq (hex). Nothing pruned: seq 1, linking to NULL."""
+
+    pruned_through: int = 0
+    last_pruned_hash: str | None = None
 
 
 def _verification_order(record: Record):
@@ -701,8 +797,37 @@ def _verification_order(record: Record):
             record.stored_hash != record.computed_hash, bytes.fromhex(record.computed_hash))
 
 
-def verify_chain(chain: str | None, records: Iterable[Record]) -> list[Problem]:
-    """Apply FORMAT.md "Verification" to the records of one chain."""
+def _run_order(run: PrunedRun) -> tuple:
+    """Runs by first_seq; overlapping runs (a pruned_gap) then by last_seq and hashes, so that which
+    run's hash anchors the chain depends on nothing but the runs themselves."""
+    return run.first_seq, run.last_seq, run.hashes
+
+
+def check_pruned_runs(chain: str | None, runs: Iterable[PrunedRun]) -> tuple[list[Problem], Anchor]:
+    """FORMAT.md "Pruned records": a pruned_gap wherever a chain's runs leave seqs out or cover a
+    seq twice, and the anchor its records start from (the last pruned seq and its kept hash)."""
+    problems = []
+    expected = 1
+    ordered = sorted(runs, key=_run_order)
+    for run in ordered:
+        if run.first_seq > expected:
+            problems.append(Problem(chain, expected, "pruned_gap", f"the hashes of pruned seqs {expected} "
+                                                                   f"to {run.first_seq - 1} are missing"))
+        elif run.first_seq < expected:
+            problems.append(Problem(chain, run.first_seq, "pruned_gap",
+                                    f"the kept hashes of pruned seqs {run.first_seq} to {run.last_seq} "
+                                    f"overlap others (line {run.line_number})"))
+        expected = max(expected, run.last_seq + 1)
+    if not ordered:
+        return problems, Anchor()
+    # Every run containing the last pruned seq ends there; the first of them in run order counts.
+    last = next(run for run in ordered if run.last_seq == expected - 1)
+    return problems, Anchor(last.last_seq, last.hash_of(last.last_seq).hex())
+
+
+def verify_chain(chain: str | None, records: Iterable[Record],
+                 anchor: Anchor = Anchor()) -> list[Problem]:
+    """Apply FORMAT.md "Verification" to the records of one chain, stored from after `anchor` on."""
     problems = []
 
     def report(record: Record, problem: str, detail: str) -> None:
@@ -717,11 +842,19 @@ def verify_chain(chain: str | None, records: Iterable[Record]) -> list[Problem]:
             report(record, "hash_mismatch",
                    f"stored {record.stored_hash}, computed {record.computed_hash}")
 
+    pruned_through, last_pruned_hash = anchor
     is_first = True
-    expected_seq = 1
-    expected_prev_hash = None  # the previous record's stored hash, once there is a previous record
+    expected_seq = pruned_through + 1
+    # The previous record's stored hash, once there is a previous record; before the first, the
+    # last pruned record's kept hash, if any.
+    expected_prev_hash = last_pruned_hash
     previous_seq = None
-    for record in sorted(records, key=_verification_order):
+    ordered = sorted(records, key=_verification_order)
+    for record in ordered:
+        if record.seq is not None and 1 <= record.seq <= pruned_through:
+            report(record, "pruned_seq", f"seqs 1 to {pruned_through} of the chain were pruned, yet a record "
+                                         f"with seq {record.seq} is stored (line {record.line_number})")
+            continue
         if record.seq is None:
             report(record, "seq_gap", f"seq is NULL (line {record.line_number})")
             check_hash(record)
@@ -734,14 +867,16 @@ def verify_chain(chain: str | None, records: Iterable[Record]) -> list[Problem]:
         if record.seq != expected_seq:
             report(record, "seq_gap", f"expected seq {expected_seq}, found {record.seq}")
         check_hash(record)
-        if is_first:
+        if is_first and last_pruned_hash is None:
             if record.prev_hash is not None:
                 report(record, "prev_hash_mismatch",
                        f"first record's prev_hash should be NULL, is {record.prev_hash!r}")
         elif not (expected_prev_hash is not None and HASH_PATTERN.fullmatch(expected_prev_hash)
                   and record.prev_hash == expected_prev_hash):
+            previous = (f"the kept hash of pruned seq {pruned_through}" if is_first
+                        else "previous record's hash")
             report(record, "prev_hash_mismatch",
-                   f"prev_hash {record.prev_hash!r}, previous record's hash {expected_prev_hash!r}")
+                   f"prev_hash {record.prev_hash!r}, {previous} {expected_prev_hash!r}")
         is_first = False
         expected_seq = record.seq + 1
         expected_prev_hash = record.stored_hash
@@ -749,17 +884,36 @@ def verify_chain(chain: str | None, records: Iterable[Record]) -> list[Problem]:
 
 
 def check_export(lines: Iterable[str]) -> Report:
-    """Read and verify an export; problems come sorted by chain text, then in rule order."""
-    header, records = read_export(lines)
-    chains: dict[bytes, list[Record]] = {}
-    for record in records:
-        chains.setdefault(record.chain_key, []).append(record)
+    """Read and verify an export; problems come sorted by chain text, then in rule order (a
+    chain's pruned runs before its records)."""
+    export = parse_export(lines)
+    chains: dict[bytes, tuple[list[Record], list[PrunedRun]]] = {}
+    for record in export.records:
+        chains.setdefault(record.chain_key, ([], []))[0].append(record)
+    for run in export.pruned:
+        chains.setdefault(run.chain_key, ([], []))[1].append(run)
+
+    def chain_text(chain: tuple[list[Record], list[PrunedRun]]) -> str | None:
+        records, runs = chain
+        return (records or runs)[0].chain_text
+
     # A NULL chain value (shown as empty) sorts first, like the empty string.
-    ordered = sorted(chains.values(), key=lambda chain: (chain[0].chain_text is not None,
-                                                         chain[0].chain_text or ""))
-    problems = definition_problems(header)
-    problems += [problem for chain in ordered for problem in verify_chain(chain[0].chain_text, chain)]
-    return Report(problems, len(records), len(chains), header, records)
+    ordered = sorted(chains.values(), key=lambda chain: (chain_text(chain) is not None,
+                                                         chain_text(chain) or ""))
+    problems = definition_problems(export.header)
+    for chain in ordered:
+        records, runs = chain
+        text = chain_text(chain)
+        run_problems, anchor = check_pruned_runs(text, runs)
+        problems += run_problems
+        if records:
+            problems += verify_chain(text, records, anchor)
+        else:
+            # The newest record is never pruned: a chain of kept hashes alone lost all its records.
+            problems.append(Problem(text, anchor.pruned_through + 1, "seq_gap",
+                                    f"expected seq {anchor.pruned_through + 1}: the chain has no records "
+                                    "after its pruned part"))
+    return Report(problems, len(export.records), len(chains), export.header, export.records, export.pruned)
 
 
 def verify_export(lines: Iterable[str]) -> list[Problem]:
@@ -958,31 +1112,48 @@ class MissingRecord(LookupError):
     """A chain lacks a record that a tree needs."""
 
 
-def chain_leaves(records: Iterable[Record], chain: str | None, first_seq: int,
-                 last_seq: int) -> list[bytes]:
+def chain_leaves(records: Iterable[Record], chain: str | None, first_seq: int, last_seq: int,
+                 pruned: Iterable[PrunedRun] = ()) -> list[bytes]:
     """The record hashes (32 octets) of seqs first_seq..last_seq, in seq order, of the chain whose
     exported chain value is `chain` (None: NULL, so every record of a single-chain table).
 
     The leaves are the stored hashes, as in FORMAT.md (whether each matches its record's values is
     the chain check's `hash_mismatch`). A duplicated seq counts with the record that verification
-    takes as that seq's. Raises MissingRecord naming the first missing seq, or the first record
-    without a well-formed stored hash.
+    takes as that seq's. Seqs up to the chain's last pruned one take the hashes its pruned runs
+    kept, whatever records claim them, so a tree made before a prune has the same root after it.
+    Raises MissingRecord naming the first missing seq or kept hash, a seq of the range that two
+    runs keep (no leaf is more the seq's than the other), or the first record without a
+    well-formed stored hash.
     """
+    name = "(single)" if chain is None else repr(chain)
+    runs = sorted((run for run in pruned if run.chain_text == chain), key=_run_order)
+    pruned_through = max((run.last_seq for run in runs), default=0)
+    kept: dict[int, bytes] = {}
+    for run in runs:
+        for seq in range(max(run.first_seq, first_seq), min(run.last_seq, last_seq) + 1):
+            if seq in kept:
+                raise MissingRecord(f"chain {name}: the kept hashes of pruned seqs {run.first_seq} to "
+                                    f"{run.last_seq} overlap others (at seq {seq})")
+            kept[seq] = run.hash_of(seq)
     by_seq: dict[int, Record] = {}
     for record in sorted((record for record in records if record.chain_text == chain),
                          key=_verification_order):
-        if record.seq is not None:
+        if record.seq is not None and record.seq > pruned_through:
             by_seq.setdefault(record.seq, record)
     for seq in range(first_seq, last_seq + 1):
-        if seq not in by_seq:
-            raise MissingRecord(f"chain {'(single)' if chain is None else repr(chain)} has no "
-                                f"record with seq {seq}")
+        if seq <= pruned_through and seq not in kept:
+            raise MissingRecord(f"chain {name} was pruned through seq {pruned_through}, but the "
+                                f"hash of pruned record {seq} is missing")
+        if seq > pruned_through and seq not in by_seq:
+            raise MissingRecord(f"chain {name} has no record with seq {seq}")
     leaves = []
     for seq in range(first_seq, last_seq + 1):
+        if seq <= pruned_through:
+            leaves.append(kept[seq])
+            continue
         stored = by_seq[seq].stored_hash
         if stored is None or not HASH_PATTERN.fullmatch(stored):
-            raise MissingRecord(f"record {seq} of chain {'(single)' if chain is None else repr(chain)} "
-                                "has no well-formed stored hash")
+            raise MissingRecord(f"record {seq} of chain {name} has no well-formed stored hash")
         leaves.append(bytes.fromhex(stored))
     return leaves
 
@@ -1328,11 +1499,13 @@ def check_key(digest: Digest, expected_key: bytes | None) -> DigestCheck:
     return DigestCheck("key", False, f"the digest's key is {stated}, not the given public key")
 
 
-def check_extends(digest: Digest, header: Header, records: Sequence[Record]) -> DigestCheck:
-    """Do the export's first `size` records of the digest's chain still have the digest's root?"""
+def check_extends(digest: Digest, report: Report) -> DigestCheck:
+    """Do the export's first `size` records of the digest's chain (the pruned ones by their kept
+    hashes) still have the digest's root?"""
     def result(ok: bool, detail: str) -> DigestCheck:
         return DigestCheck("extends", ok, detail)
 
+    header = report.header
     if digest.ledger != header.table:
         return result(False, f"the digest is of ledger {digest.ledger!r}, the export of "
                              f"{header.table!r}")
@@ -1340,7 +1513,7 @@ def check_extends(digest: Digest, header: Header, records: Sequence[Record]) -> 
         return result(False, f"the digest is of chain {digest.chain!r}, but the export's table "
                              "has a single chain")
     try:
-        leaves = chain_leaves(records, digest.chain, 1, digest.size)
+        leaves = chain_leaves(report.records, digest.chain, 1, digest.size, report.pruned)
     except MissingRecord as error:
         return result(False, f"{error}; the digest covers seqs 1..{digest.size}")
     root = merkle_tree_hash(leaves)
@@ -1407,7 +1580,7 @@ def check_definition(digest: Digest, header: Header) -> DigestCheck:
 def check_digest(digest: Digest, report: Report, expected_key: bytes | None,
                  allow_unsigned: bool) -> list[DigestCheck]:
     return [check_signature(digest, allow_unsigned), check_key(digest, expected_key),
-            check_extends(digest, report.header, report.records),
+            check_extends(digest, report),
             check_definition(digest, report.header)]
 
 
@@ -1779,7 +1952,7 @@ def _run_merkle_root(report: Report, chain: str, first: int, last: int) -> int:
     if report.header.chain_by is None and chain != "-":
         raise MalformedInput(f"the export's table has a single chain: give - as CHAIN, not {chain!r}")
     chain_text = None if report.header.chain_by is None else chain
-    print(merkle_tree_hash(chain_leaves(report.records, chain_text, first, last)).hex())
+    print(merkle_tree_hash(chain_leaves(report.records, chain_text, first, last, report.pruned)).hex())
     return 0
 
 
@@ -1801,7 +1974,8 @@ def _run_verify(report: Report, arguments: argparse.Namespace) -> int:
             print(_tsv_line(problem.chain, problem.seq, problem.problem, problem.detail))
         for check in checks or []:
             print(_tsv_line("digest", check.check, check.status, check.detail))
-    print(f"verified {report.record_count} records in {report.chain_count} chains: "
+    pruned = f", with the kept hashes of {report.pruned_count} pruned records" if report.pruned else ""
+    print(f"verified {report.record_count} records in {report.chain_count} chains{pruned}: "
           f"{len(report.problems)} problems", file=sys.stderr)
     failed = any(check.ok is False for check in checks or [])
     return 1 if report.problems or failed else 0

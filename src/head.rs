@@ -171,6 +171,7 @@ pub unsafe fn next_link(
     heap: pg_sys::Relation,
     chain_key: &[u8],
     chain_datum: Option<Datum>,
+    supplied_seq: Option<i64>,
 ) -> (i64, Option<Digest>) {
     let cached = STATE.with(|s| s.borrow().heads.get(&layout.relid).and_then(|h| h.get(chain_key)).copied());
     let command_id = pg_sys::GetCurrentCommandId(false);
@@ -182,7 +183,7 @@ pub unsafe fn next_link(
         let actual = lookup(layout, heap, chain_datum, pg_sys::GetLatestSnapshot(), Some(head.seq));
         return match actual {
             Some((seq, hash)) => (seq + 1, Some(hash)),
-            None => first_link(layout, chain_datum),
+            None => first_link(layout, chain_datum, supplied_seq),
         };
     }
     // A history ledger's chains need no lock of their own: only the tracked table's trigger appends
@@ -212,17 +213,19 @@ pub unsafe fn next_link(
     }
     match latest {
         Some((seq, hash)) => (seq + 1, Some(hash)),
-        None => first_link(layout, chain_datum),
+        None => first_link(layout, chain_datum, supplied_seq),
     }
 }
 
 /// The link of the first stored record of a chain: seq 1, linking to nothing, unless the chain's
-/// records were pruned (a restore loads a pruned chain from its first kept record on).
+/// records were pruned. A restore loads a pruned chain from its first kept record on, supplying its
+/// seq, possibly in the session that made the extension (whose layout was read before
+/// `ledger.pruned` was loaded): a supplied seq after 1 is looked up whatever the layout says.
 ///
 /// # Safety
 /// `chain_datum` as for [`next_link`].
-unsafe fn first_link(layout: &Layout, chain_datum: Option<Datum>) -> (i64, Option<Digest>) {
-    if !layout.pruned {
+unsafe fn first_link(layout: &Layout, chain_datum: Option<Datum>, supplied_seq: Option<i64>) -> (i64, Option<Digest>) {
+    if !layout.pruned && supplied_seq.is_none_or(|s| s <= 1) {
         return (1, None);
     }
     let chain =

@@ -24,10 +24,6 @@ use std::collections::BTreeMap;
 /// Records per row of `ledger.pruned`: 128 KiB of hashes, read whole when a tree needs any of them.
 const RUN_LENGTH: i64 = 4096;
 
-/// The extension's audit ledgers: pruning them would shorten the record of what happened to the
-/// others. (`ledger.records`, the built-in ledger, holds user data and may have a retention.)
-const AUDIT_LEDGERS: [&str; 4] = ["ledger.events", "ledger.checkpoints", "ledger.verify_runs", "ledger.pruned"];
-
 /// Whether the catalog has `ledger.pruned`: the library also serves the SQL of releases before
 /// 0.5.0 until `ALTER EXTENSION ledger UPDATE`.
 fn pruned_table_exists() -> bool {
@@ -148,6 +144,7 @@ pub fn pruned_hashes(ledger: &str, chain: Option<&str>, from: i64, to: i64) -> R
     .map_err(|e| spi_error("cannot read ledger.pruned", e))?;
     let mut hashes = Vec::new();
     let mut next = from;
+    let mut previous_last: Option<i64> = None;
     for (first, last, octets) in runs {
         let corrupt = |what: String| {
             LedgerError::new(SqlState::DataCorrupted, what)
@@ -160,7 +157,7 @@ pub fn pruned_hashes(ledger: &str, chain: Option<&str>, from: i64, to: i64) -> R
                 first - 1
             )));
         }
-        if first < next || octets.len() as i64 != 32 * (last - first + 1) {
+        if previous_last.is_some_and(|l| first <= l) || octets.len() as i64 != 32 * (last - first + 1) {
             return Err(corrupt(format!(
                 "the kept hashes of pruned records {first} to {last} of the chain are malformed"
             )));
@@ -169,6 +166,7 @@ pub fn pruned_hashes(ledger: &str, chain: Option<&str>, from: i64, to: i64) -> R
         let slice = &octets[((next - first) * 32) as usize..((end - first + 1) * 32) as usize];
         hashes.extend(slice.chunks_exact(32).map(|c| <Digest>::try_from(c).expect("32 octets")));
         next = end + 1;
+        previous_last = Some(last);
     }
     Ok((hashes, next))
 }
@@ -181,15 +179,20 @@ pub fn pruned_detail(ledger: &str, chain: Option<&str>, seq: i64) -> Option<Stri
          FROM ledger.pruned WHERE ledger = $1 AND {} AND first_seq <= $3 AND last_seq >= $3 LIMIT 1",
         pruned_chain_filter(chain, 2)
     );
-    lifecycle::as_extension_owner(|| select_one::<String>(&query, &[ledger.into(), chain.into(), seq.into()]))
-        .map_err(|e| spi_error("cannot read ledger.pruned", e))
-        .or_raise()
+    guc::with_settings(guc::CANONICAL_OUTPUT, || {
+        lifecycle::as_extension_owner(|| select_one::<String>(&query, &[ledger.into(), chain.into(), seq.into()]))
+    })
+    .map_err(|e| spi_error("cannot read ledger.pruned", e))
+    .or_raise()
 }
 
 /// The anchor of a chain (canonical text) whose stored records are all gone: where its next
 /// record continues (a restored ledger's chain before its first kept record, or a chain a
 /// superuser emptied). None when nothing of it was pruned.
 pub fn anchor_of(layout: &Layout, chain: Option<&str>) -> Option<Anchor> {
+    if !pruned_table_exists() {
+        return None;
+    }
     pruned_chains(&layout.qualified_name, Some(chain)).into_iter().next().map(|c| c.anchor)
 }
 
@@ -280,13 +283,16 @@ fn retention_of(relid: Oid) -> Option<Retention> {
 fn retained_ledger(tbl: &PgRelation, action: &str) -> (Oid, std::rc::Rc<Layout>) {
     let relid = crate::history::history_of(tbl.oid()).unwrap_or(tbl.oid());
     let layout = layout::for_relation(relid);
-    if AUDIT_LEDGERS.contains(&layout.qualified_name.as_str()) {
+    // The extension's own ledgers: the audit chains record what happened to the others, and the
+    // registry rows and events of ledger.records are made by CREATE EXTENSION, so a dump could not
+    // carry a retention of it.
+    if layout.qualified_name.starts_with("ledger.") {
         raise(
             LedgerError::new(
                 SqlState::FeatureNotSupported,
-                format!("the extension's audit ledger {} cannot have a retention", layout.qualified_name),
+                format!("the extension's own ledger {} cannot have a retention", layout.qualified_name),
             )
-            .detail("It records what happened to the other ledgers."),
+            .hint("Keep records that age out in a ledger table of your own."),
         );
     }
     lifecycle::require_owner(tbl.oid(), &layout::qualified_name(tbl.oid()), action);
@@ -428,6 +434,14 @@ fn prune(
     // One prune of a ledger at a time, so each starts where the previous one ended.
     // SAFETY: inside the caller's transaction.
     unsafe { crate::head::lock_chain(pruned_relid, format!("prune\n{name}").as_bytes()) };
+    // Under READ COMMITTED, read with a snapshot taken after the lock: it sees what the prune that
+    // held the lock before did. (Under REPEATABLE READ this is the transaction's snapshot, and the
+    // deletions fail with a serialization error if another prune got there first.)
+    // SAFETY: pushed here, popped below; an error's abort pops it.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    // And with the layout read again: whether the ledger is pruned may have changed meanwhile.
+    layout::forget(relid);
+    let layout = layout::for_relation(relid);
     let plans = plan(&layout, &retention);
     // SAFETY: a registered ledger, locked for the deletions to come.
     let relation = unsafe { PgRelation::with_lock(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
@@ -439,6 +453,8 @@ fn prune(
         delete_records(&layout, &plan);
         out.push((plan.chain, plan.through - plan.anchor.pruned_through, plan.through));
     }
+    // SAFETY: the snapshot pushed above.
+    unsafe { pg_sys::PopActiveSnapshot() };
     if !out.is_empty() {
         let records: i64 = out.iter().map(|(_, n, _)| n).sum();
         let reason = format!(

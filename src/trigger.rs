@@ -122,8 +122,8 @@ fn append_row<'a>(
             let mut scratch = s.borrow_mut();
             let chain_datum = scratch.chain_key(&layout, &values, &nulls);
             let chain_key = scratch.chain_key.clone();
-            let (seq, prev_hash) = head::next_link(&layout, rel, &chain_key, chain_datum);
             let supplied = Supplied::read(&layout, &values, &nulls);
+            let (seq, prev_hash) = head::next_link(&layout, rel, &chain_key, chain_datum, supplied.seq);
             supplied.check_seq(&layout, seq);
             supplied.check_prev_hash(&layout, prev_hash.as_ref());
 

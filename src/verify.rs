@@ -140,11 +140,11 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
         });
     }
     // A pruned chain is checked in full when its kept hashes have gaps or no record of it is left.
-    let pruned_only = pruned.keys().filter(|k| !streams.contains_key(*k)).count() as i64;
-    let chain_count = streams.len() as i64 + pruned_only;
+    let pruned_only: HashSet<Vec<u8>> = pruned.keys().filter(|k| !streams.contains_key(*k)).cloned().collect();
+    let chain_count = (streams.len() + pruned_only.len()) as i64;
     let mut broken: HashSet<Vec<u8>> = streams.into_iter().filter(|(_, s)| !s.intact()).map(|(k, _)| k).collect();
     broken.extend(pruned.iter().filter(|(_, p)| !p.gaps.is_empty()).map(|(k, _)| k.clone()));
-    if broken.is_empty() && pruned_only == 0 {
+    if broken.is_empty() && pruned_only.is_empty() {
         return Verified { findings: Vec::new(), records, chains: chain_count };
     }
     let mut chains: HashMap<Vec<u8>, ChainLinks> = HashMap::new();
@@ -172,10 +172,9 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
             entry.links.push(link);
         });
     }
-    for (key, p) in &pruned {
-        if broken.contains(key) || !chains.contains_key(key) {
-            chains.entry(key.clone()).or_insert(ChainLinks { text: p.chain.clone(), links: Vec::new() });
-        }
+    for key in pruned_only {
+        let text = pruned[&key].chain.clone();
+        chains.insert(key, ChainLinks { text, links: Vec::new() });
     }
     let mut chains: Vec<(Vec<u8>, ChainLinks)> = chains.into_iter().collect();
     chains.sort_by(|a, b| a.1.text.cmp(&b.1.text));

@@ -126,3 +126,52 @@ def test_a_tampered_dump_is_refused_on_restore(cluster, db, target, tmp_path):
         capture_output=True, text=True)
     assert restore.returncode != 0
     assert "supplied hash does not match the chain" in restore.stderr
+
+
+def pruned_fingerprint(db: Database) -> tuple:
+    return (
+        db.fetchall("SELECT account, seq, hash FROM ev ORDER BY account, seq"),
+        db.fetchall("SELECT seq, hash FROM ledger.checkpoints ORDER BY seq"),
+        db.fetchall("SELECT ledger, chain, first_seq, last_seq, hashes, seq, hash FROM ledger.pruned ORDER BY ledger, seq"),
+        db.fetchall("SELECT ledger, event, seq, hash FROM ledger.events WHERE ledger = 'public.ev' ORDER BY seq"),
+        db.fetchall("SELECT tbl::text, retention::text, retention_column::text FROM ledger.ledgers ORDER BY 1"),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["plain", "custom"])
+def test_a_pruned_ledger_dumps_and_restores(cluster, db, target, tmp_path, fmt):
+    """A pruned ledger: the dump carries no pruned record, only the kept hashes (restored through
+    ledger.pruned's trigger, in chain order); everything verifies and chains on after the restore."""
+    db.execute("""
+        CREATE TABLE ev (id int PRIMARY KEY, account text NOT NULL, body text NOT NULL, at timestamptz NOT NULL);
+        SELECT ledger.enable('ev', 'account');
+        INSERT INTO ev SELECT i, 'acct' || (i % 3), 'body-' || i,
+                              now() - (100 - i) * interval '1 day' + interval '12 hours'
+          FROM generate_series(1, 90) i;
+        SELECT ledger.set_retention('ev', '50 days', 'at');
+    """)
+    early = db.scalar("SELECT cid FROM ledger.checkpoint('ev', 'acct1')")
+    assert db.scalar("SELECT sum(pruned) FROM ledger.prune('ev')") == 49
+    before = pruned_fingerprint(db)
+    dump = tmp_path / "ledger.dump"
+    if fmt == "plain":
+        run(cluster, "pg_dump", "-d", db.name, "-f", str(dump))
+        text = dump.read_text()
+        assert "body-49\t" not in text and "body-50\t" in text
+        run(cluster, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", target.name, "-f", str(dump))
+    else:
+        run(cluster, "pg_dump", "-Fc", "-d", db.name, "-f", str(dump))
+        run(cluster, "pg_restore", "--exit-on-error", "-d", target.name, str(dump))
+    assert pruned_fingerprint(target) == before
+    for tbl in ("ev", "ledger.pruned", "ledger.checkpoints"):
+        assert_clean(target, tbl)
+    assert target.fetchall("SELECT c.cid, v.item FROM ledger.checkpoints c, ledger.verify_checkpoint(c.cid) v "
+                           "WHERE v.ok IS FALSE") == []
+    assert {ok for _, ok, _ in target.fetchall("SELECT * FROM ledger.verify_checkpoint(%s)", (early,))} <= {True, None}
+    # Appends continue the pruned chains, and the next prune starts where the first one ended.
+    target.execute("INSERT INTO ev VALUES (1000, 'acct1', 'after', now())")
+    assert target.scalar("SELECT seq FROM ev WHERE id = 1000") == 31
+    target.execute("SELECT ledger.set_retention('ev', '20 days', 'at')")
+    assert target.fetchall("SELECT * FROM ledger.prune('ev') ORDER BY chain") == [
+        ("acct0", 10, 26), ("acct1", 10, 27), ("acct2", 10, 26)]
+    assert_clean(target, "ev")

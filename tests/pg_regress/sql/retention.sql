@@ -12,6 +12,7 @@ INSERT INTO fees SELECT i, CASE WHEN i % 2 = 1 THEN 'a' ELSE 'b' END, i,
 RESET ROLE;
 SELECT cid AS early_cid FROM ledger.checkpoint('fees', 'a') \gset
 SELECT ledger.digest(:'early_cid') AS early_digest \gset
+SELECT ledger.merkle_root('fees', 'a', 3, 10) AS inside_root, ledger.merkle_root('fees', 'a', 10, 20) AS across_root \gset
 
 -- Only a superuser sets or shortens a retention; the owner may lengthen or remove it.
 \set VERBOSITY sqlstate
@@ -66,11 +67,15 @@ SELECT ledger.verify_consistency(ledger.consistency_proof(:'early_cid', :'late_c
 SELECT ledger.verify_inclusion(h.hash, ledger.inclusion_proof(:'late_cid', 20)::text, c.merkle_root)
   FROM fees h, ledger.checkpoints c WHERE h.account = 'a' AND h.seq = 20 AND c.cid = :'late_cid';
 SELECT ledger.merkle_root('fees', 'a', 1, 30) = merkle_root FROM ledger.checkpoints WHERE cid = :'early_cid';
+-- Ranges that start inside the pruned part, or span its end, take the kept hashes they need.
+SELECT ledger.merkle_root('fees', 'a', 3, 10) = :'inside_root' AS inside,
+       ledger.merkle_root('fees', 'a', 10, 20) = :'across_root' AS across;
 -- A pruned record's values are gone, by name.
 \set VERBOSITY sqlstate
 SELECT ledger.canonical_bytes('fees', 'a', 3);
-\set VERBOSITY default
+\set VERBOSITY terse
 SELECT ledger.canonical_bytes('fees', 'a', 3);
+\set VERBOSITY default
 -- Only the prune deletes: a plain DELETE is refused as before.
 \set VERBOSITY sqlstate
 DELETE FROM fees WHERE id = 40;
