@@ -69,6 +69,15 @@ BEGIN
     IF at IS NULL THEN
         RAISE EXCEPTION 'as_of needs a time' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    -- A prune keeps every key's version as of its cutoff, and the versions after; before it, the
+    -- table's state is gone.
+    IF at < (SELECT l.pruned_before FROM ledger.ledgers l WHERE l.tbl = entry.history) THEN
+        RAISE EXCEPTION 'the history of % before % was pruned', entry.tbl,
+                        (SELECT l.pruned_before FROM ledger.ledgers l WHERE l.tbl = entry.history)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'ledger.prune removed the versions older than its retention that no later time needs.',
+                  HINT = 'Ask for a time after the cutoff.';
+    END IF;
     RETURN QUERY EXECUTE format(
         'SELECT (pg_catalog.jsonb_populate_record($1, v."row")).* FROM ('
         '  SELECT DISTINCT ON (h.key) h.op, h."row" FROM ONLY %s h WHERE h.at <= $2 ORDER BY h.key, h.seq DESC'

@@ -8,7 +8,8 @@
 
 \echo Use "ALTER EXTENSION ledger UPDATE TO '0.5.0'" to load this file. \quit
 
-ALTER TABLE ledger.ledgers ADD COLUMN retention interval, ADD COLUMN retention_column name;
+ALTER TABLE ledger.ledgers ADD COLUMN retention interval, ADD COLUMN retention_column name,
+    ADD COLUMN pruned_before timestamptz;
 ALTER TABLE ledger.events DROP CONSTRAINT events_event_check,
     ADD CONSTRAINT events_event_check CHECK (event IN ('enable', 'retire', 'drop', 'alter', 'retention', 'prune'));
 COMMENT ON TABLE ledger.events IS 'who enabled, altered, set the retention of, pruned, retired or dropped each ledger, when and why; itself a ledger';
@@ -127,6 +128,41 @@ BEGIN
         'FROM ONLY %2$s, LATERAL (SELECT json_build_array(%1$s, hash::text)::text) AS record(line) ORDER BY %3$s seq',
         value_list, table_name,
         CASE WHEN entry.chain_by IS NULL THEN '' ELSE quote_ident(entry.chain_by) || ', ' END);
+END
+$$;
+
+-- As of a time before the latest prune's cutoff, a tracked table's state is gone: as_of says so.
+CREATE OR REPLACE FUNCTION ledger.as_of(tbl anyelement, at timestamptz) RETURNS SETOF anyelement
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    relid oid := (SELECT typrelid FROM pg_type WHERE oid = pg_typeof(tbl));
+    entry ledger.tracked;
+BEGIN
+    SELECT * INTO entry FROM ledger.tracked t WHERE t.tbl::oid = relid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'type % is not the row type of a history-tracked table', pg_typeof(tbl)
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Pass NULL cast to the table''s row type: ledger.as_of(NULL::accounts, ''2026-01-01'').';
+    END IF;
+    IF at IS NULL THEN
+        RAISE EXCEPTION 'as_of needs a time' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- A prune keeps every key's version as of its cutoff, and the versions after; before it, the
+    -- table's state is gone.
+    IF at < (SELECT l.pruned_before FROM ledger.ledgers l WHERE l.tbl = entry.history) THEN
+        RAISE EXCEPTION 'the history of % before % was pruned', entry.tbl,
+                        (SELECT l.pruned_before FROM ledger.ledgers l WHERE l.tbl = entry.history)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'ledger.prune removed the versions older than its retention that no later time needs.',
+                  HINT = 'Ask for a time after the cutoff.';
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT (pg_catalog.jsonb_populate_record($1, v."row")).* FROM ('
+        '  SELECT DISTINCT ON (h.key) h.op, h."row" FROM ONLY %s h WHERE h.at <= $2 ORDER BY h.key, h.seq DESC'
+        ') v WHERE v.op <> ''delete''', entry.history)
+        USING tbl, at;
 END
 $$;
 

@@ -24,7 +24,10 @@ CREATE TABLE ledger.ledgers (
     -- ledger.set_retention: records whose `retention_column` is older than `retention` may be
     -- removed by ledger.prune. NULL: kept for ever.
     retention        interval,
-    retention_column name
+    retention_column name,
+    -- The latest cutoff of ledger.prune: records older than it may have been removed (their hashes
+    -- are in ledger.pruned). NULL: never pruned.
+    pruned_before    timestamptz
 );
 COMMENT ON TABLE ledger.ledgers IS 'ledger tables: chain column and the hashed columns, in encoding order';
 

@@ -465,7 +465,15 @@ fn prune(
             retention.column
         );
         let definition = lifecycle::current_definition(relid);
-        lifecycle::as_extension_owner(|| lifecycle::record_event(&name, "prune", &actor, &definition, Some(&reason)));
+        lifecycle::as_extension_owner(|| {
+            Spi::run_with_args(
+                "UPDATE ledger.ledgers SET pruned_before = greatest(pruned_before, $2) WHERE tbl = $1",
+                &[relid.into(), retention.cutoff.into()],
+            )
+            .map_err(|e| spi_error("cannot register the prune", e))
+            .or_raise();
+            lifecycle::record_event(&name, "prune", &actor, &definition, Some(&reason))
+        });
         // This session and others read the ledger's layout again: its chains now have anchors.
         layout::forget(relid);
         // SAFETY: queues a relcache invalidation for a table that exists (it is locked).
@@ -476,6 +484,8 @@ fn prune(
 
 /// The chains with records to prune: per chain, the records before its first one that is not
 /// older than the cutoff (a NULL date is not older), never its newest, after what was pruned before.
+/// A history keeps one more: each key's last version older than the cutoff is its state then, which
+/// `ledger.as_of` needs for any time after the cutoff.
 fn plan(layout: &Layout, retention: &Retention) -> Vec<ChainPrune> {
     let column = quote_ident(&retention.column);
     let t = &layout.qualified_name;
@@ -509,7 +519,9 @@ fn plan(layout: &Layout, retention: &Retention) -> Vec<ChainPrune> {
         .filter(|(_, head, _)| *head > 0)
         .filter_map(|(chain, head, first_kept)| {
             let anchor = anchors.get(&chain).copied().unwrap_or_default();
-            let through = first_kept.unwrap_or(head).min(head) - 1;
+            let last_expired = first_kept.map_or(head, |kept| kept - 1);
+            let keep_state = i64::from(layout.history_of.is_some());
+            let through = (last_expired - keep_state).min(head - 1);
             (through > anchor.pruned_through).then_some(ChainPrune { chain, anchor, through })
         })
         .collect();

@@ -171,6 +171,37 @@ def test_a_prune_while_writers_append_and_another_session_prunes(db):
                        "WHERE ledger = 'public.ev' GROUP BY 1 ORDER BY 1") == [(a, 1, 1, 100) for a in sorted(appended)]
 
 
+def test_a_pruned_history_keeps_each_keys_state_as_of_the_cutoff(db):
+    """A tracked table's prune keeps, per key, its last version older than the cutoff: as_of answers
+    exactly as before for every time after the cutoff, and refuses (55000) times before it."""
+    db.execute("CREATE TABLE units (id int PRIMARY KEY, status text NOT NULL)")
+    db.execute("SELECT ledger.enable_history('units')")
+    db.execute("INSERT INTO units VALUES (1, 'created'), (2, 'created')")
+    db.execute("SELECT pg_sleep(1)")
+    db.execute("UPDATE units SET status = 'active' WHERE id = 1")
+    db.execute("SELECT pg_sleep(1)")
+    middle = db.scalar("SELECT clock_timestamp()")
+    db.execute("SELECT pg_sleep(1)")
+    db.execute("UPDATE units SET status = 'done' WHERE id = 1")
+    as_of_middle = db.fetchall("SELECT * FROM ledger.as_of(NULL::units, %s) ORDER BY id", (middle,))
+    assert as_of_middle == [(1, "active"), (2, "created")]
+    # The cutoff falls between the middle and the last update: key 1's 'active' is its state then.
+    db.execute("SELECT ledger.set_retention('units', %s::interval, 'at')", ("0.5 seconds",))
+    assert db.fetchall("SELECT chain, pruned, through_seq FROM ledger.prune('units') ORDER BY chain") == [
+        ('{"id": 1}', 1, 1)]
+    assert db.fetchall("SELECT key, seq, op, \"row\" ->> 'status' FROM units_history ORDER BY key, seq") == [
+        ('{"id": 1}', 2, "update", "active"), ('{"id": 1}', 3, "update", "done"),
+        ('{"id": 2}', 1, "insert", "created")]
+    cutoff = db.scalar("SELECT pruned_before FROM ledger.ledgers WHERE tbl = 'units_history'::regclass")
+    assert middle < cutoff
+    after_cutoff = db.scalar("SELECT %s::timestamptz + interval '1 millisecond'", (cutoff,))
+    assert db.fetchall("SELECT * FROM ledger.as_of(NULL::units, %s) ORDER BY id", (after_cutoff,)) == as_of_middle
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+        db.execute("SELECT * FROM ledger.as_of(NULL::units, %s)", (middle,))
+    assert problems(db, "units") == []
+    assert offline_verify(db.export_lines("units_history")) == []
+
+
 def test_vacuum_makes_the_pruned_space_reusable(db):
     fill(db, chains=10, per_chain=2000)
     before = db.scalar("SELECT pg_relation_size('ev')")

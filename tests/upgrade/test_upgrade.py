@@ -410,6 +410,15 @@ def test_upgrade(old_version, cluster, preloading, prefix):
                 ["insert", "update", "update"]
             assert [r[0] for r in db.execute("SELECT op FROM ledger.history('accounts', '{\"id\": 2}')")] == \
                 ["insert", "delete"]
+            # Versions the release wrote can be pruned: each key keeps its newest, the history
+            # and its checkpoints (the release's too) verify after.
+            history_checkpoint = one(db, "SELECT cid FROM ledger.checkpoint('accounts', '{\"id\": 1}')")
+            db.execute("SELECT ledger.set_retention('accounts', '1 microsecond', 'at')")
+            pruned = db.execute("SELECT chain, pruned FROM ledger.prune('accounts') ORDER BY chain").fetchall()
+            assert pruned == [('{"id": 1}', 2), ('{"id": 2}', 1)], pruned
+            assert db.execute("SELECT * FROM ledger.verify('accounts')").fetchall() == []
+            checks = db.execute("SELECT * FROM ledger.verify_checkpoint(%s)", (history_checkpoint,)).fetchall()
+            assert all(ok is not False for _, ok, _ in checks), checks
             db.execute("CREATE TABLE accounts_now (id int PRIMARY KEY, balance numeric NOT NULL)")
             db.execute("SELECT ledger.enable_history('accounts_now')")
             assert columns_of(db, "accounts_now_history") == CURRENT_HISTORY_COLUMNS

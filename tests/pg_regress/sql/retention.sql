@@ -132,6 +132,11 @@ SELECT pg_sleep(0.01);
 SELECT * FROM ledger.prune('balances');
 SELECT key, seq, op FROM balances_history ORDER BY key, seq;
 SELECT * FROM ledger.verify('balances');
+-- The table as of now is still known; as of before the cutoff it is not.
+SELECT * FROM ledger.as_of(NULL::balances, now()) ORDER BY id;
+\set VERBOSITY sqlstate
+SELECT * FROM ledger.as_of(NULL::balances, now() - interval '1 day');
+\set VERBOSITY default
 UPDATE balances SET amount = 0 WHERE id = 2;
 SELECT * FROM ledger.verify('balances');
 
