@@ -36,6 +36,7 @@ DECLARE
     header text;
     table_name text;
     value_list text;
+    erasure boolean;
 BEGIN
     SELECT * INTO entry FROM ledger.ledgers l WHERE l.tbl = export.tbl;
     IF NOT FOUND THEN
@@ -65,6 +66,13 @@ BEGIN
     IF entry.earlier_definitions IS NOT NULL THEN
         header := left(header, -1) || ', "earlier_definitions" : ' || to_json(entry.earlier_definitions)::text || '}';
     END IF;
+    -- A ledger with erasable columns: each record line carries its ledger_erasure object too
+    -- (docs/FORMAT.md, "Erasable columns").
+    erasure := EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = 'ledger_erasure'
+                                                    AND a.atttypid = 'jsonb'::regtype AND NOT a.attisdropped);
+    IF erasure THEN
+        header := left(header, -1) || ', "erasure" : true}';
+    END IF;
     -- Names and definitions may hold noncharacters too.
     RETURN NEXT CASE WHEN header ~ '[\U0001FFFE-\U0010FFFF]' THEN ledger.escape_noncharacters(header) ELSE header END;
 
@@ -85,9 +93,10 @@ BEGIN
 
     RETURN QUERY EXECUTE format(
         'SELECT CASE WHEN line ~ ''[\U0001FFFE-\U0010FFFF]'' THEN ledger.escape_noncharacters(line) ELSE line END '
-        'FROM ONLY %2$s, LATERAL (SELECT json_build_array(%1$s, hash::text)::text) AS record(line) ORDER BY %3$s seq',
+        'FROM ONLY %2$s, LATERAL (SELECT json_build_array(%1$s, %4$s hash::text)::text) AS record(line) ORDER BY %3$s seq',
         value_list, table_name,
-        CASE WHEN entry.chain_by IS NULL THEN '' ELSE quote_ident(entry.chain_by) || ', ' END);
+        CASE WHEN entry.chain_by IS NULL THEN '' ELSE quote_ident(entry.chain_by) || ', ' END,
+        CASE WHEN erasure THEN 'ledger_erasure::text, ' ELSE '' END);
 END
 $$;
 COMMENT ON FUNCTION ledger.export(regclass) IS 'the documented JSON-lines export that offline verifiers read';

@@ -1,18 +1,21 @@
--- ledger 0.4.0 -> 0.5.0: retention. ledger.set_retention(tbl, keep, by_column) registers how long a
+-- ledger 0.4.0 -> 0.5.0: retention and erasure. ledger.set_retention(tbl, keep, by_column) registers how long a
 -- ledger keeps its records (a superuser sets or shortens it, the owner may lengthen it; every change
 -- is a 'retention' event in ledger.events), and ledger.prune(tbl) deletes, per chain, the oldest
 -- records older than it (never a chain's newest), after checking them and checkpointing them. Their
 -- hashes are kept in ledger.pruned (itself a ledger), so every chain, checkpoint, proof and digest
--- still verifies (docs/FORMAT.md, "Pruned records"); ledger.export writes them. Nothing stored
--- changes.
+-- still verifies (docs/FORMAT.md, "Pruned records"); ledger.export writes them.
+-- ledger.set_erasable(tbl, columns) makes columns erasable for the records appended from then on
+-- (they commit to those values through salted hashes kept in a ledger_erasure column), and
+-- ledger.redact(tbl, chain, seq, reason) erases one record's values while its hash stays
+-- (docs/FORMAT.md, "Erasable columns"). Nothing stored changes.
 
 \echo Use "ALTER EXTENSION ledger UPDATE TO '0.5.0'" to load this file. \quit
 
 ALTER TABLE ledger.ledgers ADD COLUMN retention interval, ADD COLUMN retention_column name,
-    ADD COLUMN pruned_before timestamptz;
+    ADD COLUMN pruned_before timestamptz, ADD COLUMN erasable name[];
 ALTER TABLE ledger.events DROP CONSTRAINT events_event_check,
-    ADD CONSTRAINT events_event_check CHECK (event IN ('enable', 'retire', 'drop', 'alter', 'retention', 'prune'));
-COMMENT ON TABLE ledger.events IS 'who enabled, altered, set the retention of, pruned, retired or dropped each ledger, when and why; itself a ledger';
+    ADD CONSTRAINT events_event_check CHECK (event IN ('enable', 'retire', 'drop', 'alter', 'retention', 'prune', 'erasable', 'redact'));
+COMMENT ON TABLE ledger.events IS 'who enabled, altered, set the retention of, pruned, erased values of, retired or dropped each ledger, when and why; itself a ledger';
 
 -- What ledger.prune removed: the hashes of the pruned records of each chain, in runs of consecutive
 -- seqs (32 octets per record, in seq order), so that checkpoints, proofs and digests keep their
@@ -59,7 +62,19 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'pruned_runs_wrapper';
 
--- The export writes the kept hashes of pruned records.
+CREATE FUNCTION ledger.set_erasable(tbl regclass, columns text[]) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'set_erasable_wrapper';
+
+CREATE FUNCTION ledger.redact(tbl regclass, chain text, seq bigint, reason text) RETURNS integer
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'redact_wrapper';
+
+-- The export writes the kept hashes of pruned records, and each record's erasure entries.
 CREATE OR REPLACE FUNCTION ledger.export(tbl regclass)
 RETURNS SETOF text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -76,6 +91,7 @@ DECLARE
     header text;
     table_name text;
     value_list text;
+    erasure boolean;
 BEGIN
     SELECT * INTO entry FROM ledger.ledgers l WHERE l.tbl = export.tbl;
     IF NOT FOUND THEN
@@ -105,6 +121,13 @@ BEGIN
     IF entry.earlier_definitions IS NOT NULL THEN
         header := left(header, -1) || ', "earlier_definitions" : ' || to_json(entry.earlier_definitions)::text || '}';
     END IF;
+    -- A ledger with erasable columns: each record line carries its ledger_erasure object too
+    -- (docs/FORMAT.md, "Erasable columns").
+    erasure := EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = 'ledger_erasure'
+                                                    AND a.atttypid = 'jsonb'::regtype AND NOT a.attisdropped);
+    IF erasure THEN
+        header := left(header, -1) || ', "erasure" : true}';
+    END IF;
     -- Names and definitions may hold noncharacters too.
     RETURN NEXT CASE WHEN header ~ '[\U0001FFFE-\U0010FFFF]' THEN ledger.escape_noncharacters(header) ELSE header END;
 
@@ -125,9 +148,10 @@ BEGIN
 
     RETURN QUERY EXECUTE format(
         'SELECT CASE WHEN line ~ ''[\U0001FFFE-\U0010FFFF]'' THEN ledger.escape_noncharacters(line) ELSE line END '
-        'FROM ONLY %2$s, LATERAL (SELECT json_build_array(%1$s, hash::text)::text) AS record(line) ORDER BY %3$s seq',
+        'FROM ONLY %2$s, LATERAL (SELECT json_build_array(%1$s, %4$s hash::text)::text) AS record(line) ORDER BY %3$s seq',
         value_list, table_name,
-        CASE WHEN entry.chain_by IS NULL THEN '' ELSE quote_ident(entry.chain_by) || ', ' END);
+        CASE WHEN entry.chain_by IS NULL THEN '' ELSE quote_ident(entry.chain_by) || ', ' END,
+        CASE WHEN erasure THEN 'ledger_erasure::text, ' ELSE '' END);
 END
 $$;
 

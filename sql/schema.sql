@@ -27,7 +27,10 @@ CREATE TABLE ledger.ledgers (
     retention_column name,
     -- The latest cutoff of ledger.prune: records older than it may have been removed (their hashes
     -- are in ledger.pruned). NULL: never pruned.
-    pruned_before    timestamptz
+    pruned_before    timestamptz,
+    -- ledger.set_erasable: the columns whose values the records appended from now on commit to
+    -- through a salted hash, so that ledger.redact can erase them. NULL: none.
+    erasable         name[]
 );
 COMMENT ON TABLE ledger.ledgers IS 'ledger tables: chain column and the hashed columns, in encoding order';
 
@@ -74,11 +77,12 @@ CREATE INDEX checkpoints_ledger_chain_idx ON ledger.checkpoints (ledger, chain, 
 COMMENT ON TABLE ledger.checkpoints IS 'Merkle checkpoints of ledger chains; itself a ledger';
 
 -- The audit chain of ledgers' lives: one chain per ledger (enabled, columns added, retention set,
--- pruned, retired, dropped by a superuser), written only by the extension. Itself a ledger.
+-- pruned, columns made erasable, values erased, retired, dropped by a superuser), written only by
+-- the extension. Itself a ledger.
 CREATE TABLE ledger.events (
     eid        uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     ledger     text NOT NULL,
-    event      text NOT NULL CHECK (event IN ('enable', 'retire', 'drop', 'alter', 'retention', 'prune')),
+    event      text NOT NULL CHECK (event IN ('enable', 'retire', 'drop', 'alter', 'retention', 'prune', 'erasable', 'redact')),
     actor      text NOT NULL,
     at         timestamptz NOT NULL DEFAULT now(),
     definition char(64),
@@ -87,7 +91,7 @@ CREATE TABLE ledger.events (
     prev_hash  char(64),
     hash       char(64) UNIQUE NOT NULL
 );
-COMMENT ON TABLE ledger.events IS 'who enabled, altered, set the retention of, pruned, retired or dropped each ledger, when and why; itself a ledger';
+COMMENT ON TABLE ledger.events IS 'who enabled, altered, set the retention of, pruned, erased values of, retired or dropped each ledger, when and why; itself a ledger';
 
 -- What ledger.prune removed: the hashes of the pruned records of each chain, in runs of consecutive
 -- seqs (32 octets per record, in seq order), so that checkpoints, proofs and digests keep their

@@ -54,6 +54,11 @@ pub struct Layout {
     /// Some chain's first records were removed by `ledger.prune` (src/retention.rs): its stored
     /// records start after what `ledger.pruned` kept.
     pub pruned: bool,
+    /// The `ledger_erasure` column (src/erasure.rs), once the table has one: each record keeps the
+    /// salts of its erasable values there, and the commitments of erased ones.
+    pub erasure: Option<usize>,
+    /// Positions in `columns` of the columns appends commit to (`ledger.set_erasable`).
+    pub erasable: Vec<usize>,
 }
 
 /// A plain unique btree index of the table's own columns.
@@ -191,6 +196,8 @@ pub struct RegistryEntry {
     pub base_columns: Option<i32>,
     /// "retired at <time> by <role>: <reason>", once retired.
     pub retired: Option<String>,
+    /// The columns appends commit to (`ledger.set_erasable`).
+    pub erasable: Vec<String>,
 }
 
 /// The registry entry of a table, if it is a ledger.
@@ -202,12 +209,13 @@ pub struct RegistryEntry {
 pub fn registry_entry(relid: Oid) -> Option<RegistryEntry> {
     let query = format!(
         "SELECT pg_catalog.json_build_object('chain_by', chain_by, 'columns', columns, \
-         'column_types', column_types, 'base_columns', {}, 'retired', \
+         'column_types', column_types, 'base_columns', {}, 'erasable', {}, 'retired', \
          CASE WHEN retired_at IS NOT NULL \
          THEN format('retired at %s by %s: %s', retired_at, quote_ident(retired_by), retire_reason) END)::text \
          FROM ledger.ledgers WHERE tbl = $1",
-        // The registry of releases before 0.4.0 (until ALTER EXTENSION ledger UPDATE).
-        if base_columns_registered() { "base_columns" } else { "NULL::integer" }
+        // The registry of releases before 0.4.0 and 0.5.0 (until ALTER EXTENSION ledger UPDATE).
+        if registry_has("base_columns") { "base_columns" } else { "NULL::integer" },
+        if registry_has("erasable") { "erasable" } else { "NULL::name[]" },
     );
     let text = Spi::connect(|_| {
         // SAFETY: SPI calls inside a connection; the plan is freed before it closes.
@@ -228,6 +236,7 @@ pub fn registry_entry(relid: Oid) -> Option<RegistryEntry> {
         column_types: strings("column_types"),
         base_columns: entry["base_columns"].as_i64().map(|b| b as i32),
         retired: entry["retired"].as_str().map(str::to_string),
+        erasable: strings("erasable"),
     })
 }
 
@@ -274,11 +283,16 @@ unsafe fn latest_single_text(query: &str, relid: Oid) -> Option<String> {
 
 /// Whether the registry has `base_columns` (0.4.0 on): the library also serves older releases' SQL.
 pub fn base_columns_registered() -> bool {
+    registry_has("base_columns")
+}
+
+/// Whether the registry has the column `name`: the library also serves older releases' SQL.
+fn registry_has(name: &str) -> bool {
     // A read-only query (Spi::get_one would assign a transaction id, which a standby refuses).
     crate::datum::select_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute \
-         WHERE attrelid = 'ledger.ledgers'::pg_catalog.regclass AND attname = 'base_columns' AND NOT attisdropped)",
-        &[],
+         WHERE attrelid = 'ledger.ledgers'::pg_catalog.regclass AND attname = $1 AND NOT attisdropped)",
+        &[name.into()],
     )
     .ok()
     .flatten()
@@ -304,7 +318,7 @@ pub fn attributes(relid: Oid) -> Vec<(usize, String, Oid)> {
 
 fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let qualified_name = qualified_name(relid);
-    let Some(RegistryEntry { chain_by, columns: names, column_types: types, base_columns, retired }) =
+    let Some(RegistryEntry { chain_by, columns: names, column_types: types, base_columns, retired, erasable }) =
         registry_entry(relid)
     else {
         return Err(LedgerError::new(SqlState::UndefinedObject, format!("table {qualified_name} is not a ledger"))
@@ -363,6 +377,11 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let unique_keys = find_unique_keys(relid, &[seq, prev_hash, hash])?;
     let history_of = crate::history::tracked_by_history(relid)?;
     let pruned = crate::retention::has_pruned(&qualified_name);
+    let erasure = attributes
+        .iter()
+        .find(|(_, n, t)| n == crate::erasure::ERASURE_COLUMN && *t == pg_sys::JSONBOID)
+        .map(|(i, _, _)| *i);
+    let erasable = erasable.iter().filter_map(|e| columns.iter().position(|c| &c.name == e)).collect();
     Ok(Layout {
         relid,
         qualified_name,
@@ -376,6 +395,8 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
         unique_keys,
         history_of,
         pruned,
+        erasure,
+        erasable,
     })
 }
 

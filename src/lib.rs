@@ -10,6 +10,7 @@ mod checkpoint;
 mod conflict;
 mod datum;
 mod enable;
+mod erasure;
 mod error;
 mod guc;
 mod head;

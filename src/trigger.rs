@@ -3,11 +3,13 @@
 
 use crate::conflict;
 use crate::datum::{text_datum, text_datum_to_str, DatumReader};
+use crate::erasure::{self, Entry};
 use crate::error::{raise, OrRaise};
 use crate::head;
+use crate::layout::HashedColumn;
 use crate::layout::{self, Layout};
 use crate::metrics::{self, Refusal};
-use ledger_core::canonical::{chain_key_bytes, RecordEncoder, Value};
+use ledger_core::canonical::{chain_key_bytes, commitment, RecordEncoder, Value};
 use ledger_core::hash::{parse_hex, to_hex, Digest};
 use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::{self, Datum};
@@ -34,8 +36,15 @@ impl RecordScratch {
     /// `values`/`nulls` must be the deformed datums of a tuple of the layout's table.
     pub unsafe fn encode(&mut self, layout: &Layout, values: &[Datum], nulls: &[bool]) -> &[u8] {
         self.reader.begin_record();
-        // A column added after the ledger was enabled is encoded only when it has a value.
-        let encoded = |column: &&crate::layout::HashedColumn| !(column.added && nulls[column.index]);
+        // What the record keeps of its erasable columns (src/erasure.rs).
+        let entries = match layout.erasure {
+            Some(i) if !nulls[i] => erasure::entries_of(values[i]),
+            _ => Vec::new(),
+        };
+        let entry_of = |column: &HashedColumn| entries.iter().find(|(n, _)| *n == column.name).map(|(_, e)| *e);
+        // A column added after the ledger was enabled is encoded only when it has a value (or had
+        // one, erased since).
+        let encoded = |column: &&HashedColumn| !(column.added && nulls[column.index] && entry_of(column).is_none());
         self.encoder.begin(layout.columns.iter().filter(encoded).count() as u32);
         for column in layout.columns.iter().filter(encoded) {
             let value = if nulls[column.index] {
@@ -43,7 +52,15 @@ impl RecordScratch {
             } else {
                 self.reader.read(column.column_type, values[column.index])
             };
-            if let Err(e) = self.encoder.column(&column.name, column.column_type, &value) {
+            let written = match entry_of(column) {
+                Some(Entry::Salt(salt)) => commitment(&salt, &column.name, column.column_type, &value)
+                    .and_then(|c| self.encoder.committed_column(&column.name, &c)),
+                // An erased column that holds a value again is encoded as the value: the record no
+                // longer matches its hash.
+                Some(Entry::Erased(c)) if nulls[column.index] => self.encoder.committed_column(&column.name, &c),
+                _ => self.encoder.column(&column.name, column.column_type, &value),
+            };
+            if let Err(e) = written {
                 raise(e);
             }
         }
@@ -129,6 +146,14 @@ fn append_row<'a>(
 
             values[layout.seq] = Datum::from(seq);
             nulls[layout.seq] = false;
+            // Fresh salts for the erasable columns; whatever the row brought there is replaced.
+            if let Some(i) = layout.erasure {
+                nulls[i] = layout.erasable.is_empty();
+                if !layout.erasable.is_empty() {
+                    let names: Vec<&str> = layout.erasable.iter().map(|c| layout.columns[*c].name.as_str()).collect();
+                    values[i] = pgrx::JsonB(erasure::fresh_salts(&names)).into_datum().expect("a jsonb datum");
+                }
+            }
             match &prev_hash {
                 Some(h) => {
                     values[layout.prev_hash] = text_datum(&to_hex(h));
@@ -261,12 +286,19 @@ fn refuse_change<'a>(
     let data = trigger.trigger_data();
     // SAFETY: PostgreSQL hands a trigger a valid relation.
     let relid = unsafe { (*data.tg_relation).rd_id };
-    // The one deletion allowed: ledger.prune removing what it planned (src/retention.rs).
+    // The one deletion allowed: ledger.prune removing what it planned (src/retention.rs); the one
+    // update: ledger.redact erasing a record's values (src/erasure.rs).
     if matches!(trigger.op(), Ok(PgTriggerOperation::Delete))
         // SAFETY: a row trigger's tuple is a row of its relation.
         && unsafe { crate::retention::permits_delete(data.tg_relation, data.tg_trigtuple) }
     {
         return Ok(trigger.old());
+    }
+    if matches!(trigger.op(), Ok(PgTriggerOperation::Update))
+        // SAFETY: as above.
+        && unsafe { erasure::permits_update(data.tg_relation, data.tg_trigtuple) }
+    {
+        return Ok(trigger.new());
     }
     let (operation, kind) = match trigger.op() {
         Ok(PgTriggerOperation::Update) => ("UPDATE", Some(Refusal::Update)),

@@ -229,6 +229,28 @@ pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The type tag of an erasable column's entry: its value is a commitment (docs/FORMAT.md,
+/// "Erasable columns"), never a value of the column's type.
+pub const COMMITMENT_TAG: u8 = 0x40;
+
+/// What a commitment hashes before the salt, so it can be no other hash of the format.
+const COMMITMENT_DOMAIN: &[u8] = b"ledger-erasable/v1";
+
+/// The commitment to an erasable column's value: SHA3-256 of the domain, the record's salt for the
+/// column (32 random octets, erased with the value), and the column's type tag and presence as an
+/// ordinary column encodes them. Without the salt it cannot be tried against guessed values.
+pub fn commitment(salt: &[u8; 32], name: &str, column_type: ColumnType, value: &Value) -> Result<Digest> {
+    let mut column = RecordEncoder::new();
+    column.buf.extend_from_slice(COMMITMENT_DOMAIN);
+    column.buf.extend_from_slice(salt);
+    let at = column.buf.len();
+    column.column(name, column_type, value)?;
+    // Drop the name: the commitment is to the typed value, the record entry names the column.
+    let name_len = 4 + name.len();
+    column.buf.drain(at..at + name_len);
+    Ok(sha3_256(&column.buf))
+}
+
 /// Builds one record's canonical bytes. Reusable: `begin` clears it.
 #[derive(Default)]
 pub struct RecordEncoder {
@@ -276,6 +298,16 @@ impl RecordEncoder {
             })?;
             self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Appends an erasable column as its commitment.
+    pub fn committed_column(&mut self, name: &str, commitment: &Digest) -> Result<()> {
+        write_bytes(&mut self.buf, name.as_bytes())?;
+        self.buf.push(COMMITMENT_TAG);
+        self.buf.push(0x01);
+        write_bytes(&mut self.buf, commitment)?;
         self.written += 1;
         Ok(())
     }
@@ -372,6 +404,31 @@ mod tests {
     }
 
     #[test]
+    fn an_erasable_column_is_its_commitment() {
+        let salt = [7u8; 32];
+        let value = Value::Text("alice@example.org");
+        let c = commitment(&salt, "email", ColumnType::Text, &value).unwrap();
+        // The domain, the salt, then the column as encoded without its name.
+        let mut expected = b"ledger-erasable/v1".to_vec();
+        expected.extend_from_slice(&salt);
+        expected.extend_from_slice(&[0x08, 0x01, 0, 0, 0, 17]);
+        expected.extend_from_slice(b"alice@example.org");
+        assert_eq!(c, sha3_256(&expected));
+        // Another salt, value or NULL: another commitment.
+        assert_ne!(c, commitment(&[8u8; 32], "email", ColumnType::Text, &value).unwrap());
+        assert_ne!(c, commitment(&salt, "email", ColumnType::Text, &Value::Text("bob@example.org")).unwrap());
+        assert_ne!(c, commitment(&salt, "email", ColumnType::Text, &Value::Null).unwrap());
+        let mut e = RecordEncoder::new();
+        e.begin(1);
+        e.committed_column("email", &c).unwrap();
+        let mut bytes = vec![0x01, 0, 0, 0, 1, 0, 0, 0, 5];
+        bytes.extend_from_slice(b"email");
+        bytes.extend_from_slice(&[0x40, 0x01, 0, 0, 0, 32]);
+        bytes.extend_from_slice(&c);
+        assert_eq!(e.bytes(), bytes.as_slice());
+    }
+
+    #[test]
     fn type_names_round_trip() {
         for t in ColumnType::ALL {
             assert_eq!(ColumnType::from_name(t.name()), Some(t));
@@ -398,4 +455,32 @@ mod tests {
     }
 
     pub(crate) const FORMAT_VECTOR_HASH: &str = "6d2a65fb15cbabc02a832b99b01f9e411de07ae50bf97789fa25cbf7ac88d07e";
+}
+
+#[cfg(test)]
+mod erasable_vector {
+    use super::*;
+
+    /// docs/FORMAT.md, "Erasable columns": (id integer, email text, seq bigint, prev_hash text), email
+    /// erasable, salt 0x01..0x20, record (1, 'alice@example.org', 1, NULL).
+    #[test]
+    fn format_document_vector() {
+        let salt: [u8; 32] = std::array::from_fn(|i| i as u8 + 1);
+        let c = commitment(&salt, "email", ColumnType::Text, &Value::Text("alice@example.org")).unwrap();
+        let mut e = RecordEncoder::new();
+        e.begin(4);
+        e.column("id", ColumnType::Integer, &Value::Integer(1)).unwrap();
+        e.committed_column("email", &c).unwrap();
+        e.column("seq", ColumnType::Bigint, &Value::Bigint(1)).unwrap();
+        e.column("prev_hash", ColumnType::Text, &Value::Null).unwrap();
+        assert_eq!(crate::hash::to_hex(&c), "85b87dc37c06ca4ee945c5b2bdd30241b3fa3b38ea6870c5574cf614360d5483");
+        let hex: String = e.bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "0100000004000000026964030100000004000000010000000565\
+             6d61696c40010000002085b87dc37c06ca4ee945c5b2bdd30241b3fa3b38ea6870c5574cf614360d5483\
+             00000003736571040100000008000000000000000100000009707265765f686173680800"
+        );
+        assert_eq!(crate::hash::to_hex(&e.hash()), "38afb86c296ab3d6a1e6498209cc23373fba160732128dcaaf8af8156694b9bc");
+    }
 }

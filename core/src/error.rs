@@ -48,6 +48,8 @@ pub enum SqlState {
     DuplicateColumn,
     /// 42601: an `order_by` that is not a list of columns.
     SyntaxError,
+    /// 58000: the operating system failed us (no random numbers to be had).
+    SystemError,
 }
 
 impl SqlState {
@@ -75,6 +77,7 @@ impl SqlState {
             SqlState::ReadOnlySqlTransaction => "25006",
             SqlState::DuplicateColumn => "42701",
             SqlState::SyntaxError => "42601",
+            SqlState::SystemError => "58000",
         }
     }
 }
