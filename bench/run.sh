@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # bench/run.sh — the ledger extension's performance benchmark, in one run on one throwaway cluster.
 #
-#   bench/run.sh                  full run (roughly 25 minutes on 2 cores, 10 of them section 5),
-#                                 writes bench/RESULTS.md
+#   bench/run.sh                  full run (roughly 28 minutes on 2 cores, 10 of them section 5,
+#                                 3 section 6), writes bench/RESULTS.md
 #   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (under 1 minute), writes
 #                                 bench/out/RESULTS-quick.md so it never clobbers the full results
+#   BENCH_ONLY=6 bench/run.sh     section 6 alone (on its own fresh cluster): replaces section 6 of
+#                                 the existing results file (or adds it), leaves the other sections
+#                                 as they are; the section records its own command, time and build.
+#                                 Works with BENCH_QUICK=1 (then in bench/out/RESULTS-quick.md).
 #
 # What it measures (every number is compared with a baseline measured in the same run, because the
 # machines this runs on are noisy; the report gives ratios and says whether each target is met):
@@ -69,9 +73,29 @@
 #            each: versions/s against the one-core SHA3 limit of 3 (i); also ledger.verify of the
 #            history ledger alone (the chains without the state check). Best of HIST_VERIFY_RUNS,
 #            interleaved. Reported, no target.
+#   6. Retention, on a ledger of RET_ROWS records in RET_CHAINS chains (section 1's columns with a
+#      timestamptz column `at` in place of ts, an index on (anchor_id, at), then ledger.enable(tbl,
+#      'anchor_id')), loaded by one INSERT ... SELECT in which the older half of every chain comes
+#      first, 30 days old (the newer half 1 day old), with ledger.set_retention(tbl, '7 days', 'at'):
+#        (a) SELECT * FROM ledger.prune(tbl) of the RET_ROWS / 2 old records (it verifies each, makes a
+#            checkpoint covering them and keeps their hashes in ledger.pruned), against plain: a
+#            DELETE ... WHERE at < now() - interval '7 days' of the same rows from the user's table as
+#            it was without the ledger (the same columns but seq, prev_hash and hash, the same rows, the
+#            same primary key and (anchor_id, at) index, no triggers). Autocommit, after a CHECKPOINT;
+#            RET_RUNS rounds on fresh tables (order alternating), best time. No target (reported).
+#        (b) sizes of the table, each of its indexes (and their total) and ledger.pruned: before the
+#            prune, right after it, after a plain VACUUM (not FULL), and after inserting another
+#            RET_ROWS / 2 records (one INSERT ... SELECT), against the same on the plain table: the
+#            freed space is reused, so the table barely grows (checked: < 5 %). The VACUUM is VERBOSE,
+#            for the pages it deleted from each index and how many of them are reusable yet (a deleted
+#            btree page is reusable only once no snapshot can need it). Round 1 only.
+#        (c) ledger.verify(tbl) before the prune, after it and after the VACUUM: records/s, best of
+#            RET_VERIFY_RUNS. Round 1 only; the ledger must verify at every stage.
 #
 # Environment (defaults in brackets; quick-mode defaults after the slash):
 #   BENCH_QUICK [0]            1 = small sizes, for smoke-testing this script
+#   BENCH_ONLY []              6 = run section 6 only (the other sections need each other's results,
+#                              so they run only all together)
 #   BENCH_DIR [/tmp/ledger-bench], BENCH_PORT [55440]   the throwaway cluster (re-created every run)
 #   BENCH_RESULTS [bench/RESULTS.md / bench/out/RESULTS-quick.md]
 #   BENCH_KEEP [0]             1 = keep the cluster's data directory after the run
@@ -83,6 +107,8 @@
 #   STATS_RUNS [5]  RETRY_ROWS [100000/20000]  RETRY_RUNS [3]
 #   HIST_ROWS [100000/5000]  HIST_RUNS [3/1]  HIST_VERIFY_ROWS [1000000/20000]  HIST_VERSIONS [5]
 #   HIST_VERIFY_RUNS [2]
+#   RET_ROWS [2000000/40000] (a multiple of 2 x RET_CHAINS)  RET_CHAINS [100]  RET_RUNS [2]
+#   RET_VERIFY_RUNS [3/2]
 #
 # Needs only what scripts/setup.sh installs (PostgreSQL 15 with contrib: pgbench, pgcrypto; cargo)
 # and the extension installed into it (scripts/install.sh).
@@ -92,10 +118,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # The exact command, with the benchmark's environment variables that were set explicitly.
-VARS=(BENCH_QUICK BENCH_DIR BENCH_PORT BENCH_RESULTS BENCH_KEEP BULK_ROWS BULK_ANCHORS BULK_RUNS
+VARS=(BENCH_ONLY BENCH_QUICK BENCH_DIR BENCH_PORT BENCH_RESULTS BENCH_KEEP BULK_ROWS BULK_ANCHORS BULK_RUNS
       PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS
       VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS RETRY_ROWS RETRY_RUNS
-      HIST_ROWS HIST_RUNS HIST_VERIFY_ROWS HIST_VERSIONS HIST_VERIFY_RUNS PG_CONFIG)
+      HIST_ROWS HIST_RUNS HIST_VERIFY_ROWS HIST_VERSIONS HIST_VERIFY_RUNS RET_ROWS RET_CHAINS RET_RUNS
+      RET_VERIFY_RUNS PG_CONFIG)
 COMMAND=""
 for v in "${VARS[@]}"; do
   if [[ -n ${!v+x} ]]; then COMMAND+="$v=$(printf %q "${!v}") "; fi
@@ -139,14 +166,24 @@ HIST_RUNS=${HIST_RUNS:-$(q 3 1)}
 HIST_VERIFY_ROWS=${HIST_VERIFY_ROWS:-$(q 1000000 20000)}
 HIST_VERSIONS=${HIST_VERSIONS:-5}
 HIST_VERIFY_RUNS=${HIST_VERIFY_RUNS:-2}
+RET_ROWS=${RET_ROWS:-$(q 2000000 40000)}
+RET_CHAINS=${RET_CHAINS:-100}
+RET_RUNS=${RET_RUNS:-2}
+RET_VERIFY_RUNS=${RET_VERIFY_RUNS:-$(q 3 2)}
+ONLY=${BENCH_ONLY:-}
+[[ -z $ONLY || $ONLY == 6 ]] \
+  || { echo "bench: BENCH_ONLY must be 6 (section 6 alone) or unset (everything), not '$ONLY'" >&2; exit 2; }
 
 for v in BENCH_PORT BULK_ROWS BULK_ANCHORS BULK_RUNS PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS \
          PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES \
          MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS RETRY_ROWS RETRY_RUNS \
-         HIST_ROWS HIST_RUNS HIST_VERIFY_ROWS HIST_VERSIONS HIST_VERIFY_RUNS; do
+         HIST_ROWS HIST_RUNS HIST_VERIFY_ROWS HIST_VERSIONS HIST_VERIFY_RUNS \
+         RET_ROWS RET_CHAINS RET_RUNS RET_VERIFY_RUNS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
 done
 ((BULK_RUNS >= 2)) || { echo "bench: BULK_RUNS must be at least 2 (best of several runs)" >&2; exit 2; }
+((RET_ROWS % (2 * RET_CHAINS) == 0)) \
+  || { echo "bench: RET_ROWS must be a multiple of 2 x RET_CHAINS (every chain half old, half new)" >&2; exit 2; }
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -309,7 +346,25 @@ check_ledger() {
   problems=$(psql_ -c "SELECT count(*) FROM ledger.verify('$t')")
   [[ $problems == 0 ]] || die "ledger.verify('$t') reports $problems problems"
 }
+# Both in autocommit, so the commit is included.
+timed_statement() {  # SQL -> seconds
+  psql_ <<SQL | tail -1
+SELECT clock_timestamp() AS t0 \\gset
+$1;
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 4);
+SQL
+}
+timed_query() {  # SQL -> "result seconds"
+  psql_ <<SQL | tail -1
+SELECT clock_timestamp() AS t0 \\gset
+SELECT ($1) AS result \\gset
+SELECT :'result' || ' ' || round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 4);
+SQL
+}
+per_run() { echo "$*" | sed 's/ *$//; s/ /, /g'; }
 
+# Sections 1 to 5 (not indented) run only all together; BENCH_ONLY=6 skips them.
+if [[ -z $ONLY ]]; then
 # ------------------------------------------------------------------------------------------------
 # 1. Bulk INSERT ... SELECT
 # ------------------------------------------------------------------------------------------------
@@ -363,13 +418,6 @@ retry_table() {  # KIND NAME: a fresh event table holding every tenth event
   if [[ $1 == ledger ]]; then psql_ -c "SELECT ledger.enable('$2', chain_by => 'stream')" >/dev/null; fi
   if [[ $1 == evidence ]]; then psql_ -c "CREATE UNIQUE INDEX ON $2 (stream, seq)"; fi
   psql_ -c "INSERT INTO $2 $(retry_select "$1" 10)" -c "VACUUM (ANALYZE) $2" -c "CHECKPOINT" >/dev/null
-}
-timed_statement() {  # SQL -> seconds
-  psql_ <<SQL | tail -1
-SELECT clock_timestamp() AS t0 \\gset
-$1;
-SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 4);
-SQL
 }
 declare -A RETRY_TIMES=()
 for ((run = 1; run <= RETRY_RUNS; run++)); do
@@ -551,14 +599,6 @@ FROM (SELECT hash, prev_hash,
                                                 payload, sig, producer, version), 'UTF8')), 'hex') AS recomputed
       FROM verify_ledger) s"
 HAND_VERIFY_PLAN=$(psql_ -c "EXPLAIN (COSTS OFF) $HAND_VERIFY_SQL" | sed 's/^/    /')
-# timed_query SQL -> "result seconds"
-timed_query() {
-  psql_ <<SQL | tail -1
-SELECT clock_timestamp() AS t0 \\gset
-SELECT ($1) AS result \\gset
-SELECT :'result' || ' ' || round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 4);
-SQL
-}
 log "exporting $LIMIT_SAMPLE canonical records and building bench/sha3_limit"
 STEP=$(((VERIFY_ROWS / LIMIT_SAMPLE) > 1 ? VERIFY_ROWS / LIMIT_SAMPLE : 1))
 psql_ -c "SELECT encode(ledger.canonical_bytes('verify_ledger', anchor_id::text, seq), 'hex') || ' ' || hash
@@ -949,6 +989,207 @@ HIST_VERIFY_RPS=$(calc "$HIST_VERSIONS_N / $(min_of $HIST_VERIFY_TIMES)" 0)
 HIST_CHAINS_RPS=$(calc "$HIST_VERSIONS_N / $(min_of $HIST_CHAINS_TIMES)" 0)
 HIST_VERIFY_LIMIT=$(calc "$HIST_VERIFY_RPS / $LIMIT_HPS" 2)
 HIST_CHAINS_LIMIT=$(calc "$HIST_CHAINS_RPS / $LIMIT_HPS" 2)
+fi  # sections 1 to 5
+
+# ------------------------------------------------------------------------------------------------
+# 6. Retention: ledger.prune against a plain DELETE, the space it frees, verify before and after
+# ------------------------------------------------------------------------------------------------
+RET_STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+RET_T0=$(date +%s)
+RET_HALF=$((RET_ROWS / 2))
+RET_PER_CHAIN=$((RET_HALF / RET_CHAINS))   # old records per chain: the prune removes its seqs 1 to this
+RET_KEEP="7 days"
+RET_CUTOFF="now() - interval '$RET_KEEP'"  # what the plain DELETE removes; the prune's own cutoff
+RET_NOW=$(psql_ -c "SELECT now()")         # every record's at, in both tables, is relative to this
+# ret_table KIND NAME: the user's table (section 1's columns with a timestamptz at in place of ts,
+# its primary key and an index on (anchor_id, at)); the ledger variant then gets ledger.enable (seq,
+# prev_hash, hash, the unique (anchor_id, seq) index, the triggers) and the retention.
+ret_table() {
+  {
+    echo "DROP TABLE IF EXISTS $2;"
+    echo "CREATE TABLE $2 (rid uuid PRIMARY KEY, anchor_id uuid NOT NULL, slot text, kind text,"
+    echo "  at timestamptz NOT NULL, payload jsonb, sig bytea, producer text, version text DEFAULT 'v1');"
+    echo "CREATE INDEX ON $2 (anchor_id, at);"
+    if [[ $1 == ledger ]]; then
+      echo "SELECT ledger.enable('$2', 'anchor_id');"
+      echo "SELECT ledger.set_retention('$2', '$RET_KEEP', 'at');"
+    fi
+  } | psql_ >/dev/null
+}
+# ret_load TABLE FIRST LAST -> seconds: records FIRST..LAST in one INSERT ... SELECT, in the order of
+# i, chain (i - 1) % RET_CHAINS + 1: the first RET_HALF, the older half of every chain, are 30 days
+# old, the others 1 day (plus i ms, so no two are equal). The same rows for both tables.
+ret_load() {
+  psql_ -c "CHECKPOINT" >/dev/null
+  timed_statement "INSERT INTO $1 (rid, anchor_id, slot, kind, at, payload, sig, producer)
+SELECT md5(i::text)::uuid, $(anchor_expr "(i - 1) % $RET_CHAINS + 1"), 'slot-' || (i % 10), 'payment',
+       '$RET_NOW'::timestamptz - CASE WHEN i <= $RET_HALF THEN interval '30 days' ELSE interval '1 day' END
+         + i * interval '1 ms',
+       jsonb_build_object('i', i, 'note', 'payment ' || i), decode(md5(i::text), 'hex'), 'bench'
+FROM generate_series($2, $3) AS i"
+}
+# ret_sizes STAGE LEDGER PLAIN: the bytes of both tables (pg_table_size), each of their indexes, their
+# indexes' total and ledger.pruned (pg_total_relation_size) as RET_SIZE[STAGE key]; RET_SIZE_KEYS
+# lists the keys (kind:what:name) in the report's order.
+declare -A RET_SIZE=()
+RET_SIZE_KEYS=()
+RET_STAGES=(before pruned vacuumed refilled)
+ret_sizes() {
+  local stage=$1 out key bytes
+  out=$(psql_ -c "SELECT k || '|' || b FROM (
+      SELECT 1 AS o, 'ledger:table:$2' AS k, pg_table_size('$2') AS b
+      UNION ALL SELECT 2, 'ledger:index:' || indexrelid::regclass, pg_relation_size(indexrelid)
+                FROM pg_index WHERE indrelid = '$2'::regclass
+      UNION ALL SELECT 3, 'ledger:indexes:', pg_indexes_size('$2')
+      UNION ALL SELECT 4, 'ledger:pruned:ledger.pruned', pg_total_relation_size('ledger.pruned')
+      UNION ALL SELECT 5, 'plain:table:$3', pg_table_size('$3')
+      UNION ALL SELECT 6, 'plain:index:' || indexrelid::regclass, pg_relation_size(indexrelid)
+                FROM pg_index WHERE indrelid = '$3'::regclass
+      UNION ALL SELECT 7, 'plain:indexes:', pg_indexes_size('$3')) s ORDER BY o, k")
+  RET_SIZE_KEYS=()
+  while IFS='|' read -r key bytes; do
+    RET_SIZE[$stage $key]=$bytes
+    RET_SIZE_KEYS+=("$key")
+  done <<<"$out"
+}
+# ret_verify TABLE WHEN -> the seconds of RET_VERIFY_RUNS runs of ledger.verify; each must find nothing.
+ret_verify() {
+  local times="" problems secs r
+  for ((r = 1; r <= RET_VERIFY_RUNS; r++)); do
+    read -r problems secs <<<"$(timed_query "SELECT count(*) FROM ledger.verify('$1')")"
+    no_crash "ledger.verify('$1') $2"
+    [[ $problems == 0 ]] || die "ledger.verify('$1') $2 reports $problems problems"
+    times+="$secs "
+    log "retention: verify $2, run $r/$RET_VERIFY_RUNS: ${secs}s"
+  done
+  echo "$times"
+}
+# ret_check TABLE ROWS OLD: the table holds ROWS rows, OLD of them older than the retention.
+ret_check() {
+  local got
+  got=$(psql_ -c "SELECT count(*) || '/' || count(*) FILTER (WHERE at < $RET_CUTOFF) FROM $1")
+  [[ $got == "$2/$3" ]] || die "$1 holds (rows/old rows) $got, expected $2/$3"
+}
+
+RET_PRUNE_TIMES="" RET_DELETE_TIMES="" RET_LOAD_TIMES="" RET_PLAIN_LOAD_TIMES=""
+for ((run = 1; run <= RET_RUNS; run++)); do
+  # A new name each round: ledger.pruned keeps a dropped ledger's hashes under its name, and a new
+  # ledger of that name would start its chains after them.
+  RL=ret_ledger_$run RP=ret_plain_$run
+  log "retention round $run/$RET_RUNS: loading $RET_ROWS records ($RET_CHAINS chains) into $RL and $RP"
+  ret_table ledger "$RL"
+  ret_table plain "$RP"
+  secs=$(ret_load "$RL" 1 "$RET_ROWS")
+  no_crash "loading $RL"
+  RET_LOAD_TIMES+="$secs "
+  secs=$(ret_load "$RP" 1 "$RET_ROWS")
+  RET_PLAIN_LOAD_TIMES+="$secs "
+  psql_ -c "VACUUM (ANALYZE) $RL" -c "VACUUM (ANALYZE) $RP" -c "CHECKPOINT" >/dev/null
+  ret_check "$RL" "$RET_ROWS" "$RET_HALF"
+  ret_check "$RP" "$RET_ROWS" "$RET_HALF"
+  # Every chain: seqs 1 to RET_PER_CHAIN old, the next RET_PER_CHAIN new.
+  n=$(psql_ -c "SELECT count(*) FROM (SELECT anchor_id FROM $RL GROUP BY 1
+                 HAVING max(seq) FILTER (WHERE at < $RET_CUTOFF) = $RET_PER_CHAIN
+                    AND min(seq) FILTER (WHERE at >= $RET_CUTOFF) = $RET_PER_CHAIN + 1
+                    AND max(seq) = 2 * $RET_PER_CHAIN) s")
+  [[ $n == "$RET_CHAINS" ]] || die "$RL: $n of $RET_CHAINS chains have their $RET_PER_CHAIN old records first"
+  if ((run == 1)); then
+    RET_MB=$(psql_ -c "SELECT round(pg_table_size('$RL') / 1048576.0)")
+    ret_sizes before "$RL" "$RP"
+    RET_VERIFY_BEFORE=$(ret_verify "$RL" "before the prune")
+  fi
+  # The prune and the DELETE, each in autocommit after a CHECKPOINT; every other round plain first.
+  order=(ledger plain)
+  ((run % 2 == 1)) || order=(plain ledger)
+  for kind in "${order[@]}"; do
+    psql_ -c "CHECKPOINT" >/dev/null
+    if [[ $kind == ledger ]]; then
+      read -r got secs <<<"$(timed_query "SELECT count(*) || '/' || sum(pruned) || '/' || min(through_seq) || '/' || max(through_seq) FROM ledger.prune('$RL')")"
+      no_crash "ledger.prune('$RL')"
+      [[ $got == "$RET_CHAINS/$RET_HALF/$RET_PER_CHAIN/$RET_PER_CHAIN" ]] \
+        || die "ledger.prune('$RL') returned (chains/pruned/min through/max through) $got, expected $RET_CHAINS/$RET_HALF/$RET_PER_CHAIN/$RET_PER_CHAIN"
+      RET_PRUNE_TIMES+="$secs "
+      log "retention round $run/$RET_RUNS: ledger.prune of $RET_HALF records ${secs}s"
+    else
+      secs=$(timed_statement "DELETE FROM $RP WHERE at < $RET_CUTOFF")
+      RET_DELETE_TIMES+="$secs "
+      log "retention round $run/$RET_RUNS: plain DELETE of $RET_HALF rows ${secs}s"
+    fi
+  done
+  ret_check "$RL" "$RET_HALF" 0
+  ret_check "$RP" "$RET_HALF" 0
+  if ((run == 1)); then
+    ret_sizes pruned "$RL" "$RP"
+    # What the prune kept and made: the hashes (runs of up to 4096), a checkpoint of each chain.
+    read -r RET_KEPT_ROWS RET_KEPT_RECORDS RET_KEPT_BYTES <<<"$(psql_ -F ' ' -c "SELECT count(*), sum(last_seq - first_seq + 1),
+        sum(octet_length(hashes)) FROM ledger.pruned WHERE ledger = 'public.$RL'")"
+    [[ $RET_KEPT_RECORDS == "$RET_HALF" && $RET_KEPT_BYTES == $((32 * RET_HALF)) ]] \
+      || die "ledger.pruned keeps $RET_KEPT_RECORDS records in $RET_KEPT_BYTES bytes, expected $RET_HALF in $((32 * RET_HALF))"
+    read -r RET_CPS RET_CP_RECORDS <<<"$(psql_ -F ' ' -c "SELECT count(*), coalesce(sum(record_count), 0)
+        FROM ledger.checkpoints WHERE ledger = 'public.$RL'")"
+    RET_VERIFY_PRUNED=$(ret_verify "$RL" "after the prune")
+    # VERBOSE: it reports, per index, the pages it deleted and how many of them are reusable yet.
+    RET_VACUUM_LEDGER=$(timed_statement "VACUUM (VERBOSE) $RL" 2>"$WORK/ret_vacuum.log") \
+      || { cat "$WORK/ret_vacuum.log" >&2; die "VACUUM of $RL failed"; }
+    RET_VACUUM_PLAIN=$(timed_statement "VACUUM (VERBOSE) $RP" 2>>"$WORK/ret_vacuum.log") \
+      || { cat "$WORK/ret_vacuum.log" >&2; die "VACUUM of $RP failed"; }
+    cat "$WORK/ret_vacuum.log" >"$OUT/retention_vacuum.log"
+    RET_VACUUM_INDEXES=$(sed -n 's/^index "\(ret_[^"]*\)": pages: [0-9]* in total, \([0-9]*\) newly deleted, [0-9]* currently deleted, \([0-9]*\) reusable$/`\1` \2 deleted, \3 reusable/p' \
+                           "$WORK/ret_vacuum.log" | paste -sd ';' | sed 's/;/; /g')
+    [[ -n $RET_VACUUM_INDEXES ]] || die "VACUUM (VERBOSE) reported no index of $RL or $RP (see $OUT/retention_vacuum.log)"
+    log "retention: VACUUM ${RET_VACUUM_LEDGER}s (ledger), ${RET_VACUUM_PLAIN}s (plain)"
+    ret_sizes vacuumed "$RL" "$RP"
+    RET_VERIFY_VACUUMED=$(ret_verify "$RL" "after the VACUUM")
+    # The space is reusable: RET_HALF more records (new ones) into each.
+    RET_REFILL_LEDGER=$(ret_load "$RL" $((RET_ROWS + 1)) $((RET_ROWS + RET_HALF)))
+    no_crash "inserting into $RL after the prune"
+    RET_REFILL_PLAIN=$(ret_load "$RP" $((RET_ROWS + 1)) $((RET_ROWS + RET_HALF)))
+    log "retention: $RET_HALF more records ${RET_REFILL_LEDGER}s (ledger), ${RET_REFILL_PLAIN}s (plain)"
+    ret_sizes refilled "$RL" "$RP"
+    ret_check "$RL" "$RET_ROWS" 0
+    ret_check "$RP" "$RET_ROWS" 0
+    check_ledger "$RL"
+  fi
+  psql_ -c "DROP TABLE $RL, $RP" >/dev/null
+done
+# shellcheck disable=SC2086
+RET_PRUNE_BEST=$(min_of $RET_PRUNE_TIMES)
+# shellcheck disable=SC2086
+RET_DELETE_BEST=$(min_of $RET_DELETE_TIMES)
+RET_RATIO=$(calc "$RET_PRUNE_BEST / $RET_DELETE_BEST" 2)
+RET_PRUNE_RPS=$(calc "$RET_HALF / $RET_PRUNE_BEST" 0)
+RET_DELETE_RPS=$(calc "$RET_HALF / $RET_DELETE_BEST" 0)
+# shellcheck disable=SC2086
+RET_LOAD_BEST=$(min_of $RET_LOAD_TIMES)
+# shellcheck disable=SC2086
+RET_PLAIN_LOAD_BEST=$(min_of $RET_PLAIN_LOAD_TIMES)
+RET_REFILL_RATIO=$(calc "$RET_REFILL_LEDGER / $RET_REFILL_PLAIN" 2)
+# shellcheck disable=SC2086
+RET_VB=$(min_of $RET_VERIFY_BEFORE)
+# shellcheck disable=SC2086
+RET_VP=$(min_of $RET_VERIFY_PRUNED)
+# shellcheck disable=SC2086
+RET_VV=$(min_of $RET_VERIFY_VACUUMED)
+RET_VB_RPS=$(calc "$RET_ROWS / $RET_VB" 0)
+RET_VP_RPS=$(calc "$RET_HALF / $RET_VP" 0)
+RET_VV_RPS=$(calc "$RET_HALF / $RET_VV" 0)
+mb() { calc "$1 / 1048576" 1; }
+ret_mb() { mb "${RET_SIZE[$1 $2]}"; }   # STAGE KEY -> MB
+# ret_growth KEY -> "MB (percent)": what inserting RET_HALF records after the VACUUM added;
+# ret_growth_pct KEY -> the percent alone.
+ret_growth_pct() { calc "100 * (${RET_SIZE[refilled $1]} - ${RET_SIZE[vacuumed $1]}) / ${RET_SIZE[vacuumed $1]}" 1; }
+ret_growth() {
+  echo "$(calc "(${RET_SIZE[refilled $1]} - ${RET_SIZE[vacuumed $1]}) / 1048576" 1) MB ($(ret_growth_pct "$1") %)"
+}
+RET_KEY_LT="ledger:table:ret_ledger_1" RET_KEY_LI="ledger:indexes:" RET_KEY_PT="plain:table:ret_plain_1" RET_KEY_PI="plain:indexes:"
+RET_LEDGER_GROWTH=$(ret_growth "$RET_KEY_LT")
+RET_PLAIN_GROWTH=$(ret_growth "$RET_KEY_PT")
+RET_LEDGER_IGROWTH=$(ret_growth "$RET_KEY_LI")
+RET_PLAIN_IGROWTH=$(ret_growth "$RET_KEY_PI")
+RET_LEDGER_GROWTH_PCT=$(ret_growth_pct "$RET_KEY_LT")
+RET_PLAIN_GROWTH_PCT=$(ret_growth_pct "$RET_KEY_PT")
+RET_FINISHED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+RET_MINUTES=$(calc "($(date +%s) - $RET_T0) / 60" 1)
 no_crash "the whole run"
 
 SO_SUM_END=$(sha256sum "$SO" | cut -c1-16)
@@ -967,23 +1208,29 @@ QUICK_NOTE=""
 [[ $QUICK != 1 ]] || QUICK_NOTE="
 
 > **Quick mode** (BENCH_QUICK=1): sizes are too small for the numbers to mean much; this run only checks that the benchmark works."
-per_run() { echo "$*" | sed 's/ *$//; s/ /, /g'; }
 
-mkdir -p "$(dirname "$BENCH_RESULTS")"
-cat >"$BENCH_RESULTS.tmp" <<EOF
-# ledger benchmark results
-
-Written by \`bench/run.sh\`; re-run it to refresh this file (it overwrites it).$QUICK_NOTE$SO_NOTE
-
+# provenance STARTED FINISHED: what was measured, how and on what.
+provenance() {
+  cat <<EOF
 | | |
 |---|---|
 | command | \`$COMMAND\` |
-| started / finished | $STARTED / $FINISHED |
+| started / finished | $1 / $2 |
 | machine | $NPROC CPUs (\`nproc\`), $CPU |
 | PostgreSQL | $PG_VERSION |
 | ledger commit | \`$COMMIT\`$DIRTY_NOTE |
 | installed ledger.so | sha256 \`$SO_SUM…\`, built $SO_TIME |
 | cluster | fresh \`initdb\` by scripts/cluster.sh; defaults except $(printf '`%s`, ' "${CONF[@]}")fsync on |
+EOF
+}
+report_head() {
+  cat <<EOF
+# ledger benchmark results
+
+Written by \`bench/run.sh\`; re-run it to refresh this file (it overwrites it; \`BENCH_ONLY=6 bench/run.sh\`
+refreshes section 6 alone, which then says how it was measured).$QUICK_NOTE$SO_NOTE
+
+$(provenance "$STARTED" "$FINISHED")
 
 ## How to read this
 
@@ -996,7 +1243,10 @@ hand-written alternative (PL/pgSQL trigger with an advisory lock per chain, an i
 chain head and pgcrypto SHA-256), shown for context. Time ratios are *ledger time / plain time*
 (lower is better); throughput ratios are *ledger tps or rows/s / baseline* (higher is better).
 "met" / "**not met**" compares each ratio with its target.
-
+EOF
+}
+report_sections_1_to_5() {
+  cat <<EOF
 ## 1. Bulk load: one \`INSERT ... SELECT\` of $BULK_ROWS rows ($BULK_ANCHORS chains), one transaction
 
 Time from before \`BEGIN\` to after \`COMMIT\`, fresh table each run, best of $BULK_RUNS.
@@ -1206,9 +1456,135 @@ room for max_locks_per_transaction × max_connections (64 × 100 by default) loc
 writing many thousands of keys of a tracked table (or \`ledger.enable_history\` of a table already
 holding that many rows) fails with "out of shared memory".
 EOF
+}
+# Section 6, the same in a full run and alone (BENCH_ONLY=6): it says how it was measured, so it can
+# be refreshed alone in a file whose header describes an earlier full run.
+report_section_6() {
+  local key kind what name label stage row
+  cat <<EOF
+## 6. Retention: \`ledger.prune\` of $RET_HALF of $RET_ROWS records ($RET_CHAINS chains)
+
+$RET_WHERE
+
+$(provenance "$RET_STARTED" "$RET_FINISHED")
+
+A ledger of $RET_ROWS records in $RET_CHAINS chains ($RET_MB MB): section 1's columns with a
+\`timestamptz\` column \`at\` in place of \`ts\` (\`rid uuid PRIMARY KEY, anchor_id uuid, slot text, kind
+text, at timestamptz, payload jsonb, sig bytea, producer text, version text\`) and an index on
+\`(anchor_id, at)\`, then \`ledger.enable(tbl, 'anchor_id')\` (which adds \`seq\`, \`prev_hash\`, \`hash\`, the
+unique \`(anchor_id, seq)\` index and the triggers) and \`ledger.set_retention(tbl, '$RET_KEEP', 'at')\`.
+It is loaded by one \`INSERT ... SELECT\` in which the older half of every chain comes first: seqs 1 to
+$RET_PER_CHAIN of each chain are 30 days old, seqs $((RET_PER_CHAIN + 1)) to $((2 * RET_PER_CHAIN)) one day old. *plain* is the
+user's table as it was without the ledger: the same columns but \`seq\`, \`prev_hash\` and \`hash\`, the
+same rows, the same primary key and \`(anchor_id, at)\` index, no triggers. Loading took
+$RET_LOAD_BEST s (ledger) and $RET_PLAIN_LOAD_BEST s (plain); the tables were then vacuumed and analyzed.
+
+### (a) \`SELECT * FROM ledger.prune(tbl)\` against a plain \`DELETE\`
+
+The prune, against \`DELETE FROM plain WHERE at < now() - interval '$RET_KEEP'\` of the same rows; each in
+autocommit (its commit included) after a \`CHECKPOINT\`, on fresh tables in each of $RET_RUNS round(s)
+(every other round plain first); best time. The prune returned $RET_CHAINS chains, $RET_HALF records
+pruned, through seq $RET_PER_CHAIN of each: it read and verified each record it removed (recomputing its hash
+and its link to the one before), made $RET_CPS checkpoint(s) covering $RET_CP_RECORDS records (no checkpoint
+covered them before: one per chain, over all its records), kept the $RET_HALF hashes in \`ledger.pruned\`
+($RET_KEPT_ROWS rows of up to 4096, $(mb "$RET_KEPT_BYTES") MB of hashes) and deleted the records; the DELETE
+removed the same $RET_HALF rows.
+
+| variant | best time | runs (s) | records/s | ratio | target |
+|---|---:|---|---:|---:|---|
+| plain \`DELETE\` (the table without the ledger) | $RET_DELETE_BEST s | $(per_run $RET_DELETE_TIMES) | $RET_DELETE_RPS | 1.00 | |
+| **\`ledger.prune\`** | $RET_PRUNE_BEST s | $(per_run $RET_PRUNE_TIMES) | $RET_PRUNE_RPS | **$RET_RATIO** | none (reported) |
+
+### (b) Space: before the prune, after it, after \`VACUUM\`, after $RET_HALF more records
+
+Sizes in MB: a table's is \`pg_table_size\` (heap, TOAST, free space and visibility maps), an index's
+\`pg_relation_size\`, \`ledger.pruned\`'s \`pg_total_relation_size\` (its heap, the TOAST holding the
+hashes, its indexes). The \`VACUUM\` is a plain one (not \`FULL\`; it took $RET_VACUUM_LEDGER s on the ledger,
+$RET_VACUUM_PLAIN s on plain); then $RET_HALF new records went into each table (one \`INSERT ... SELECT\`:
+$RET_REFILL_LEDGER s into the ledger, $RET_REFILL_PLAIN s into plain, ratio $RET_REFILL_RATIO).
+
+| relation | before the prune | after the prune | after \`VACUUM\` | after $RET_HALF more records |
+|---|---:|---:|---:|---:|
+EOF
+  for key in "${RET_SIZE_KEYS[@]}"; do
+    IFS=: read -r kind what name <<<"$key"
+    case $what in
+      table) label="**$kind table** \`$name\`" ;;
+      index) label="&nbsp;&nbsp;index \`$name\`" ;;
+      indexes) label="$kind indexes, total" ;;
+      pruned) label="\`ledger.pruned\` (all ledgers; none pruned before)" ;;
+    esac
+    row="| $label"
+    for stage in "${RET_STAGES[@]}"; do row+=" | $(ret_mb "$stage" "$key")"; done
+    echo "$row |"
+  done
+  cat <<EOF
+
+What the $RET_HALF new records added after the \`VACUUM\` (MB, and percent of the size after the \`VACUUM\`); the
+freed space of the table is reused if it barely grows (the check below: less than 5 %):
+
+| | ledger | plain |
+|---|---:|---:|
+| table | **$RET_LEDGER_GROWTH** | **$RET_PLAIN_GROWTH** |
+| indexes, total | $RET_LEDGER_IGROWTH | $RET_PLAIN_IGROWTH |
+| the table grew less than 5 % | $(met "$RET_LEDGER_GROWTH_PCT" "<" 5) | $(met "$RET_PLAIN_GROWTH_PCT" "<" 5) |
+
+Where the indexes grow, they grow on both tables alike. \`VACUUM (VERBOSE)\` reported, in pages:
+$RET_VACUUM_INDEXES. An index ordered by chain, then time or seq, kept the pruned records' entries
+on pages of their own, which the VACUUM emptied and deleted; PostgreSQL reuses a deleted btree page
+only once no snapshot can still need it, which a later \`VACUUM\` records, so until then new entries
+extend the index instead.
+
+\`ledger.pruned\` keeps 32 bytes per pruned record (plus its rows' own columns, and a ledger's columns of its
+own); the ledger verified after the new records.
+
+### (c) \`ledger.verify(tbl)\` before and after the prune
+
+\`SELECT count(*) FROM ledger.verify(tbl)\`, best of $RET_VERIFY_RUNS at each stage, reporting nothing at
+each; after the prune it starts each chain after its pruned part (its first kept record linked to the
+last kept hash), so it reads and hashes $RET_HALF records.
+
+| when | records verified | best | runs (s) | records/s |
+|---|---:|---:|---|---:|
+| before the prune | $RET_ROWS | $RET_VB s | $(per_run $RET_VERIFY_BEFORE) | $RET_VB_RPS |
+| after the prune (before \`VACUUM\`) | $RET_HALF | $RET_VP s | $(per_run $RET_VERIFY_PRUNED) | $RET_VP_RPS |
+| after the \`VACUUM\` | $RET_HALF | $RET_VV s | $(per_run $RET_VERIFY_VACUUMED) | $RET_VV_RPS |
+EOF
+}
+
+mkdir -p "$(dirname "$BENCH_RESULTS")"
+if [[ -z $ONLY ]]; then
+  RET_WHERE="Measured in the run described at the top of this file, on its cluster after sections 1-5 ($RET_MINUTES min)."
+elif [[ -f $BENCH_RESULTS ]]; then
+  RET_WHERE="Measured alone (\`BENCH_ONLY=6\`) by the command below, on its own fresh cluster, not in the run described at the top of this file ($RET_MINUTES min).$QUICK_NOTE$SO_NOTE"
+else
+  RET_WHERE="Measured alone (\`BENCH_ONLY=6\`) by the run described at the top of this file ($RET_MINUTES min)."
+fi
+report_section_6 >"$WORK/section6.md"
+if [[ -z $ONLY ]]; then
+  { report_head; echo; report_sections_1_to_5; echo; cat "$WORK/section6.md"; } >"$BENCH_RESULTS.tmp"
+elif [[ -f $BENCH_RESULTS ]]; then
+  # Section 6 in place of the one there (up to the next "## N." heading), else before the first
+  # section after it, else at the end; every other line as it was.
+  awk -v new="$WORK/section6.md" '
+    function emit(  line) { while ((getline line < new) > 0) print line; close(new); done = 1 }
+    /^## [0-9]+[a-z]?\. / {
+      n = $2 + 0
+      if (skipping) { skipping = 0; print "" }
+      if (n == 6 && !done) { emit(); skipping = 1; next }
+      if (n > 6 && !done) { emit(); print "" }
+    }
+    skipping { next }
+    { print }
+    END { if (!done) { print ""; emit() } }' "$BENCH_RESULTS" >"$BENCH_RESULTS.tmp"
+  [[ $(grep -c '^## 6\. ' "$BENCH_RESULTS.tmp") == 1 ]] || die "could not put section 6 into $BENCH_RESULTS"
+else
+  { report_head; echo; cat "$WORK/section6.md"; } >"$BENCH_RESULTS.tmp"
+fi
 mv "$BENCH_RESULTS.tmp" "$BENCH_RESULTS"
 log "done: $BENCH_RESULTS"
 echo
+if [[ -z $ONLY ]]; then
 echo "bulk ledger/plain $BULK_LEDGER_RATIO (<= 1.5), hand/plain $BULK_HAND_RATIO"
 echo "retry ON CONFLICT DO NOTHING ledger/plain $RETRY_RATIO (<= 1.3), evidence/plain $RETRY_EVIDENCE_RATIO, ledger/evidence $RETRY_LEDGER_VS_EVIDENCE"
 echo "concurrent retries ($PGBENCH_CLIENTS writers) ledger/plain tps $RETRY_TPS_RATIO (>= 0.77)"
@@ -1220,3 +1596,5 @@ echo "checkpoint after $CP_NEW new: big $CP_BIG_BEST s, small $CP_SMALL_BEST s, 
 echo "inclusion_proof $INCL_BEST ms, consistency_proof $CONS_BEST ms, verify_checkpoint $VCP_BEST ms"
 echo "history UPDATEs tracked/untracked: 1 client $HIST_R1, $C clients $HIST_RC (>= 0.7); tracked/hand $HIST_TH1, $HIST_THC (> 1)"
 echo "verify of a tracked table ($HIST_VERSIONS_N versions): $HIST_VERIFY_RPS versions/s, /limit $HIST_VERIFY_LIMIT; its history alone $HIST_CHAINS_RPS"
+fi
+echo "retention: ledger.prune of $RET_HALF records $RET_PRUNE_BEST s, plain DELETE $RET_DELETE_BEST s, ratio $RET_RATIO (no target); after VACUUM + $RET_HALF more: ledger table $RET_LEDGER_GROWTH, plain $RET_PLAIN_GROWTH; verify $RET_VB_RPS records/s before, $RET_VV_RPS after"

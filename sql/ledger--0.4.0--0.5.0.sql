@@ -68,7 +68,7 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'set_erasable_wrapper';
 
-CREATE FUNCTION ledger.redact(tbl regclass, chain text, seq bigint, reason text) RETURNS integer
+CREATE FUNCTION ledger.redact(tbl regclass, chain text, seq bigint DEFAULT NULL, reason text DEFAULT NULL) RETURNS integer
 VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c

@@ -10,8 +10,9 @@ use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
 use crate::trigger::RecordScratch;
 use crate::verify::chain_datum;
-use ledger_core::canonical::commitment;
-use ledger_core::hash::{self, parse_hex, to_hex, Digest};
+use ledger_core::canonical::{commitment, Erasable, Value};
+use ledger_core::hash::{self, parse_hex, to_hex};
+use ledger_core::json::{member_commitment, member_value};
 use ledger_core::{LedgerError, SqlState};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -24,30 +25,39 @@ use std::cell::{Cell, RefCell};
 /// commitment. Added to the table by the first `ledger.set_erasable`; not hashed itself.
 pub const ERASURE_COLUMN: &str = "ledger_erasure";
 
-/// What a record keeps of one erasable column.
-#[derive(Clone, Copy)]
+/// What a record keeps of one erasable column: of its value, or of some members of its object
+/// (a history's `row`: the tracked table's erasable columns).
+#[derive(Clone)]
 pub enum Entry {
-    /// The value is there; the record commits to it with this salt.
-    Salt([u8; 32]),
-    /// The value was erased; this is the commitment the record's hash covers.
-    Erased(Digest),
+    Value(Erasable),
+    Members(Vec<(String, Erasable)>),
+}
+
+/// One `{"salt": hex}` or `{"erased": hex}` object.
+fn erasable(entry: &Json) -> Option<Erasable> {
+    let entry = entry.as_object().filter(|e| e.len() == 1)?;
+    let digest = |v: &Json| v.as_str().and_then(|s| parse_hex(s, "erasure").ok());
+    match (entry.get("salt").and_then(digest), entry.get("erased").and_then(digest)) {
+        (Some(salt), None) => Some(Erasable::Salt(salt)),
+        (None, Some(c)) => Some(Erasable::Erased(c)),
+        _ => None,
+    }
 }
 
 /// The entries of a record's `ledger_erasure` object, by column name. An ill-formed entry is no
 /// entry: the column is then encoded as an ordinary one, and a record hashed with a commitment no
 /// longer matches (as the offline verifier decides too).
 pub fn entries(object: &Json) -> Vec<(String, Entry)> {
-    let Some(members) = object.as_object() else { return Vec::new() };
-    let digest = |v: &Json| v.as_str().and_then(|s| parse_hex(s, "erasure").ok());
-    members
+    let Some(columns) = object.as_object() else { return Vec::new() };
+    columns
         .iter()
         .filter_map(|(name, entry)| {
-            let entry = entry.as_object().filter(|e| e.len() == 1)?;
-            match (entry.get("salt").and_then(digest), entry.get("erased").and_then(digest)) {
-                (Some(salt), None) => Some((name.clone(), Entry::Salt(salt))),
-                (None, Some(c)) => Some((name.clone(), Entry::Erased(c))),
-                _ => None,
+            if let Some(value) = erasable(entry) {
+                return Some((name.clone(), Entry::Value(value)));
             }
+            let members = entry.as_object().filter(|e| e.len() == 1)?.get("members")?.as_object()?;
+            let members = members.iter().filter_map(|(m, e)| erasable(e).map(|e| (m.clone(), e))).collect();
+            Some((name.clone(), Entry::Members(members)))
         })
         .collect()
 }
@@ -63,19 +73,36 @@ pub unsafe fn entries_of(datum: Datum) -> Vec<(String, Entry)> {
     }
 }
 
-/// A fresh `ledger_erasure` object: a new random salt for each of `columns`.
-pub fn fresh_salts(columns: &[&str]) -> Json {
-    let mut object = Map::new();
-    for name in columns {
-        let mut salt = [0u8; 32];
-        // SAFETY: fills the buffer it is given.
-        if !unsafe { pg_sys::pg_strong_random(salt.as_mut_ptr().cast(), salt.len()) } {
-            raise(LedgerError::new(SqlState::SystemError, "could not generate a random salt"));
-        }
-        object.insert(name.to_string(), json!({ "salt": to_hex(&salt) }));
+fn entry_json(entry: &Erasable) -> Json {
+    match entry {
+        Erasable::Salt(salt) => json!({ "salt": to_hex(salt) }),
+        Erasable::Erased(c) => json!({ "erased": to_hex(c) }),
     }
-    Json::Object(object)
 }
+
+fn random_salt() -> Erasable {
+    let mut salt = [0u8; 32];
+    // SAFETY: fills the buffer it is given.
+    if !unsafe { pg_sys::pg_strong_random(salt.as_mut_ptr().cast(), salt.len()) } {
+        raise(LedgerError::new(SqlState::SystemError, "could not generate a random salt"));
+    }
+    Erasable::Salt(salt)
+}
+
+/// A fresh `ledger_erasure` object for a new record: a new random salt for each erasable column
+/// (for a history, each erasable member of `row`).
+pub fn fresh_salts(layout: &Layout) -> Json {
+    let names = layout.erasable.iter().map(|c| layout.columns[*c].name.clone());
+    if layout.history_of.is_some() {
+        let members: Map<String, Json> =
+            layout.erasable_members.iter().map(|m| (m.clone(), entry_json(&random_salt()))).collect();
+        return json!({ HISTORY_ROW: { "members": members } });
+    }
+    Json::Object(names.map(|n| (n, entry_json(&random_salt()))).collect())
+}
+
+/// The column of a history ledger that holds each version of a row.
+pub const HISTORY_ROW: &str = "row";
 
 thread_local! {
     /// Set while `ledger.set_erasable` adds the erasure column: the guard's check of added
@@ -116,7 +143,9 @@ impl<F: Fn()> Drop for Cleared<F> {
 
 /// Makes `columns` of a ledger erasable for the records appended from now on (an empty array: none).
 /// Each such record commits to those values through a salted hash, so `ledger.redact` can remove
-/// them later while its hash stays. The change is an `erasable` event in `ledger.events`.
+/// them later while its hash stays. For a history-tracked table, the columns are the table's, and
+/// its history's versions commit to them as members of their `row`. The change is an `erasable`
+/// event in `ledger.events`.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn set_erasable(tbl: Option<PgRelation>, columns: Option<Vec<Option<String>>>) {
@@ -130,8 +159,10 @@ fn set_erasable(tbl: Option<PgRelation>, columns: Option<Vec<Option<String>>>) {
         })
         .collect();
     lifecycle::require_primary("make columns of a ledger erasable");
-    let relid = tbl.oid();
+    let named = tbl.oid();
     drop(tbl);
+    let tracked = crate::history::history_of(named);
+    let relid = tracked.unwrap_or(named);
     let layout = layout::for_relation(relid);
     let name = layout.qualified_name.clone();
     if name.starts_with("ledger.") {
@@ -140,15 +171,18 @@ fn set_erasable(tbl: Option<PgRelation>, columns: Option<Vec<Option<String>>>) {
             format!("the extension's own ledger {name} cannot have erasable columns"),
         ));
     }
-    if crate::history::tracked_by_history(relid).ok().flatten().is_some() {
+    if tracked.is_none() && layout.history_of.is_some() {
         raise(
             LedgerError::new(SqlState::FeatureNotSupported, format!("{name} is a history ledger"))
-                .hint("Erasure of a history-tracked table's versions is not supported yet."),
+                .hint("Make columns of its tracked table erasable: ledger.set_erasable(tracked_table, columns)."),
         );
     }
-    lifecycle::require_owner(relid, &name, "make its columns erasable");
+    lifecycle::require_owner(named, &layout::qualified_name(named), "make its columns erasable");
     for column in &columns {
-        check_erasable(&layout, relid, column);
+        match tracked {
+            Some(_) => check_erasable_member(named, column),
+            None => check_erasable(&layout, relid, column),
+        }
     }
     let actor = lifecycle::current_role();
     if layout.erasure.is_none() && layout::attributes(relid).iter().any(|(_, n, _)| n == ERASURE_COLUMN) {
@@ -187,20 +221,22 @@ fn set_erasable(tbl: Option<PgRelation>, columns: Option<Vec<Option<String>>>) {
 /// chain or its order rests on.
 fn check_erasable(layout: &Layout, relid: Oid, column: &str) {
     let name = &layout.qualified_name;
-    let refuse = |why: &str| -> ! {
-        raise(
-            LedgerError::new(
-                SqlState::InvalidParameterValue,
-                format!("column \"{column}\" of ledger {name} cannot be erasable"),
-            )
-            .detail(why.to_string()),
+    let refuse = |why: &str, hint: Option<&str>| -> ! {
+        let mut error = LedgerError::new(
+            SqlState::InvalidParameterValue,
+            format!("column \"{column}\" of ledger {name} cannot be erasable"),
         )
+        .detail(why.to_string());
+        if let Some(hint) = hint {
+            error = error.hint(hint);
+        }
+        raise(error)
     };
     if !layout.columns.iter().any(|c| c.name == column) {
-        refuse("It is not one of the ledger's hashed columns.");
+        refuse("It is not one of the ledger's hashed columns.", None);
     }
     if layout.chain.as_ref().is_some_and(|c| c.name == column) || ["seq", "prev_hash", "hash"].contains(&column) {
-        refuse("The chain rests on it.");
+        refuse("The chain rests on it.", None);
     }
     let not_null = select_one::<bool>(
         "SELECT attnotnull FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2",
@@ -210,15 +246,32 @@ fn check_erasable(layout: &Layout, relid: Oid, column: &str) {
     .flatten()
     .unwrap_or(false);
     if not_null {
-        raise(
-            LedgerError::new(
-                SqlState::InvalidParameterValue,
-                format!("column \"{column}\" of ledger {name} cannot be erasable"),
-            )
-            .detail("It is NOT NULL, and an erased value reads as NULL.")
-            .hint("A superuser may drop the NOT NULL constraint first (the definition changes, and ledger.verify says so)."),
+        refuse(
+            "It is NOT NULL, and an erased value reads as NULL.",
+            Some("A superuser may drop the NOT NULL constraint first (the definition changes, and ledger.verify says so)."),
         );
     }
+}
+
+/// An erasable column of a tracked table is one of its columns outside its primary key (the
+/// history's chains are named by the key).
+fn check_erasable_member(tracked: Oid, column: &str) {
+    let name = layout::qualified_name(tracked);
+    let (exists, in_key) = Spi::get_two_with_args::<bool, bool>(
+        "SELECT true, a.attname = ANY (t.key_columns) FROM pg_catalog.pg_attribute a, ledger.tracked t \
+         WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND t.tbl = $1",
+        &[tracked.into(), column.into()],
+    )
+    .unwrap_or((None, None));
+    let why = match (exists.unwrap_or(false), in_key.unwrap_or(false)) {
+        (false, _) => "It is not a column of the table.",
+        (true, true) => "It is in the primary key, which names the row's chain in the history.",
+        (true, false) => return,
+    };
+    raise(
+        LedgerError::new(SqlState::InvalidParameterValue, format!("column \"{column}\" of {name} cannot be erasable"))
+            .detail(why),
+    );
 }
 
 /// The registered erasable columns in words, for the audit chain.
@@ -249,39 +302,157 @@ fn add_erasure_column(relid: Oid, name: &str, actor: &str) {
     );
 }
 
-/// Erases the erasable values of one record: each value is set to NULL and its salt replaced by the
-/// commitment, so the record's hash stays. Only the table's owner (or a superuser) may; the reason
-/// goes into the ledger's chain of `ledger.events`. Returns how many values were erased.
+/// Erases the erasable values of one record (of a history-tracked table: of every version of one
+/// row, which must have been deleted): each value is set to NULL (a member of a version's `row`:
+/// to JSON null) and its salt replaced by the commitment, so the record's hash stays. Only the
+/// table's owner (or a superuser) may; the reason goes into the ledger's chain of `ledger.events`.
+/// Returns how many values were erased.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn redact(tbl: Option<PgRelation>, chain: Option<&str>, seq: Option<i64>, reason: Option<&str>) -> i32 {
-    let (tbl, seq, reason) = (required(tbl, "tbl"), required(seq, "seq"), required(reason, "reason"));
+fn redact(
+    tbl: Option<PgRelation>,
+    chain: Option<&str>,
+    seq: default!(Option<i64>, "NULL"),
+    reason: default!(Option<&str>, "NULL"),
+) -> i32 {
+    let (tbl, reason) = (required(tbl, "tbl"), required(reason, "reason"));
     lifecycle::require_primary("erase values of a ledger");
-    let relid = tbl.oid();
+    let named = tbl.oid();
+    drop(tbl);
+    let tracked = crate::history::history_of(named);
+    let relid = tracked.unwrap_or(named);
     let layout = layout::for_relation(relid);
     let name = layout.qualified_name.clone();
-    lifecycle::require_owner(relid, &name, "erase values of its records");
+    lifecycle::require_owner(named, &layout::qualified_name(named), "erase values of its records");
     if reason.trim().is_empty() {
         raise(
             LedgerError::new(SqlState::InvalidParameterValue, "an erasure needs a reason")
                 .hint("The reason is kept in the ledger's chain of ledger.events."),
         );
     }
-    let Some(erasure) = layout.erasure else {
+    if layout.erasure.is_none() {
         raise(
             LedgerError::new(SqlState::ObjectNotInPrerequisiteState, format!("ledger {name} has no erasable columns"))
                 .hint("ledger.set_erasable(tbl, columns) makes columns erasable for the records appended after it."),
         );
+    }
+    let records = match (tracked, seq) {
+        (None, None) => raise(LedgerError::new(SqlState::NullValueNotAllowed, "seq must not be null")),
+        (None, Some(seq)) => vec![find_record(&layout, chain, seq)],
+        (Some(_), _) => versions_of_deleted_row(&layout, named, chain, seq),
     };
-    let (mut tid, row_text) = find_record(&layout, chain, seq);
+    // SAFETY: a registered ledger, locked for the updates to come.
+    let relation = unsafe { PgRelation::with_lock(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    let mut erased: Vec<String> = Vec::new();
+    let mut values = 0;
+    for (tid, _) in &records {
+        for column in erase_record(&layout, &relation, *tid) {
+            values += 1;
+            if !erased.contains(&column) {
+                erased.push(column);
+            }
+        }
+    }
+    let what = match (tracked, records.first()) {
+        (Some(_), _) if records.len() > 1 => {
+            format!("the {} versions of row {}", records.len(), chain.unwrap_or_default())
+        }
+        (_, Some((_, text))) => text.clone(),
+        (_, None) => String::new(),
+    };
+    if erased.is_empty() {
+        raise(
+            LedgerError::new(
+                SqlState::ObjectNotInPrerequisiteState,
+                format!("{what} of ledger {name} has no values to erase"),
+            )
+            .detail("Its values were appended before any of its columns were erasable, or are erased already."),
+        );
+    }
+    let actor = lifecycle::current_role();
+    let definition = lifecycle::current_definition(relid);
+    let reason = format!("{what}: erased {}: {reason}", erased.join(", "));
+    lifecycle::as_extension_owner(|| lifecycle::record_event(&name, "redact", &actor, &definition, Some(&reason)));
+    values
+}
+
+/// The versions of one row of a tracked table (its key's chain in the history; `seq`: that one
+/// only), once the row is deleted: erasing a row's history while the row is in the table would
+/// leave the table unlike the replay of its history.
+fn versions_of_deleted_row(
+    layout: &Layout,
+    tracked: Oid,
+    chain: Option<&str>,
+    seq: Option<i64>,
+) -> Vec<(pg_sys::ItemPointerData, String)> {
+    let Some(key) = chain else {
+        raise(
+            LedgerError::new(SqlState::NullValueNotAllowed, "a history-tracked table's row is named by its key")
+                .hint("Pass the key as the history names it, e.g. '{\"id\": 1}'."),
+        );
+    };
+    let head = select_one::<String>(
+        &format!("SELECT op FROM ONLY {} WHERE key = $1 ORDER BY seq DESC LIMIT 1", layout.qualified_name),
+        &[key.into()],
+    )
+    .map_err(|e| spi_error("cannot read the history", e))
+    .or_raise();
+    match head.as_deref() {
+        None => raise(LedgerError::new(
+            SqlState::UndefinedObject,
+            format!("{} has no row with key {key}", layout::qualified_name(tracked)),
+        )),
+        Some("delete") => {}
+        Some(_) => raise(
+            LedgerError::new(
+                SqlState::ObjectNotInPrerequisiteState,
+                format!("the row with key {key} is still in {}", layout::qualified_name(tracked)),
+            )
+            .detail(
+                "Its history can be erased once the row is deleted (the table must stay the replay of its history).",
+            )
+            .hint("DELETE the row first."),
+        ),
+    }
+    let query = format!(
+        "SELECT ctid, seq FROM ONLY {} WHERE key = $1 AND ($2::bigint IS NULL OR seq = $2) ORDER BY seq",
+        layout.qualified_name
+    );
+    let rows: Vec<(pg_sys::ItemPointerData, i64)> = Spi::connect(|client| {
+        let mut rows = client.select(query.as_str(), None, &[key.into(), seq.into()])?;
+        let mut out = Vec::new();
+        while rows.next().is_some() {
+            // SAFETY: a tid datum, copied out of SPI memory.
+            let tid = rows.get_datum_by_ordinal(1)?.map(|d| unsafe { *d.cast_mut_ptr::<pg_sys::ItemPointerData>() });
+            out.push((tid.expect("ctid is never null"), rows.get::<i64>(2)?.unwrap_or(0)));
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .map_err(|e| spi_error("cannot read the history", e))
+    .or_raise();
+    if rows.is_empty() {
+        raise(LedgerError::new(
+            SqlState::UndefinedObject,
+            format!("ledger {} has no record with seq {} in that chain", layout.qualified_name, seq.unwrap_or(0)),
+        ));
+    }
+    rows.into_iter().map(|(tid, s)| (tid, format!("record {s} of chain {key}"))).collect()
+}
+
+/// Erases what is still erasable in one record, after checking that it verifies; returns the
+/// names of the values erased (none when there were none left).
+fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPointerData) -> Vec<String> {
+    let erasure = layout.erasure.expect("checked by the caller");
+    let name = &layout.qualified_name;
     let tid_datum = Datum::from(std::ptr::addr_of_mut!(tid));
-    // SAFETY: a ctid just read from this table, open as `tbl`.
-    let stored = unsafe { fetch_row(tbl.as_ptr(), tid_datum) }.expect("the row the query just saw");
+    // SAFETY: a ctid just read from this table, open as `relation`.
+    let stored = unsafe { fetch_row(relation.as_ptr(), tid_datum) }.expect("the row the query just saw");
     let mut scratch = RecordScratch::default();
     // SAFETY: the deformed datums of a row of this table.
-    let computed = hash::sha3_256(unsafe { scratch.encode(&layout, &stored.values, &stored.nulls) });
-    // SAFETY: as above; `hash` is a char(64) column.
+    let computed = hash::sha3_256(unsafe { scratch.encode(layout, &stored.values, &stored.nulls) });
+    // SAFETY: `hash` is a char(64) column.
     let stored_hash = (!stored.nulls[layout.hash]).then(|| unsafe { text_datum_to_str(stored.values[layout.hash]) });
+    let seq = if stored.nulls[layout.seq] { 0 } else { stored.values[layout.seq].value() as i64 };
     if stored_hash != Some(to_hex(&computed).as_str()) {
         raise(
             LedgerError::new(
@@ -293,65 +464,83 @@ fn redact(tbl: Option<PgRelation>, chain: Option<&str>, seq: Option<i64>, reason
     }
     // SAFETY: the erasure column is jsonb.
     let kept = if stored.nulls[erasure] { Vec::new() } else { unsafe { entries_of(stored.values[erasure]) } };
+    let mut reader = crate::datum::DatumReader::new();
     let mut object = Map::new();
-    let mut erased = Vec::new();
+    let mut erased_columns: Vec<String> = Vec::new();
+    let mut erased_members: Vec<(String, String)> = Vec::new();
     for (column, entry) in &kept {
         let Some(hashed) = layout.columns.iter().find(|c| &c.name == column) else { continue };
-        let commitment = match entry {
-            Entry::Erased(c) => *c,
-            Entry::Salt(salt) => {
-                let mut reader = crate::datum::DatumReader::new();
-                let value = if stored.nulls[hashed.index] {
-                    ledger_core::canonical::Value::Null
-                } else {
-                    // SAFETY: a datum of the column's type.
-                    unsafe { reader.read(hashed.column_type, stored.values[hashed.index]) }
-                };
-                erased.push(column.clone());
-                commitment(salt, column, hashed.column_type, &value).or_raise()
-            }
+        reader.begin_record();
+        let value = if stored.nulls[hashed.index] {
+            Value::Null
+        } else {
+            // SAFETY: a datum of the column's type.
+            unsafe { reader.read(hashed.column_type, stored.values[hashed.index]) }
         };
-        object.insert(column.clone(), json!({ "erased": to_hex(&commitment) }));
+        match entry {
+            Entry::Value(Erasable::Erased(c)) => {
+                object.insert(column.clone(), entry_json(&Erasable::Erased(*c)));
+            }
+            Entry::Value(Erasable::Salt(salt)) => {
+                let c = commitment(salt, column, hashed.column_type, &value).or_raise();
+                object.insert(column.clone(), entry_json(&Erasable::Erased(c)));
+                erased_columns.push(column.clone());
+            }
+            Entry::Members(members) => {
+                let Value::Jsonb(canonical) = value else { continue };
+                let mut kept_members = Map::new();
+                for (member, e) in members {
+                    let entry = match (e, member_value(canonical, member).or_raise()) {
+                        (Erasable::Salt(salt), Some(v)) => {
+                            erased_members.push((column.clone(), member.clone()));
+                            Erasable::Erased(member_commitment(salt, v))
+                        }
+                        (other, _) => *other,
+                    };
+                    kept_members.insert(member.clone(), entry_json(&entry));
+                }
+                object.insert(column.clone(), json!({ "members": kept_members }));
+            }
+        }
     }
     drop(stored);
-    if erased.is_empty() {
-        raise(
-            LedgerError::new(
-                SqlState::ObjectNotInPrerequisiteState,
-                format!("record {seq} of that chain of ledger {name} has no values to erase"),
-            )
-            .detail(if kept.is_empty() {
-                "It was appended before any of its columns were erasable.".to_string()
-            } else {
-                "Its erasable values are erased already.".to_string()
-            }),
-        );
+    if erased_columns.is_empty() && erased_members.is_empty() {
+        return Vec::new();
     }
-    let sets: Vec<String> = erased.iter().map(|c| format!("{} = NULL", quote_ident(c))).collect();
+    let mut sets: Vec<String> = erased_columns.iter().map(|c| format!("{} = NULL", quote_ident(c))).collect();
+    let mut members_by_column: Vec<(String, Vec<String>)> = Vec::new();
+    for (column, member) in &erased_members {
+        match members_by_column.iter_mut().find(|(c, _)| c == column) {
+            Some((_, list)) => list.push(member.clone()),
+            None => members_by_column.push((column.clone(), vec![member.clone()])),
+        }
+    }
+    // Each erased member of a jsonb column becomes JSON null (the object keeps its keys).
+    let mut nulled: Vec<JsonB> = Vec::new();
+    for (column, members) in &members_by_column {
+        nulled.push(JsonB(Json::Object(members.iter().map(|m| (m.clone(), Json::Null)).collect())));
+        let column = quote_ident(column);
+        sets.push(format!("{column} = {column} || ${}", nulled.len() + 2));
+    }
     let update =
         format!("UPDATE ONLY {name} SET {}, {} = $1 WHERE ctid = $2", sets.join(", "), quote_ident(ERASURE_COLUMN));
-    REDACTING.with(|r| *r.borrow_mut() = Some((relid, tid)));
+    REDACTING.with(|r| *r.borrow_mut() = Some((layout.relid, tid)));
     let _cleared = Cleared(|| {
         REDACTING.with(|r| r.borrow_mut().take());
     });
     lifecycle::as_extension_owner(|| {
         Spi::connect_mut(|client| {
-            client.update(
-                update.as_str(),
-                None,
-                // SAFETY: a tid datum (it points at `tid`, alive here).
-                &[JsonB(Json::Object(object)).into(), unsafe { DatumWithOid::new(tid_datum, pg_sys::TIDOID) }],
-            )?;
+            // SAFETY: a tid datum (it points at `tid`, alive here).
+            let mut args: Vec<DatumWithOid> =
+                vec![JsonB(Json::Object(object)).into(), unsafe { DatumWithOid::new(tid_datum, pg_sys::TIDOID) }];
+            args.extend(nulled.into_iter().map(DatumWithOid::from));
+            client.update(update.as_str(), None, &args)?;
             Ok::<_, pgrx::spi::Error>(())
         })
     })
     .map_err(|e| spi_error("cannot erase the values", e))
     .or_raise();
-    let actor = lifecycle::current_role();
-    let definition = lifecycle::current_definition(relid);
-    let what = format!("{row_text}: erased {}: {reason}", erased.join(", "));
-    lifecycle::as_extension_owner(|| lifecycle::record_event(&name, "redact", &actor, &definition, Some(&what)));
-    erased.len() as i32
+    erased_columns.into_iter().chain(erased_members.into_iter().map(|(_, m)| m)).collect()
 }
 
 /// The ctid of record `seq` of a chain (given as text), and how the audit chain names the record.

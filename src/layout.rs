@@ -57,8 +57,10 @@ pub struct Layout {
     /// The `ledger_erasure` column (src/erasure.rs), once the table has one: each record keeps the
     /// salts of its erasable values there, and the commitments of erased ones.
     pub erasure: Option<usize>,
-    /// Positions in `columns` of the columns appends commit to (`ledger.set_erasable`).
+    /// Positions in `columns` of the columns appends commit to (`ledger.set_erasable`); for a
+    /// history ledger, its `row`, whose members `erasable_members` names are committed to.
     pub erasable: Vec<usize>,
+    pub erasable_members: Vec<String>,
 }
 
 /// A plain unique btree index of the table's own columns.
@@ -381,7 +383,13 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
         .iter()
         .find(|(_, n, t)| n == crate::erasure::ERASURE_COLUMN && *t == pg_sys::JSONBOID)
         .map(|(i, _, _)| *i);
-    let erasable = erasable.iter().filter_map(|e| columns.iter().position(|c| &c.name == e)).collect();
+    // A history's erasable columns are its tracked table's: members of each version's row.
+    let (erasable, erasable_members) = match history_of {
+        Some(_) if !erasable.is_empty() => {
+            (columns.iter().position(|c| c.name == crate::erasure::HISTORY_ROW).into_iter().collect(), erasable)
+        }
+        _ => (erasable.iter().filter_map(|e| columns.iter().position(|c| &c.name == e)).collect(), Vec::new()),
+    };
     Ok(Layout {
         relid,
         qualified_name,
@@ -397,6 +405,7 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
         pruned,
         erasure,
         erasable,
+        erasable_members,
     })
 }
 

@@ -24,6 +24,11 @@ use std::collections::BTreeMap;
 /// Records per row of `ledger.pruned`: 128 KiB of hashes, read whole when a tree needs any of them.
 const RUN_LENGTH: i64 = 4096;
 
+/// The runs of the ledger that has the name `$1` now: a dropped ledger's runs stay (ledger.pruned
+/// is a ledger too), and a new ledger of the same name starts without them.
+const THIS_LEDGER: &str =
+    "ledger = $1 AND pruned_at >= (SELECT l.enabled_at FROM ledger.ledgers l WHERE l.tbl = pg_catalog.to_regclass($1))";
+
 /// Whether the catalog has `ledger.pruned`: the library also serves the SQL of releases before
 /// 0.5.0 until `ALTER EXTENSION ledger UPDATE`.
 fn pruned_table_exists() -> bool {
@@ -37,7 +42,10 @@ fn pruned_table_exists() -> bool {
 pub fn has_pruned(ledger: &str) -> bool {
     pruned_table_exists()
         && lifecycle::as_extension_owner(|| {
-            select_one::<bool>("SELECT EXISTS (SELECT FROM ledger.pruned WHERE ledger = $1)", &[ledger.into()])
+            select_one::<bool>(
+                &format!("SELECT EXISTS (SELECT FROM ledger.pruned WHERE {THIS_LEDGER})"),
+                &[ledger.into()],
+            )
         })
         .map_err(|e| spi_error("cannot read ledger.pruned", e))
         .or_raise()
@@ -71,7 +79,7 @@ pub fn pruned_chains(ledger: &str, only: Option<Option<&str>>) -> Vec<PrunedChai
     let query = format!(
         "SELECT chain, first_seq, last_seq, octet_length(hashes)::bigint, \
                 substring(hashes FROM greatest(octet_length(hashes) - 31, 1)) \
-         FROM ledger.pruned WHERE ledger = $1 {filter} ORDER BY chain, first_seq"
+         FROM ledger.pruned WHERE {THIS_LEDGER} {filter} ORDER BY chain, first_seq"
     );
     let mut args: Vec<DatumWithOid> = vec![ledger.into()];
     if let Some(Some(chain)) = only {
@@ -124,7 +132,7 @@ pub fn pruned_chains(ledger: &str, only: Option<Option<&str>>) -> Vec<PrunedChai
 pub fn pruned_hashes(ledger: &str, chain: Option<&str>, from: i64, to: i64) -> Result<(Vec<Digest>, i64), LedgerError> {
     let query = format!(
         "SELECT first_seq, last_seq, hashes FROM ledger.pruned \
-         WHERE ledger = $1 AND {} AND last_seq >= $3 AND first_seq <= $4 ORDER BY first_seq",
+         WHERE {THIS_LEDGER} AND {} AND last_seq >= $3 AND first_seq <= $4 ORDER BY first_seq",
         pruned_chain_filter(chain, 2)
     );
     let runs: Vec<(i64, i64, Vec<u8>)> = lifecycle::as_extension_owner(|| {
@@ -176,7 +184,7 @@ pub fn pruned_detail(ledger: &str, chain: Option<&str>, seq: i64) -> Option<Stri
     let query = format!(
         "SELECT format('ledger.prune removed seqs %s to %s of the chain at %s (records older than %s); \
                 only their hashes are kept, in ledger.pruned.', first_seq, last_seq, pruned_at, cutoff) \
-         FROM ledger.pruned WHERE ledger = $1 AND {} AND first_seq <= $3 AND last_seq >= $3 LIMIT 1",
+         FROM ledger.pruned WHERE {THIS_LEDGER} AND {} AND first_seq <= $3 AND last_seq >= $3 LIMIT 1",
         pruned_chain_filter(chain, 2)
     );
     guc::with_settings(guc::CANONICAL_OUTPUT, || {
@@ -712,8 +720,10 @@ fn pruned_runs(
         Spi::connect(|client| {
             client
                 .select(
-                    "SELECT chain, first_seq, last_seq, hashes FROM ledger.pruned WHERE ledger = $1 \
-                     ORDER BY chain COLLATE \"C\", first_seq",
+                    &format!(
+                        "SELECT chain, first_seq, last_seq, hashes FROM ledger.pruned WHERE {THIS_LEDGER} \
+                         ORDER BY chain COLLATE \"C\", first_seq"
+                    ),
                     None,
                     &[name.as_str().into()],
                 )?

@@ -9,8 +9,9 @@ use crate::head;
 use crate::layout::HashedColumn;
 use crate::layout::{self, Layout};
 use crate::metrics::{self, Refusal};
-use ledger_core::canonical::{chain_key_bytes, commitment, RecordEncoder, Value};
+use ledger_core::canonical::{chain_key_bytes, commitment, Erasable, RecordEncoder, Value};
 use ledger_core::hash::{parse_hex, to_hex, Digest};
+use ledger_core::json::commit_members;
 use ledger_core::{LedgerError, SqlState};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
@@ -41,7 +42,7 @@ impl RecordScratch {
             Some(i) if !nulls[i] => erasure::entries_of(values[i]),
             _ => Vec::new(),
         };
-        let entry_of = |column: &HashedColumn| entries.iter().find(|(n, _)| *n == column.name).map(|(_, e)| *e);
+        let entry_of = |column: &HashedColumn| entries.iter().find(|(n, _)| *n == column.name).map(|(_, e)| e);
         // A column added after the ledger was enabled is encoded only when it has a value (or had
         // one, erased since).
         let encoded = |column: &&HashedColumn| !(column.added && nulls[column.index] && entry_of(column).is_none());
@@ -52,12 +53,21 @@ impl RecordScratch {
             } else {
                 self.reader.read(column.column_type, values[column.index])
             };
-            let written = match entry_of(column) {
-                Some(Entry::Salt(salt)) => commitment(&salt, &column.name, column.column_type, &value)
-                    .and_then(|c| self.encoder.committed_column(&column.name, &c)),
+            let written = match (entry_of(column), &value) {
+                (Some(Entry::Value(Erasable::Salt(salt))), _) => {
+                    commitment(salt, &column.name, column.column_type, &value)
+                        .and_then(|c| self.encoder.committed_column(&column.name, &c))
+                }
                 // An erased column that holds a value again is encoded as the value: the record no
                 // longer matches its hash.
-                Some(Entry::Erased(c)) if nulls[column.index] => self.encoder.committed_column(&column.name, &c),
+                (Some(Entry::Value(Erasable::Erased(c))), Value::Null) => {
+                    self.encoder.committed_column(&column.name, c)
+                }
+                (Some(Entry::Members(members)), Value::Jsonb(canonical)) => {
+                    commit_members(canonical, |m| members.iter().find(|(n, _)| n == m).map(|(_, e)| *e)).and_then(
+                        |committed| self.encoder.column(&column.name, column.column_type, &Value::Jsonb(&committed)),
+                    )
+                }
                 _ => self.encoder.column(&column.name, column.column_type, &value),
             };
             if let Err(e) = written {
@@ -150,8 +160,7 @@ fn append_row<'a>(
             if let Some(i) = layout.erasure {
                 nulls[i] = layout.erasable.is_empty();
                 if !layout.erasable.is_empty() {
-                    let names: Vec<&str> = layout.erasable.iter().map(|c| layout.columns[*c].name.as_str()).collect();
-                    values[i] = pgrx::JsonB(erasure::fresh_salts(&names)).into_datum().expect("a jsonb datum");
+                    values[i] = pgrx::JsonB(erasure::fresh_salts(&layout)).into_datum().expect("a jsonb datum");
                 }
             }
             match &prev_hash {

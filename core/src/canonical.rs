@@ -233,6 +233,15 @@ pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
 /// "Erasable columns"), never a value of the column's type.
 pub const COMMITMENT_TAG: u8 = 0x40;
 
+/// What a record keeps of one erasable value (a column, or a member of a jsonb column's object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasable {
+    /// The value is there; the record commits to it with this salt.
+    Salt([u8; 32]),
+    /// The value was erased; this is the commitment the record's hash covers.
+    Erased(Digest),
+}
+
 /// What a commitment hashes before the salt, so it can be no other hash of the format.
 const COMMITMENT_DOMAIN: &[u8] = b"ledger-erasable/v1";
 

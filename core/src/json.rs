@@ -6,12 +6,131 @@
 //!      | 0x04 bytes                                  string, UTF-8
 //!      | 0x05 count:u32 json*                        array, in order
 //!      | 0x06 count:u32 (key:bytes json)*            object, keys in unsigned byte order
+//!      | 0x07 commitment:bytes                       an erasable member's commitment
 //! ```
 //!
 //! Input arrives as a stream of [`JsonToken`]s, so nesting depth costs heap, not stack.
 
-use crate::canonical::write_bytes;
+use crate::canonical::{write_bytes, Erasable};
 use crate::error::{LedgerError, Result, SqlState};
+use crate::hash::{sha3_256, Digest};
+
+/// The tag of a member value replaced by its commitment (docs/FORMAT.md, "Erasable columns").
+pub const COMMITTED: u8 = 0x07;
+
+/// What a member commitment hashes before the salt: not the domain of column commitments.
+const MEMBER_DOMAIN: &[u8] = b"ledger-erasable-member/v1";
+
+fn corrupt() -> LedgerError {
+    LedgerError::new(SqlState::DataCorrupted, "malformed canonical JSON")
+}
+
+fn read_len(bytes: &[u8], at: usize) -> Result<usize> {
+    let b = bytes.get(at..at + 4).ok_or_else(corrupt)?;
+    Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// Where the canonical JSON value starting at `at` ends.
+fn value_end(bytes: &[u8], mut at: usize) -> Result<usize> {
+    // Open containers, innermost last: how many values each has still to come, and whether a key
+    // precedes each (an object).
+    let mut open: Vec<(usize, bool)> = Vec::new();
+    loop {
+        let tag = *bytes.get(at).ok_or_else(corrupt)?;
+        match tag {
+            0x00..=0x02 => at += 1,
+            0x03 | 0x04 | COMMITTED => at += 5 + read_len(bytes, at + 1)?,
+            0x05 | 0x06 => {
+                open.push((read_len(bytes, at + 1)?, tag == 0x06));
+                at += 5;
+            }
+            _ => return Err(corrupt()),
+        }
+        if at > bytes.len() {
+            return Err(corrupt());
+        }
+        // On to the next value of the innermost container that has one.
+        loop {
+            match open.last_mut() {
+                None => return Ok(at),
+                Some((0, _)) => {
+                    open.pop();
+                }
+                Some((remaining, object)) => {
+                    *remaining -= 1;
+                    if *object {
+                        at += 4 + read_len(bytes, at)?;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The commitment to an erasable member's value (its canonical JSON): SHA3-256 of the member
+/// domain, the salt and the value.
+pub fn member_commitment(salt: &[u8; 32], value: &[u8]) -> Digest {
+    let mut input = Vec::with_capacity(MEMBER_DOMAIN.len() + 32 + value.len());
+    input.extend_from_slice(MEMBER_DOMAIN);
+    input.extend_from_slice(salt);
+    input.extend_from_slice(value);
+    sha3_256(&input)
+}
+
+/// The canonical JSON of an object whose members `entry_of` names are committed to (docs/FORMAT.md,
+/// "Erasable columns"): a member with a salt becomes its commitment, an erased one (whose value is
+/// null) the stored commitment; an erased member that holds a value again stays as it is, so the
+/// record no longer matches its hash. A value that is not an object is returned as it is.
+pub fn commit_members(canonical: &[u8], entry_of: impl Fn(&str) -> Option<Erasable>) -> Result<Vec<u8>> {
+    if canonical.first() != Some(&0x06) {
+        return Ok(canonical.to_vec());
+    }
+    let count = read_len(canonical, 1)?;
+    let mut out = Vec::with_capacity(canonical.len());
+    out.extend_from_slice(&canonical[..5]);
+    let mut at = 5;
+    for _ in 0..count {
+        let key_end = at + 4 + read_len(canonical, at)?;
+        let key = canonical.get(at + 4..key_end).ok_or_else(corrupt)?;
+        let end = value_end(canonical, key_end)?;
+        out.extend_from_slice(&canonical[at..key_end]);
+        let value = &canonical[key_end..end];
+        match entry_of(std::str::from_utf8(key).map_err(|_| corrupt())?) {
+            Some(Erasable::Salt(salt)) => {
+                out.push(COMMITTED);
+                write_bytes(&mut out, &member_commitment(&salt, value))?;
+            }
+            Some(Erasable::Erased(commitment)) if value == [0x00] => {
+                out.push(COMMITTED);
+                write_bytes(&mut out, &commitment)?;
+            }
+            _ => out.extend_from_slice(value),
+        }
+        at = end;
+    }
+    if at != canonical.len() {
+        return Err(corrupt());
+    }
+    Ok(out)
+}
+
+/// The canonical JSON of member `key` of an object, if it has one.
+pub fn member_value<'a>(canonical: &'a [u8], key: &str) -> Result<Option<&'a [u8]>> {
+    if canonical.first() != Some(&0x06) {
+        return Ok(None);
+    }
+    let mut at = 5;
+    for _ in 0..read_len(canonical, 1)? {
+        let key_end = at + 4 + read_len(canonical, at)?;
+        let end = value_end(canonical, key_end)?;
+        if canonical.get(at + 4..key_end) == Some(key.as_bytes()) {
+            return Ok(Some(&canonical[key_end..end]));
+        }
+        at = end;
+    }
+    Ok(None)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum JsonToken<'a> {
@@ -367,5 +486,56 @@ pub(crate) mod tests {
             c.push(JsonToken::EndArray).unwrap();
         }
         assert_eq!(c.finish().unwrap().len(), 500_000);
+    }
+
+    #[test]
+    fn committed_members_replace_their_values_and_nothing_else() {
+        let mut c = JsonCanonicalizer::new();
+        for token in [
+            JsonToken::BeginObject,
+            JsonToken::Key("email"),
+            JsonToken::String("a@example.org"),
+            JsonToken::Key("n"),
+            JsonToken::BeginArray,
+            JsonToken::Number("1"),
+            JsonToken::BeginObject,
+            JsonToken::EndObject,
+            JsonToken::EndArray,
+            JsonToken::Key("z"),
+            JsonToken::Null,
+            JsonToken::EndObject,
+        ] {
+            c.push(token).unwrap();
+        }
+        let canonical = c.finish().unwrap().to_vec();
+        let salt = [3u8; 32];
+        let email = member_value(&canonical, "email").unwrap().unwrap().to_vec();
+        assert_eq!(email, [&[0x04, 0, 0, 0, 13][..], b"a@example.org"].concat());
+        assert_eq!(member_value(&canonical, "n").unwrap().unwrap().len(), 1 + 4 + 1 + 4 + 1 + 1 + 4);
+        let committed = commit_members(&canonical, |k| (k == "email").then_some(Erasable::Salt(salt))).unwrap();
+        let commitment = member_commitment(&salt, &email);
+        let expected = [
+            &canonical[..5 + 4 + 5],
+            &[COMMITTED, 0, 0, 0, 32][..],
+            &commitment,
+            &canonical[5 + 4 + 5 + email.len()..],
+        ]
+        .concat();
+        assert_eq!(committed, expected);
+        // Erased: the value is null, the stored commitment stands in for it, the bytes are alike.
+        let erased = [&canonical[..5 + 4 + 5], &[0x00][..], &canonical[5 + 4 + 5 + email.len()..]].concat();
+        assert_eq!(
+            commit_members(&erased, |k| (k == "email").then_some(Erasable::Erased(commitment))).unwrap(),
+            committed
+        );
+        // A value put back under an erased entry is itself again: the bytes differ.
+        assert_eq!(
+            commit_members(&canonical, |k| (k == "email").then_some(Erasable::Erased(commitment))).unwrap(),
+            canonical
+        );
+        // No entries, or not an object: unchanged.
+        assert_eq!(commit_members(&canonical, |_| None).unwrap(), canonical);
+        assert_eq!(commit_members(&[0x00], |_| Some(Erasable::Salt(salt))).unwrap(), vec![0x00]);
+        assert!(commit_members(&canonical[..canonical.len() - 1], |_| None).is_err());
     }
 }

@@ -95,6 +95,39 @@ SELECT ledger.redact('customers', 'b', 1, 'phone number');
 SELECT id, phone FROM customers WHERE id = 6;
 SELECT * FROM ledger.verify('customers') WHERE seq <> 3;
 
+-- A history-tracked table's erasable columns are members of each version's row; erasing a
+-- deleted row erases every version of it.
+CREATE TABLE members (id int PRIMARY KEY, email text, plan text NOT NULL);
+SELECT ledger.enable_history('members');
+INSERT INTO members VALUES (1, 'before@example.org', 'free');
+\set VERBOSITY sqlstate
+SELECT ledger.set_erasable('members', '{id}');
+SELECT ledger.set_erasable('members', '{nope}');
+SELECT ledger.set_erasable('members_history', '{row}');
+\set VERBOSITY default
+SELECT ledger.set_erasable('members', '{email}');
+INSERT INTO members VALUES (2, 'bob@example.org', 'free');
+UPDATE members SET plan = 'pro', email = 'bob2@example.org' WHERE id = 2;
+\set VERBOSITY sqlstate
+SELECT ledger.redact('members', '{"id": 2}', NULL, 'the row is still there');
+SELECT ledger.redact('members', NULL, NULL, 'no key');
+SELECT ledger.redact('members', '{"id": 9}', NULL, 'no such row');
+\set VERBOSITY default
+DELETE FROM members WHERE id = 2;
+SELECT hash AS version_hash FROM members_history WHERE key = '{"id": 2}' AND seq = 1 \gset
+SELECT ledger.redact('members', '{"id": 2}', NULL, 'erasure request 43');
+SELECT key, seq, op, "row", hash = :'version_hash' AS same_hash FROM members_history ORDER BY key, seq;
+SELECT * FROM ledger.verify('members');
+SELECT seq, op, "row" ->> 'email' AS email FROM ledger.history('members', '{"id": 2}');
+SELECT reason FROM ledger.events WHERE ledger = 'public.members_history' AND event = 'redact';
+-- An erased member put back is caught.
+ALTER TABLE members_history DISABLE TRIGGER ALL;
+UPDATE members_history SET "row" = jsonb_set("row", '{email}', '"bob@example.org"') WHERE key = '{"id": 2}' AND seq = 1;
+ALTER TABLE members_history ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
+SELECT chain, seq, problem FROM ledger.verify('members');
+DROP TABLE members;
+DROP TABLE members_history;
+
 DROP TABLE customers;
 REVOKE CREATE ON SCHEMA public FROM ledger_erasure_owner;
 DROP ROLE ledger_erasure_owner;

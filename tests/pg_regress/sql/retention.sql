@@ -141,5 +141,12 @@ UPDATE balances SET amount = 0 WHERE id = 2;
 SELECT * FROM ledger.verify('balances');
 
 DROP TABLE fees, notes, balances;
+-- A new ledger under a pruned one's name starts without the hashes the old one kept.
+CREATE TABLE fees (id int PRIMARY KEY, account text NOT NULL);
+SELECT ledger.enable('fees', 'account');
+INSERT INTO fees VALUES (1, 'a');
+SELECT * FROM ledger.verify('fees');
+SELECT count(*) FROM ledger.pruned_runs('fees');
+DROP TABLE fees;
 REVOKE CREATE ON SCHEMA public FROM ledger_retention_owner;
 DROP ROLE ledger_retention_owner;
