@@ -4,7 +4,9 @@
 --   most 5 minutes after its append;
 --   every night at 03:00, ledger.verify_all, which recomputes every record and checks each chain's
 --   newest checkpoint, and records each ledger's run in ledger.verify_runs (what ledger.stats and
---   the ledger_verify_* metrics show).
+--   the ledger_verify_* metrics show);
+--   every night at 04:00, ledger.prune_all, which prunes every ledger with a retention
+--   (ledger.set_retention) that the job's role owns; autovacuum then makes the space reusable.
 --
 -- pg_cron runs in one database of the cluster; postgresql.conf needs, and a restart then:
 --   shared_preload_libraries = 'pg_cron,ledger'   -- ledger too, for the counters in ledger.stats
@@ -19,7 +21,7 @@
 -- Running it again changes nothing: cron.schedule updates the job of the same name.
 --
 -- A job runs as the role that scheduled it and verifies and checkpoints only the ledgers that role
--- can read (the others are skipped, not failed): schedule as a superuser, or as a role granted
+-- can read, and prunes only those it owns (the others are skipped, not failed): schedule as a superuser, or as a role granted
 -- SELECT on every ledger (ledger_auditor has the extension's own) and USAGE on schema cron.
 --
 -- pg_cron 1.4 (Debian 12) reads schedules in GMT; from 1.5 on, in cron.timezone (GMT by default).
@@ -33,3 +35,5 @@ SELECT cron.schedule('ledger-checkpoints', '*/5 * * * *',
                      'SELECT count(*) FROM ledger.checkpoint_all()');
 SELECT cron.schedule('ledger-verify', '0 3 * * *',
                      'SELECT count(*) FROM ledger.verify_all()');
+SELECT cron.schedule('ledger-prune', '0 4 * * *',
+                     'SELECT count(*) FROM ledger.prune_all()');

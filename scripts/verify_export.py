@@ -12,6 +12,9 @@ Usage:
       a summary on stderr. Exit status: 0 intact, 1 problems found, 2 malformed input. The export
       of a pruned ledger (ledger.prune) carries the kept hashes of its pruned records: each chain
       is checked from its last pruned record on, and Merkle trees take those hashes as leaves.
+      That of a ledger with erasable columns (ledger.set_erasable) carries each record's
+      ledger_erasure: a value is checked through its salted commitment, an erased one by the
+      commitment kept in its place; so is an erasable member of a jsonb column (a history's row).
   verify_export.py EXPORT --digest DIGEST_FILE [--public-key BASE64] [--allow-unsigned] [--json]
       As above, then one line per digest check, `digest<TAB>check<TAB>ok|failed|skipped<TAB>detail`
       (with --json one object {"problems": [...], "digest": [{"check", "ok", "detail"}, ...]}).
@@ -46,7 +49,7 @@ import struct
 import sys
 from dataclasses import dataclass
 from json.decoder import scanstring
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 FORMAT_VERSION = 1
 
@@ -504,31 +507,161 @@ class Column(NamedTuple):
     added: bool = False
 
 
-def canonical_record_bytes(columns: Sequence[tuple], values: Sequence[str | None]) -> bytes:
+COMMITMENT_TAG = 0x40
+COMMITMENT_DOMAIN = b"ledger-erasable/v1"
+# An erasable member's commitment in canonical JSON, and what it hashes before the salt.
+MEMBER_COMMITMENT_TAG = 0x07
+MEMBER_COMMITMENT_DOMAIN = b"ledger-erasable-member/v1"
+
+
+class ErasureEntry(NamedTuple):
+    """What a record's `ledger_erasure` object keeps of one erasable value (FORMAT.md "Erasable
+    columns"), a column's or a member's: while the value is there, its salt; once erased, the
+    commitment its hash covers."""
+
+    erased: bool
+    octets: bytes  # the salt, or (erased) the commitment: 32 octets
+
+
+class MembersEntry(NamedTuple):
+    """A jsonb column's members entry: the value entries of some top-level members of its object,
+    by member name (a history's `row`: the tracked table's erasable columns)."""
+
+    members: dict[str, ErasureEntry]
+
+
+def _value_entry(entry) -> ErasureEntry | None:
+    """`{"salt": hex}` or `{"erased": hex}` (64 lower-case hex digits), or None for anything else."""
+    if not isinstance(entry, dict) or len(entry) != 1:
+        return None
+    [(kind, octets)] = entry.items()
+    if kind in ("salt", "erased") and isinstance(octets, str) and HASH_PATTERN.fullmatch(octets):
+        return ErasureEntry(kind == "erased", bytes.fromhex(octets))
+    return None
+
+
+def erasure_entries(text: str | None) -> dict[str, ErasureEntry | MembersEntry]:
+    """The entries of a record's `ledger_erasure` JSON text (None: SQL NULL), by column name: a
+    value entry, or a members entry `{"members": {member: value entry, ...}}` (its ill-formed member
+    entries skipped; it may have none).
+
+    Text that is not JSON is malformed input. JSON that is not an entry is no entry, not an error:
+    the column is then encoded as an ordinary one, so a record hashed with a commitment no longer
+    matches its hash (how a removed or mangled entry is caught). Read as jsonb reads its input, so a
+    member named twice keeps its last value.
+    """
+    if text is None:
+        return {}
+    try:
+        value = parse_json(text)
+    except ValueError as error:  # also json.JSONDecodeError from scanstring
+        raise ExportError(f"the ledger_erasure value is not JSON text: {error}") from None
+    if not isinstance(value, dict):
+        return {}
+    entries: dict[str, ErasureEntry | MembersEntry] = {}
+    for name, entry in value.items():
+        if (value_entry := _value_entry(entry)) is not None:
+            entries[name] = value_entry
+        elif isinstance(entry, dict) and len(entry) == 1 and isinstance(entry.get("members"), dict):
+            members = {member: member_entry for member, member_entry in
+                       ((member, _value_entry(e)) for member, e in entry["members"].items())
+                       if member_entry is not None}
+            entries[name] = MembersEntry(members)
+    return entries
+
+
+def commitment(salt: bytes, type_name: str, text: str | None) -> bytes:
+    """SHA3-256 of the domain, the salt and the column's ordinary encoding without its name (type tag
+    and presence): what a record's hash covers of an erasable column instead of its value."""
+    if type_name not in FORMAT_TYPES:
+        raise ExportError(f"unknown format type {type_name!r}")
+    return hashlib.sha3_256(COMMITMENT_DOMAIN + salt + bytes([FORMAT_TYPES[type_name].tag])
+                            + presence_octets(type_name, text)).digest()
+
+
+def member_commitment(salt: bytes, value: bytes) -> bytes:
+    """SHA3-256 of the member domain, the salt and a member's value as canonical JSON: what a
+    record's hash covers of an erasable member instead of its value."""
+    return hashlib.sha3_256(MEMBER_COMMITMENT_DOMAIN + salt + value).digest()
+
+
+def committed_json(text: str, members: Mapping[str, ErasureEntry]) -> bytes:
+    """Canonical JSON of jsonb text with the top-level members named in `members` committed to
+    (FORMAT.md "Erasable members"): a salted member's value becomes `07`, then its commitment as
+    `bytes`; an erased member that is null, the stored commitment; an erased member that holds a
+    value again, and every other member, stays as it is. A value that is not an object is its
+    canonical JSON."""
+    try:
+        value = parse_json(text)
+    except ValueError as error:  # also json.JSONDecodeError from scanstring
+        raise ExportError(f"bad jsonb value: {error}") from None
+    if not isinstance(value, dict):
+        return encode_json(value)
+    out = bytearray(b"\x06")
+    out += struct.pack(">I", len(value))
+    # Members in their canonical order (keys as unsigned octets), as encode_json writes them.
+    for name, member in sorted(value.items(), key=lambda item: _utf8(item[0])):
+        out += length_prefixed(_utf8(name))
+        octets = encode_json(member)
+        entry = members.get(name)
+        if entry is not None and not entry.erased:
+            out.append(MEMBER_COMMITMENT_TAG)
+            out += length_prefixed(member_commitment(entry.octets, octets))
+        elif entry is not None and member is None:
+            out.append(MEMBER_COMMITMENT_TAG)
+            out += length_prefixed(entry.octets)
+        else:
+            out += octets
+    return bytes(out)
+
+
+def canonical_record_bytes(columns: Sequence[tuple], values: Sequence[str | None],
+                           entries: Mapping[str, ErasureEntry | MembersEntry] | None = None) -> bytes:
     """Canonical record bytes of one record: columns are (name, format type) pairs in hashed-column
-    order, values the exported text values (None for NULL), without the stored hash."""
+    order, values the exported text values (None for NULL), without the stored hash, and entries
+    what the record's `ledger_erasure` keeps (see erasure_entries), by column name."""
     if len(columns) != len(values):
         raise ExportError(f"{len(values)} values for {len(columns)} columns")
-    # A column added after enable (a third member that is true) is encoded only with a value.
+    entries = entries or {}
+    # A column added after enable (a third member that is true) is encoded only with a value, or
+    # with an entry (an erased value was there); a members entry counts, whatever the column.
     encoded = [(column, text) for column, text in zip(columns, values)
-               if not (len(column) > 2 and column[2] and text is None)]
+               if not (len(column) > 2 and column[2] and text is None and column[0] not in entries)]
     out = bytearray(b"\x01")
     out += struct.pack(">I", len(encoded))
     for (name, type_name, *_), text in encoded:
         if type_name not in FORMAT_TYPES:
             raise ExportError(f"unknown format type {type_name!r}")
         out += length_prefixed(_utf8(name))
-        out.append(FORMAT_TYPES[type_name].tag)
+        entry = entries.get(name)
         try:
-            out += presence_octets(type_name, text)
+            if isinstance(entry, MembersEntry):
+                # Members of a jsonb object committed to; anything else (another type, SQL NULL, a
+                # jsonb value that is no object) is an ordinary column.
+                out.append(FORMAT_TYPES[type_name].tag)
+                if type_name == "jsonb" and text is not None:
+                    out += b"\x01" + length_prefixed(committed_json(text, entry.members))
+                else:
+                    out += presence_octets(type_name, text)
+            elif entry is not None and not entry.erased:
+                out.append(COMMITMENT_TAG)
+                out += b"\x01" + length_prefixed(commitment(entry.octets, type_name, text))
+            elif entry is not None and text is None:
+                out.append(COMMITMENT_TAG)
+                out += b"\x01" + length_prefixed(entry.octets)
+            else:
+                # No entry, or an erased one whose value is back: the value, as any column.
+                out.append(FORMAT_TYPES[type_name].tag)
+                out += presence_octets(type_name, text)
         except ExportError as error:
             raise ExportError(f"column {name!r}: {error}") from None
     return bytes(out)
 
 
-def record_hash(columns: Sequence[tuple], values: Sequence[str | None]) -> str:
+def record_hash(columns: Sequence[tuple], values: Sequence[str | None],
+                entries: Mapping[str, ErasureEntry | MembersEntry] | None = None) -> str:
     """The record hash as 64 lower-case hex digits."""
-    return hashlib.sha3_256(canonical_record_bytes(columns, values)).hexdigest()
+    return hashlib.sha3_256(canonical_record_bytes(columns, values, entries)).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -549,6 +682,8 @@ class Header:
     # The definitions registered before `definition`, oldest first, each replaced when columns
     # were added (empty when none were).
     earlier_definitions: tuple[str, ...] = ()
+    # The table has a `ledger_erasure` column: each record line has its text before the hash.
+    erasure: bool = False
 
 
 @dataclass(frozen=True)
@@ -628,8 +763,11 @@ def parse_header(line: str) -> Header:
     earlier = header.get("earlier_definitions", [])
     if not isinstance(earlier, list) or not all(isinstance(text, str) for text in earlier):
         raise ExportError('header "earlier_definitions" must be a list of strings')
+    erasure = header.get("erasure", False)
+    if not isinstance(erasure, bool):
+        raise ExportError('header "erasure" must be true or false')
     return Header(table if isinstance(table, str) else None, chain_by, columns, *definitions,
-                  has_definitions, tuple(earlier))
+                  has_definitions, tuple(earlier), erasure)
 
 
 def parse_record(header: Header, row, line_number: int) -> Record:
@@ -637,12 +775,15 @@ def parse_record(header: Header, row, line_number: int) -> Record:
     if not isinstance(row, list):
         raise ExportError('a line after the header must be a record (a JSON array) or a pruned run '
                           '({"pruned": {...}})')
-    if len(row) != len(header.columns) + 1:
-        raise ExportError(f"expected {len(header.columns) + 1} values "
-                          f"({len(header.columns)} columns and the hash), got {len(row)}")
+    # With erasure, the record's ledger_erasure text comes between the values and the hash.
+    width = len(header.columns) + 1 + int(header.erasure)
+    if len(row) != width:
+        parts = "columns, the ledger_erasure text and the hash" if header.erasure else "columns and the hash"
+        raise ExportError(f"expected {width} values ({len(header.columns)} {parts}), got {len(row)}")
     if not all(value is None or isinstance(value, str) for value in row):
         raise ExportError("every value must be a JSON string or null")
-    *values, stored_hash = row
+    values, stored_hash = row[:len(header.columns)], row[-1]
+    erasure = row[len(header.columns)] if header.erasure else None
     by_name = {column.name: (column, value) for column, value in zip(header.columns, values)}
     seq_text = by_name["seq"][1]
     if seq_text is not None and not _INTEGER.fullmatch(seq_text):
@@ -659,7 +800,7 @@ def parse_record(header: Header, row, line_number: int) -> Record:
         seq=None if seq_text is None else int(seq_text),
         prev_hash=by_name["prev_hash"][1],
         stored_hash=stored_hash,
-        computed_hash=record_hash(header.columns, values),
+        computed_hash=record_hash(header.columns, values, erasure_entries(erasure)),
         values=tuple(values),
     )
 

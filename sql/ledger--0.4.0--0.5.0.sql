@@ -55,6 +55,12 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'prune_wrapper';
 
+CREATE FUNCTION ledger.prune_all() RETURNS TABLE (ledger text, chain text, pruned bigint, through_seq bigint)
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'prune_all_wrapper';
+
 CREATE FUNCTION ledger.pruned_runs(tbl regclass)
 RETURNS TABLE (chain text, first_seq bigint, last_seq bigint, hashes bytea)
 STABLE PARALLEL SAFE

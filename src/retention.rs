@@ -428,6 +428,50 @@ fn prune(
     lifecycle::require_primary("prune a ledger");
     let (relid, layout) = retained_ledger(&tbl, "prune it");
     drop(tbl);
+    TableIterator::new(prune_ledger(relid, &layout))
+}
+
+/// `ledger.prune` of every ledger with a retention that the caller owns (the scheduled job). A
+/// ledger that cannot be pruned (a record that does not verify, say) gets a WARNING and is left as
+/// it is; the others are still pruned. One row per chain pruned.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn prune_all() -> TableIterator<
+    'static,
+    (name!(ledger, String), name!(chain, Option<String>), name!(pruned, i64), name!(through_seq, i64)),
+> {
+    lifecycle::require_primary("prune ledgers");
+    let ledgers: Vec<(Oid, String)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT l.tbl::oid, pg_catalog.format('%I.%I', n.nspname, c.relname) \
+                   FROM ledger.ledgers l JOIN pg_catalog.pg_class c ON c.oid = l.tbl \
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                  WHERE l.retention IS NOT NULL AND pg_catalog.pg_has_role(c.relowner, 'USAGE') ORDER BY 2",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok((row.get::<Oid>(1)?.unwrap_or(pg_sys::InvalidOid), row.get::<String>(2)?.unwrap_or_default()))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(|e| spi_error("cannot read the ledger registry", e))
+    .or_raise();
+    let mut out = Vec::new();
+    for (relid, name) in ledgers {
+        match crate::scheduled::in_subtransaction(|| prune_ledger(relid, &layout::for_relation(relid))) {
+            Ok(rows) => {
+                out.extend(rows.into_iter().map(|(chain, pruned, through)| (name.clone(), chain, pruned, through)))
+            }
+            Err(message) => pgrx::warning!("ledger {name} was not pruned: {message}"),
+        }
+    }
+    TableIterator::new(out)
+}
+
+/// Prunes one ledger (the caller may): what `ledger.prune` returns.
+fn prune_ledger(relid: Oid, layout: &Layout) -> Vec<(Option<String>, i64, i64)> {
     let name = layout.qualified_name.clone();
     let Some(retention) = retention_of(relid) else {
         raise(
@@ -487,7 +531,7 @@ fn prune(
         // SAFETY: queues a relcache invalidation for a table that exists (it is locked).
         unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
     }
-    TableIterator::new(out)
+    out
 }
 
 /// The chains with records to prune: per chain, the records before its first one that is not

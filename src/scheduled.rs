@@ -147,7 +147,7 @@ fn stops_the_run(code: PgSqlErrorCode) -> bool {
 /// Runs `f` in a subtransaction, as a PL/pgSQL block with an EXCEPTION clause does: an error about
 /// the ledger rolls back what `f` did and comes back as its message; one that [`stops_the_run`] is
 /// raised again once the subtransaction is rolled back.
-fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     use pg_sys::panic::CaughtError;
     // SAFETY: the begin/release/rollback sequence PL/pgSQL uses for exception blocks, restoring the
     // caller's memory context and resource owner after each.

@@ -539,3 +539,55 @@ pub(crate) mod tests {
         assert!(commit_members(&canonical[..canonical.len() - 1], |_| None).is_err());
     }
 }
+
+#[cfg(test)]
+mod erasable_member_vector {
+    use super::*;
+    use crate::canonical::{ColumnType, RecordEncoder, Value};
+
+    /// docs/FORMAT.md, "Erasable members": a history version ('{"id": 2}', 1, 'insert',
+    /// {"id": 2, "plan": "free", "email": "bob@example.org"}, NULL), email salted with 0x01..0x20.
+    #[test]
+    fn format_document_vector() {
+        let row = |email: JsonToken<'static>| {
+            let mut c = JsonCanonicalizer::new();
+            for token in [
+                JsonToken::BeginObject,
+                JsonToken::Key("id"),
+                JsonToken::Number("2"),
+                JsonToken::Key("plan"),
+                JsonToken::String("free"),
+                JsonToken::Key("email"),
+                email,
+                JsonToken::EndObject,
+            ] {
+                c.push(token).unwrap();
+            }
+            c.finish().unwrap().to_vec()
+        };
+        let salt: [u8; 32] = std::array::from_fn(|i| i as u8 + 1);
+        let record = |row: &[u8]| {
+            let mut e = RecordEncoder::new();
+            e.begin(5);
+            e.column("key", ColumnType::Text, &Value::Text("{\"id\": 2}")).unwrap();
+            e.column("seq", ColumnType::Bigint, &Value::Bigint(1)).unwrap();
+            e.column("op", ColumnType::Text, &Value::Text("insert")).unwrap();
+            e.column("row", ColumnType::Jsonb, &Value::Jsonb(row)).unwrap();
+            e.column("prev_hash", ColumnType::Text, &Value::Null).unwrap();
+            e.hash()
+        };
+        let stored = row(JsonToken::String("bob@example.org"));
+        let email = member_value(&stored, "email").unwrap().unwrap().to_vec();
+        let commitment = member_commitment(&salt, &email);
+        assert_eq!(
+            crate::hash::to_hex(&commitment),
+            "bdcc9c45c2424032daf716ef91ac35299f229b4564b0f0dc62ef3ca9557cbeb5"
+        );
+        let salted = commit_members(&stored, |m| (m == "email").then_some(Erasable::Salt(salt))).unwrap();
+        let hash = crate::hash::to_hex(&record(&salted));
+        assert_eq!(hash, "8844e5725475a0dcbd7028781dbd95eff65305a27277c7207c75860993cfbd7b");
+        let erased =
+            commit_members(&row(JsonToken::Null), |m| (m == "email").then_some(Erasable::Erased(commitment))).unwrap();
+        assert_eq!(crate::hash::to_hex(&record(&erased)), hash);
+    }
+}

@@ -24,7 +24,8 @@ CONF = ["shared_preload_libraries = 'pg_cron,ledger'",
         # to cron.host, which would need a pg_hba.conf rule letting the job's role in unasked.
         "cron.use_background_workers = on"]
 DOCUMENTED = {"ledger-checkpoints": ("*/5 * * * *", "SELECT count(*) FROM ledger.checkpoint_all()"),
-              "ledger-verify": ("0 3 * * *", "SELECT count(*) FROM ledger.verify_all()")}
+              "ledger-verify": ("0 3 * * *", "SELECT count(*) FROM ledger.verify_all()"),
+              "ledger-prune": ("0 4 * * *", "SELECT count(*) FROM ledger.prune_all()")}
 PAYMENTS = {"alice": 3, "bob": 2, "carol": 1}
 # A run of a job scheduled every minute starts within 60 s; it takes well under a second here.
 RUN_TIMEOUT = 150.0
@@ -175,3 +176,33 @@ def test_scheduled_jobs_checkpoint_verify_and_catch_tampering(cron_db):
     stats = db.fetchone("SELECT last_verify > %s, last_verify_problems FROM ledger.stats "
                         "WHERE ledger = 'public.payments'", (tampered_at,))
     assert stats == (True, 2)
+
+
+def test_a_scheduled_prune_applies_the_retention_of_every_ledger(cron_db):
+    """The documented prune job's command, on a short schedule: the ledger with a retention loses
+    its records older than it (each chain keeps its newest), one without keeps everything, and both
+    verify after."""
+    db = cron_db
+    run_schedule_file(db)
+    db.execute("CREATE TABLE aged (id int PRIMARY KEY, account text NOT NULL, at timestamptz NOT NULL)")
+    db.execute("SELECT ledger.enable('aged', 'account')")
+    db.execute("INSERT INTO aged SELECT i, 'acct' || (i % 2), now() - (20 - i) * interval '1 day' + interval '12 hours' "
+               "FROM generate_series(1, 20) i")
+    db.execute("CREATE TABLE forever (id int PRIMARY KEY, at timestamptz NOT NULL)")
+    db.execute("SELECT ledger.enable('forever')")
+    db.execute("INSERT INTO forever SELECT i, now() - interval '1 year' FROM generate_series(1, 5) i")
+    db.execute("SELECT ledger.set_retention('aged', '10 days', 'at')")
+    scheduled_at = db.scalar("SELECT now()")
+    job = db.scalar("SELECT cron.schedule('ledger-prune-soon', %s, %s)",
+                    (short_schedule(db), DOCUMENTED["ledger-prune"][1]))
+    try:
+        wait_for_success(db, job, scheduled_at, "prune_all job")
+    finally:
+        db.execute("SELECT cron.unschedule(%s)", (job,))
+    # Record i is 19.5 - i days old: records 1 to 9 are older than 10 days, four of acct0's (the
+    # even ones) and five of acct1's.
+    assert db.fetchall("SELECT account, min(seq), count(*) FROM aged GROUP BY 1 ORDER BY 1") == [
+        ("acct0", 5, 6), ("acct1", 6, 5)]
+    assert db.scalar("SELECT count(*) FROM forever") == 5
+    assert db.fetchall("SELECT * FROM ledger.verify('aged')") == []
+    assert db.scalar("SELECT event FROM ledger.events WHERE ledger = 'public.aged' ORDER BY seq DESC LIMIT 1") == "prune"
