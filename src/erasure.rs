@@ -9,7 +9,6 @@ use crate::error::{raise, required, spi_error, OrRaise};
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
 use crate::trigger::RecordScratch;
-use crate::verify::chain_datum;
 use ledger_core::canonical::{commitment, Erasable, Value};
 use ledger_core::hash::{self, parse_hex, to_hex};
 use ledger_core::json::{member_commitment, member_value};
@@ -336,10 +335,13 @@ fn redact(
                 .hint("ledger.set_erasable(tbl, columns) makes columns erasable for the records appended after it."),
         );
     }
-    let records = match (tracked, seq) {
+    let (records, key) = match (tracked, seq) {
         (None, None) => raise(LedgerError::new(SqlState::NullValueNotAllowed, "seq must not be null")),
-        (None, Some(seq)) => vec![find_record(&layout, chain, seq)],
-        (Some(_), _) => versions_of_deleted_row(&layout, named, chain, seq),
+        (None, Some(seq)) => (vec![find_record(&layout, chain, seq)], None),
+        (Some(_), _) => {
+            let (versions, key) = versions_of_deleted_row(&layout, named, chain, seq);
+            (versions, Some(key))
+        }
     };
     // SAFETY: a registered ledger, locked for the updates to come.
     let relation = unsafe { PgRelation::with_lock(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
@@ -353,10 +355,8 @@ fn redact(
             }
         }
     }
-    let what = match (tracked, records.first()) {
-        (Some(_), _) if records.len() > 1 => {
-            format!("the {} versions of row {}", records.len(), chain.unwrap_or_default())
-        }
+    let what = match (key, records.first()) {
+        (Some(key), _) if records.len() > 1 => format!("the {} versions of row {key}", records.len()),
         (_, Some((_, text))) => text.clone(),
         (_, None) => String::new(),
     };
@@ -384,13 +384,20 @@ fn versions_of_deleted_row(
     tracked: Oid,
     chain: Option<&str>,
     seq: Option<i64>,
-) -> Vec<(pg_sys::ItemPointerData, String)> {
+) -> (Vec<(pg_sys::ItemPointerData, String)>, String) {
     let Some(key) = chain else {
         raise(
             LedgerError::new(SqlState::NullValueNotAllowed, "a history-tracked table's row is named by its key")
                 .hint("Pass the key as the history names it, e.g. '{\"id\": 1}'."),
         );
     };
+    // The history names a key in jsonb's text form: '{"id":1}' and '{"id": 1}' are one key (and
+    // text that is no JSON is refused by jsonb's input, 22P02).
+    let key = select_one::<String>("SELECT $1::jsonb::text", &[key.into()])
+        .map_err(|e| spi_error("cannot read the key", e))
+        .or_raise()
+        .unwrap_or_default();
+    let key = key.as_str();
     let head = select_one::<String>(
         &format!("SELECT op FROM ONLY {} WHERE key = $1 ORDER BY seq DESC LIMIT 1", layout.qualified_name),
         &[key.into()],
@@ -436,7 +443,7 @@ fn versions_of_deleted_row(
             format!("ledger {} has no record with seq {} in that chain", layout.qualified_name, seq.unwrap_or(0)),
         ));
     }
-    rows.into_iter().map(|(tid, s)| (tid, format!("record {s} of chain {key}"))).collect()
+    (rows.into_iter().map(|(tid, s)| (tid, format!("record {s} of chain {key}"))).collect(), key.to_string())
 }
 
 /// Erases what is still erasable in one record, after checking that it verifies; returns the
@@ -543,42 +550,9 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
     erased_columns.into_iter().chain(erased_members.into_iter().map(|(_, m)| m)).collect()
 }
 
-/// The ctid of record `seq` of a chain (given as text), and how the audit chain names the record.
+/// Where record `seq` of a chain (given as text) is, and how the audit chain names the record.
 fn find_record(layout: &Layout, chain: Option<&str>, seq: i64) -> (pg_sys::ItemPointerData, String) {
-    if layout.chain.is_some() && chain.is_none() {
-        raise(
-            LedgerError::new(
-                SqlState::InvalidParameterValue,
-                format!("ledger {} has several chains", layout.qualified_name),
-            )
-            .hint("Name the chain."),
-        );
-    }
-    let chain_value = chain_datum(layout, chain);
-    let filter = chain_value.map(|(c, _)| format!("{} = $2 AND", quote_ident(&c.name))).unwrap_or_default();
-    let query = format!("SELECT ctid FROM ONLY {} WHERE {filter} seq = $1", layout.qualified_name);
-    let mut args: Vec<DatumWithOid> = vec![seq.into()];
-    if let Some((column, datum)) = chain_value {
-        // SAFETY: a datum of the chain column's type.
-        args.push(unsafe { DatumWithOid::new(datum, column.type_oid) });
-    }
-    let tid = Spi::connect(|client| {
-        let rows = client.select(query.as_str(), Some(1), &args)?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        // Copied out: the datum points into SPI memory, freed when the connection closes.
-        // SAFETY: a tid datum.
-        Ok(rows.first().get_datum_by_ordinal(1)?.map(|d| unsafe { *d.cast_mut_ptr::<pg_sys::ItemPointerData>() }))
-    })
-    .map_err(|e: pgrx::spi::Error| spi_error("cannot read the record", e))
-    .or_raise()
-    .unwrap_or_else(|| {
-        raise(LedgerError::new(
-            SqlState::UndefinedObject,
-            format!("ledger {} has no record with seq {seq} in that chain", layout.qualified_name),
-        ))
-    });
+    let tid = crate::verify::record_tid(layout, chain, seq);
     let text = match crate::verify::canonical_chain_text(layout, chain) {
         Some(c) => format!("record {seq} of chain {c}"),
         None => format!("record {seq}"),

@@ -426,9 +426,9 @@ fn prune(
 ) -> TableIterator<'static, (name!(chain, Option<String>), name!(pruned, i64), name!(through_seq, i64))> {
     let tbl = required(tbl, "tbl");
     lifecycle::require_primary("prune a ledger");
-    let (relid, layout) = retained_ledger(&tbl, "prune it");
+    let (relid, _) = retained_ledger(&tbl, "prune it");
     drop(tbl);
-    TableIterator::new(prune_ledger(relid, &layout))
+    TableIterator::new(prune_ledger(relid))
 }
 
 /// `ledger.prune` of every ledger with a retention that the caller owns (the scheduled job). A
@@ -460,7 +460,7 @@ fn prune_all() -> TableIterator<
     .or_raise();
     let mut out = Vec::new();
     for (relid, name) in ledgers {
-        match crate::scheduled::in_subtransaction(|| prune_ledger(relid, &layout::for_relation(relid))) {
+        match crate::scheduled::in_subtransaction(|| prune_ledger(relid)) {
             Ok(rows) => {
                 out.extend(rows.into_iter().map(|(chain, pruned, through)| (name.clone(), chain, pruned, through)))
             }
@@ -471,8 +471,8 @@ fn prune_all() -> TableIterator<
 }
 
 /// Prunes one ledger (the caller may): what `ledger.prune` returns.
-fn prune_ledger(relid: Oid, layout: &Layout) -> Vec<(Option<String>, i64, i64)> {
-    let name = layout.qualified_name.clone();
+fn prune_ledger(relid: Oid) -> Vec<(Option<String>, i64, i64)> {
+    let name = layout::qualified_name(relid);
     let Some(retention) = retention_of(relid) else {
         raise(
             LedgerError::new(SqlState::ObjectNotInPrerequisiteState, format!("ledger {name} has no retention"))
@@ -491,7 +491,7 @@ fn prune_ledger(relid: Oid, layout: &Layout) -> Vec<(Option<String>, i64, i64)> 
     // deletions fail with a serialization error if another prune got there first.)
     // SAFETY: pushed here, popped below; an error's abort pops it.
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-    // And with the layout read again: whether the ledger is pruned may have changed meanwhile.
+    // And with the layout read now: whether the ledger is pruned may have changed meanwhile.
     layout::forget(relid);
     let layout = layout::for_relation(relid);
     let plans = plan(&layout, &retention);

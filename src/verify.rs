@@ -2,7 +2,7 @@
 //! from what is stored and check the links. Reads only, so it runs on hot standbys too.
 
 use crate::datum::{fetch_row, text_datum_to_str, DatumReader};
-use crate::error::{raise, required};
+use crate::error::{raise, required, OrRaise};
 use crate::guc;
 use crate::layout::{self, ChainColumn, Layout};
 use crate::lifecycle;
@@ -328,6 +328,18 @@ pub fn changed_definition(relid: pg_sys::Oid, registered: Option<String>, since:
 fn canonical_bytes(tbl: Option<PgRelation>, chain: Option<&str>, seq: Option<i64>) -> Vec<u8> {
     let (tbl, seq) = (required(tbl, "tbl"), required(seq, "seq"));
     let layout = layout::for_relation(tbl.oid());
+    let mut tid = record_tid(&layout, chain, seq);
+    // SAFETY: a ctid just read from this table, as a tid datum.
+    unsafe {
+        let row = fetch_row(tbl.as_ptr(), Datum::from(std::ptr::addr_of_mut!(tid))).expect("the row just seen");
+        let mut scratch = RecordScratch::default();
+        scratch.encode(&layout, &row.values, &row.nulls).to_vec()
+    }
+}
+
+/// Where record `seq` of a chain (given as text) is stored; an error names a record that is not
+/// there, or that `ledger.prune` removed.
+pub fn record_tid(layout: &Layout, chain: Option<&str>, seq: i64) -> pg_sys::ItemPointerData {
     if layout.chain.is_some() && chain.is_none() {
         raise(
             LedgerError::new(
@@ -337,46 +349,48 @@ fn canonical_bytes(tbl: Option<PgRelation>, chain: Option<&str>, seq: Option<i64
             .hint("Name the chain."),
         );
     }
-    let chain = chain_datum(&layout, chain);
+    let chain = chain_datum(layout, chain);
     let filter = chain.map(|(c, _)| format!("{} = $2 AND", layout::quote_ident(&c.name))).unwrap_or_default();
     let query = format!("SELECT ctid FROM ONLY {} WHERE {filter} seq = $1", layout.qualified_name);
-    Spi::connect(|client| {
-        let mut args: Vec<pgrx::datum::DatumWithOid> = vec![seq.into()];
-        if let Some((column, datum)) = chain {
-            // SAFETY: the datum is of the chain column's type.
-            args.push(unsafe { pgrx::datum::DatumWithOid::new(datum, column.type_oid) });
-        }
-        let rows = client.select(query.as_str(), Some(1), &args).unwrap_or_else(|e| {
-            raise(LedgerError::new(SqlState::DataCorrupted, "cannot read the record").detail(e.to_string()))
-        });
+    let mut args: Vec<pgrx::datum::DatumWithOid> = vec![seq.into()];
+    if let Some((column, datum)) = chain {
+        // SAFETY: the datum is of the chain column's type.
+        args.push(unsafe { pgrx::datum::DatumWithOid::new(datum, column.type_oid) });
+    }
+    let tid = Spi::connect(|client| {
+        let rows = client.select(query.as_str(), Some(1), &args)?;
         if rows.is_empty() {
-            let pruned = layout.pruned.then(|| {
-                // SAFETY: the datum was made by the chain column type's input function.
-                let text = chain.map(|(column, datum)| unsafe { chain_text_of(column, datum) });
-                retention::pruned_detail(&layout.qualified_name, text.as_deref(), seq)
-            });
-            if let Some(detail) = pruned.flatten() {
-                raise(
-                    LedgerError::new(
-                        SqlState::UndefinedObject,
-                        format!("record {seq} of that chain of ledger {} was pruned", layout.qualified_name),
-                    )
-                    .detail(detail),
-                );
-            }
-            raise(LedgerError::new(
-                SqlState::UndefinedObject,
-                format!("ledger {} has no record with seq {seq} in that chain", layout.qualified_name),
-            ));
+            return Ok(None);
         }
-        let tid = rows.first().get_datum_by_ordinal(1).ok().flatten().expect("ctid is never null");
-        // SAFETY: a ctid the query just read from this table.
-        unsafe {
-            let row = fetch_row(tbl.as_ptr(), tid).expect("the row the query just saw");
-            let mut scratch = RecordScratch::default();
-            scratch.encode(&layout, &row.values, &row.nulls).to_vec()
-        }
+        // Copied out: the datum points into SPI memory, freed when the connection closes.
+        // SAFETY: a tid datum.
+        Ok(rows.first().get_datum_by_ordinal(1)?.map(|d| unsafe { *d.cast_mut_ptr::<pg_sys::ItemPointerData>() }))
     })
+    .map_err(|e: pgrx::spi::Error| {
+        LedgerError::new(SqlState::DataCorrupted, "cannot read the record").detail(e.to_string())
+    })
+    .or_raise();
+    if let Some(tid) = tid {
+        return tid;
+    }
+    let pruned = layout.pruned.then(|| {
+        // SAFETY: the datum was made by the chain column type's input function.
+        let text = chain.map(|(column, datum)| unsafe { chain_text_of(column, datum) });
+        retention::pruned_detail(&layout.qualified_name, text.as_deref(), seq)
+    });
+    if let Some(detail) = pruned.flatten() {
+        raise(
+            LedgerError::new(
+                SqlState::UndefinedObject,
+                format!("record {seq} of that chain of ledger {} was pruned", layout.qualified_name),
+            )
+            .detail(detail),
+        );
+    }
+    raise(LedgerError::new(
+        SqlState::UndefinedObject,
+        format!("ledger {} has no record with seq {seq} in that chain", layout.qualified_name),
+    ))
 }
 
 /// SHA3-256 of `bytes` as lower-case hex: with `canonical_bytes`, a record's hash in plain SQL.

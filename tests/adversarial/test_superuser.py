@@ -220,7 +220,7 @@ def test_superuser_drop_table_is_recorded_and_checkpoints_stay(db):
         ("drop", "postgres", fingerprint, "dropped by a superuser", 2)]
     # The registry forgets the table (only the extension's own ledgers are left).
     assert db.fetchall("SELECT tbl::text FROM ledger.ledgers ORDER BY 1") == [
-        ("ledger.checkpoints",), ("ledger.events",), ("ledger.records",), ("ledger.verify_runs",)]
+        ("ledger.checkpoints",), ("ledger.events",), ("ledger.pruned",), ("ledger.records",), ("ledger.verify_runs",)]
     assert {str(c) for c, in db.fetchall("SELECT cid FROM ledger.checkpoints WHERE ledger = 'public.n'")} == cids
     for cid in cids:
         result = {c: (ok, d) for c, ok, d in db.fetchall("SELECT * FROM ledger.verify_checkpoint(%s)", (cid,))}

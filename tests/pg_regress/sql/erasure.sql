@@ -112,10 +112,11 @@ UPDATE members SET plan = 'pro', email = 'bob2@example.org' WHERE id = 2;
 SELECT ledger.redact('members', '{"id": 2}', NULL, 'the row is still there');
 SELECT ledger.redact('members', NULL, NULL, 'no key');
 SELECT ledger.redact('members', '{"id": 9}', NULL, 'no such row');
+SELECT ledger.redact('members', 'id 2', NULL, 'not a key');
 \set VERBOSITY default
 DELETE FROM members WHERE id = 2;
 SELECT hash AS version_hash FROM members_history WHERE key = '{"id": 2}' AND seq = 1 \gset
-SELECT ledger.redact('members', '{"id": 2}', NULL, 'erasure request 43');
+SELECT ledger.redact('members', '{"id":2}', NULL, 'erasure request 43');
 SELECT key, seq, op, "row", hash = :'version_hash' AS same_hash FROM members_history ORDER BY key, seq;
 SELECT * FROM ledger.verify('members');
 SELECT seq, op, "row" ->> 'email' AS email FROM ledger.history('members', '{"id": 2}');
