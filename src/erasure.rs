@@ -529,24 +529,36 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
         let column = quote_ident(column);
         sets.push(format!("{column} = {column} || ${}", nulled.len() + 2));
     }
-    let update =
-        format!("UPDATE ONLY {name} SET {}, {} = $1 WHERE ctid = $2", sets.join(", "), quote_ident(ERASURE_COLUMN));
+    let update = format!(
+        "UPDATE ONLY {name} SET {}, {} = $1 WHERE ctid = $2 RETURNING 1",
+        sets.join(", "),
+        quote_ident(ERASURE_COLUMN)
+    );
     REDACTING.with(|r| *r.borrow_mut() = Some((layout.relid, tid)));
     let _cleared = Cleared(|| {
         REDACTING.with(|r| r.borrow_mut().take());
     });
-    lifecycle::as_extension_owner(|| {
+    let updated = lifecycle::as_extension_owner(|| {
         Spi::connect_mut(|client| {
             // SAFETY: a tid datum (it points at `tid`, alive here).
             let mut args: Vec<DatumWithOid> =
                 vec![JsonB(Json::Object(object)).into(), unsafe { DatumWithOid::new(tid_datum, pg_sys::TIDOID) }];
             args.extend(nulled.into_iter().map(DatumWithOid::from));
-            client.update(update.as_str(), None, &args)?;
-            Ok::<_, pgrx::spi::Error>(())
+            Ok::<_, pgrx::spi::Error>(client.update(update.as_str(), None, &args)?.len())
         })
     })
     .map_err(|e| spi_error("cannot erase the values", e))
     .or_raise();
+    if updated != 1 {
+        raise(
+            LedgerError::new(
+                SqlState::SerializationFailure,
+                format!("record {seq} of ledger {name} changed while its values were erased"),
+            )
+            .detail("Another transaction erased it first.")
+            .hint("Run ledger.redact() again."),
+        );
+    }
     erased_columns.into_iter().chain(erased_members.into_iter().map(|(_, m)| m)).collect()
 }
 

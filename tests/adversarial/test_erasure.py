@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 
 import psycopg
 import pytest
@@ -45,6 +46,13 @@ def fill(db: Database) -> tuple[str, str]:
                "(4, 'b', 'y@example.org', '2001-01-01', 'y')", (SECRET,))
     cid = db.scalar("SELECT cid FROM ledger.checkpoint('people', 'a')")
     return cid, db.scalar("SELECT ledger.digest(%s)", (cid,))
+
+
+@pytest.fixture
+def erased_free_db(db):
+    """The filled ledger, nothing erased yet."""
+    fill(db)
+    return db
 
 
 @pytest.fixture
@@ -194,3 +202,31 @@ def test_a_deleted_rows_history_is_erased_in_every_version(db):
     found = [tuple(r[:3]) for r in db.fetchall("SELECT * FROM ledger.verify('users')")]
     assert found == [('{"id": 2}', 2, "hash_mismatch")]
     assert offline_verify(db.export_lines("users_history")) == found
+
+
+def test_two_sessions_erasing_one_record_erase_it_once(erased_free_db):
+    """The second of two concurrent erasures of one record waits for the first, then is refused
+    (40001, nothing done twice) rather than recording an erasure it did not make."""
+    db = erased_free_db
+    first, second = db.connect(), db.connect()
+    first.execute("SELECT ledger.redact('people', 'a', 3, 'first')")
+    outcome: list = []
+
+    def erase_again() -> None:
+        try:
+            second.execute("SELECT ledger.redact('people', 'a', 3, 'second')")
+            second.commit()
+            outcome.append("erased")
+        except psycopg.Error as e:
+            second.rollback()
+            outcome.append(e.sqlstate)
+
+    waiter = threading.Thread(target=erase_again)
+    waiter.start()
+    wait_until(lambda: db.scalar("SELECT count(*) FROM pg_locks WHERE NOT granted") > 0, 20, 0.02,
+               "the second erasure to wait")
+    first.commit()
+    waiter.join(20)
+    assert outcome == ["40001"]
+    assert db.scalar("SELECT count(*) FROM ledger.events WHERE ledger = 'public.people' AND event = 'redact'") == 1
+    assert problems(db) == []
