@@ -81,8 +81,11 @@
 #            checkpoint covering them and keeps their hashes in ledger.pruned), against plain: a
 #            DELETE ... WHERE at < now() - interval '7 days' of the same rows from the user's table as
 #            it was without the ledger (the same columns but seq, prev_hash and hash, the same rows, the
-#            same primary key and (anchor_id, at) index, no triggers). Autocommit, after a CHECKPOINT;
-#            RET_RUNS rounds on fresh tables (order alternating), best time. No target (reported).
+#            same primary key and (anchor_id, at) index, no triggers); and the same prune of a third
+#            table loaded alike whose chains were all checkpointed before (as the scheduled
+#            ledger.checkpoint_all keeps a ledger), so it makes no checkpoint. Autocommit, after a
+#            CHECKPOINT; RET_RUNS rounds on fresh tables (order alternating), best time. No target
+#            (reported).
 #        (b) sizes of the table, each of its indexes (and their total) and ledger.pruned: before the
 #            prune, right after it, after a plain VACUUM (not FULL), and after inserting another
 #            RET_ROWS / 2 records (one INSERT ... SELECT), against the same on the plain table: the
@@ -1071,20 +1074,24 @@ ret_check() {
   [[ $got == "$2/$3" ]] || die "$1 holds (rows/old rows) $got, expected $2/$3"
 }
 
-RET_PRUNE_TIMES="" RET_DELETE_TIMES="" RET_LOAD_TIMES="" RET_PLAIN_LOAD_TIMES=""
+RET_PRUNE_TIMES="" RET_DELETE_TIMES="" RET_LOAD_TIMES="" RET_PLAIN_LOAD_TIMES="" RET_CP_PRUNE_TIMES=""
 for ((run = 1; run <= RET_RUNS; run++)); do
   # A new name each round: ledger.pruned keeps a dropped ledger's hashes under its name, and a new
   # ledger of that name would start its chains after them.
-  RL=ret_ledger_$run RP=ret_plain_$run
-  log "retention round $run/$RET_RUNS: loading $RET_ROWS records ($RET_CHAINS chains) into $RL and $RP"
+  RL=ret_ledger_$run RP=ret_plain_$run RC=ret_checkpointed_$run
+  log "retention round $run/$RET_RUNS: loading $RET_ROWS records ($RET_CHAINS chains) into $RL, $RC and $RP"
   ret_table ledger "$RL"
+  ret_table ledger "$RC"
   ret_table plain "$RP"
   secs=$(ret_load "$RL" 1 "$RET_ROWS")
   no_crash "loading $RL"
   RET_LOAD_TIMES+="$secs "
+  ret_load "$RC" 1 "$RET_ROWS" >/dev/null
   secs=$(ret_load "$RP" 1 "$RET_ROWS")
   RET_PLAIN_LOAD_TIMES+="$secs "
-  psql_ -c "VACUUM (ANALYZE) $RL" -c "VACUUM (ANALYZE) $RP" -c "CHECKPOINT" >/dev/null
+  # $RC as the scheduled ledger.checkpoint_all keeps a ledger: every chain checkpointed already.
+  psql_ -c "SELECT count(*) FROM ledger.checkpoint('$RC')" >/dev/null
+  psql_ -c "VACUUM (ANALYZE) $RL" -c "VACUUM (ANALYZE) $RC" -c "VACUUM (ANALYZE) $RP" -c "CHECKPOINT" >/dev/null
   ret_check "$RL" "$RET_ROWS" "$RET_HALF"
   ret_check "$RP" "$RET_ROWS" "$RET_HALF"
   # Every chain: seqs 1 to RET_PER_CHAIN old, the next RET_PER_CHAIN new.
@@ -1098,12 +1105,17 @@ for ((run = 1; run <= RET_RUNS; run++)); do
     ret_sizes before "$RL" "$RP"
     RET_VERIFY_BEFORE=$(ret_verify "$RL" "before the prune")
   fi
-  # The prune and the DELETE, each in autocommit after a CHECKPOINT; every other round plain first.
-  order=(ledger plain)
-  ((run % 2 == 1)) || order=(plain ledger)
+  # The prunes and the DELETE, each in autocommit after a CHECKPOINT; every other round plain first.
+  order=(ledger checkpointed plain)
+  ((run % 2 == 1)) || order=(plain checkpointed ledger)
   for kind in "${order[@]}"; do
     psql_ -c "CHECKPOINT" >/dev/null
-    if [[ $kind == ledger ]]; then
+    if [[ $kind == checkpointed ]]; then
+      read -r got secs <<<"$(timed_query "SELECT count(*) || '/' || sum(pruned) FROM ledger.prune('$RC')")"
+      [[ $got == "$RET_CHAINS/$RET_HALF" ]] || die "ledger.prune('$RC') returned (chains/pruned) $got, expected $RET_CHAINS/$RET_HALF"
+      RET_CP_PRUNE_TIMES+="$secs "
+      log "retention round $run/$RET_RUNS: ledger.prune of $RET_HALF checkpointed records ${secs}s"
+    elif [[ $kind == ledger ]]; then
       read -r got secs <<<"$(timed_query "SELECT count(*) || '/' || sum(pruned) || '/' || min(through_seq) || '/' || max(through_seq) FROM ledger.prune('$RL')")"
       no_crash "ledger.prune('$RL')"
       [[ $got == "$RET_CHAINS/$RET_HALF/$RET_PER_CHAIN/$RET_PER_CHAIN" ]] \
@@ -1150,7 +1162,7 @@ for ((run = 1; run <= RET_RUNS; run++)); do
     ret_check "$RP" "$RET_ROWS" 0
     check_ledger "$RL"
   fi
-  psql_ -c "DROP TABLE $RL, $RP" >/dev/null
+  psql_ -c "DROP TABLE $RL, $RC, $RP" >/dev/null
 done
 # shellcheck disable=SC2086
 RET_PRUNE_BEST=$(min_of $RET_PRUNE_TIMES)
@@ -1158,6 +1170,10 @@ RET_PRUNE_BEST=$(min_of $RET_PRUNE_TIMES)
 RET_DELETE_BEST=$(min_of $RET_DELETE_TIMES)
 RET_RATIO=$(calc "$RET_PRUNE_BEST / $RET_DELETE_BEST" 2)
 RET_PRUNE_RPS=$(calc "$RET_HALF / $RET_PRUNE_BEST" 0)
+# shellcheck disable=SC2086
+RET_CP_PRUNE_BEST=$(min_of $RET_CP_PRUNE_TIMES)
+RET_CP_RATIO=$(calc "$RET_CP_PRUNE_BEST / $RET_DELETE_BEST" 2)
+RET_CP_PRUNE_RPS=$(calc "$RET_HALF / $RET_CP_PRUNE_BEST" 0)
 RET_DELETE_RPS=$(calc "$RET_HALF / $RET_DELETE_BEST" 0)
 # shellcheck disable=SC2086
 RET_LOAD_BEST=$(min_of $RET_LOAD_TIMES)
@@ -1488,12 +1504,15 @@ pruned, through seq $RET_PER_CHAIN of each: it read and verified each record it 
 and its link to the one before), made $RET_CPS checkpoint(s) covering $RET_CP_RECORDS records (no checkpoint
 covered them before: one per chain, over all its records), kept the $RET_HALF hashes in \`ledger.pruned\`
 ($RET_KEPT_ROWS rows of up to 4096, $(mb "$RET_KEPT_BYTES") MB of hashes) and deleted the records; the DELETE
-removed the same $RET_HALF rows.
+removed the same $RET_HALF rows. The second prune is of a third table loaded alike, every chain of
+which was checkpointed before (untimed): it makes no checkpoint, as with the scheduled
+\`ledger.checkpoint_all\`.
 
 | variant | best time | runs (s) | records/s | ratio | target |
 |---|---:|---|---:|---:|---|
 | plain \`DELETE\` (the table without the ledger) | $RET_DELETE_BEST s | $(per_run $RET_DELETE_TIMES) | $RET_DELETE_RPS | 1.00 | |
 | **\`ledger.prune\`** | $RET_PRUNE_BEST s | $(per_run $RET_PRUNE_TIMES) | $RET_PRUNE_RPS | **$RET_RATIO** | none (reported) |
+| **\`ledger.prune\`**, every chain checkpointed before (as \`checkpoint_all\` keeps a ledger) | $RET_CP_PRUNE_BEST s | $(per_run $RET_CP_PRUNE_TIMES) | $RET_CP_PRUNE_RPS | **$RET_CP_RATIO** | none (reported) |
 
 ### (b) Space: before the prune, after it, after \`VACUUM\`, after $RET_HALF more records
 
@@ -1597,4 +1616,4 @@ echo "inclusion_proof $INCL_BEST ms, consistency_proof $CONS_BEST ms, verify_che
 echo "history UPDATEs tracked/untracked: 1 client $HIST_R1, $C clients $HIST_RC (>= 0.7); tracked/hand $HIST_TH1, $HIST_THC (> 1)"
 echo "verify of a tracked table ($HIST_VERSIONS_N versions): $HIST_VERIFY_RPS versions/s, /limit $HIST_VERIFY_LIMIT; its history alone $HIST_CHAINS_RPS"
 fi
-echo "retention: ledger.prune of $RET_HALF records $RET_PRUNE_BEST s, plain DELETE $RET_DELETE_BEST s, ratio $RET_RATIO (no target); after VACUUM + $RET_HALF more: ledger table $RET_LEDGER_GROWTH, plain $RET_PLAIN_GROWTH; verify $RET_VB_RPS records/s before, $RET_VV_RPS after"
+echo "retention: ledger.prune of $RET_HALF records $RET_PRUNE_BEST s ($RET_CP_PRUNE_BEST s checkpointed before), plain DELETE $RET_DELETE_BEST s, ratio $RET_RATIO ($RET_CP_RATIO) (no target); after VACUUM + $RET_HALF more: ledger table $RET_LEDGER_GROWTH, plain $RET_PLAIN_GROWTH; verify $RET_VB_RPS records/s before, $RET_VV_RPS after"
