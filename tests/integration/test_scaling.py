@@ -83,3 +83,38 @@ def test_verification_and_checkpoints_grow_linearly(db):
         # Below a few milliseconds the fixed costs dominate and the ratio says nothing.
         assert large < 0.05 or large / small < GROWTH_BOUND, \
             f"{operation}: {LARGE} records took {large:.3f}s, {SMALL} took {small:.3f}s"
+
+
+def test_prunes_and_erasures_grow_linearly(db):
+    """ledger.prune of the older half of a ledger, verify and export of what is left (which read the
+    kept hashes), and verify of a ledger whose records all commit to erasable values."""
+    times = {}
+    for n in (SMALL, LARGE):
+        name = f"aged_{n}"  # a new name each time: a ledger's kept hashes stay under its name
+        db.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, stream text NOT NULL, at timestamptz NOT NULL)")
+        db.execute("SELECT ledger.enable(%s, chain_by => 'stream')", (name,))
+        db.execute(f"INSERT INTO {name} SELECT i, 's' || (i % 64), "
+                   f"now() - CASE WHEN i <= {n // 2} THEN interval '30 days' ELSE interval '1 day' END "
+                   f"FROM generate_series(1, {n}) i")
+        db.execute(f"SELECT count(*) FROM ledger.checkpoint('{name}')")
+        db.execute(f"SELECT ledger.set_retention('{name}', '7 days', 'at')")
+        start = time.perf_counter()
+        assert db.scalar(f"SELECT sum(pruned) FROM ledger.prune('{name}')") == n // 2
+        prune = time.perf_counter() - start
+        erasable = f"people_{n}"
+        db.execute(f"CREATE TABLE {erasable} (id bigint PRIMARY KEY, stream text NOT NULL, email text)")
+        db.execute("SELECT ledger.enable(%s, chain_by => 'stream')", (erasable,))
+        db.execute(f"SELECT ledger.set_erasable('{erasable}', '{{email}}')")
+        db.execute(f"INSERT INTO {erasable} SELECT i, 's' || (i % 64), 'p' || i || '@example.org' "
+                   f"FROM generate_series(1, {n}) i")
+        times[n] = {
+            "prune": prune,
+            "verify pruned": best_of(2, lambda: db.fetchall(f"SELECT * FROM ledger.verify('{name}')")),
+            "export pruned": best_of(2, lambda: db.fetchall(f"SELECT * FROM ledger.export('{name}')")),
+            "verify erasable": best_of(2, lambda: db.fetchall(f"SELECT * FROM ledger.verify('{erasable}')")),
+        }
+        assert db.verify(name) == [] and db.verify(erasable) == []
+    for operation in times[SMALL]:
+        small, large = times[SMALL][operation], times[LARGE][operation]
+        assert large < 0.05 or large / small < GROWTH_BOUND, \
+            f"{operation}: {LARGE} records took {large:.3f}s, {SMALL} took {small:.3f}s"
