@@ -657,7 +657,19 @@ fn verified_hashes(layout: &Layout, relation: &PgRelation, plan: &ChainPrune) ->
 fn covering_checkpoint(layout: &Layout, chain: Option<&str>, through: i64) -> pgrx::Uuid {
     let ledger = &layout.qualified_name;
     if let Some((cid, size)) = checkpoint::newest_checkpoint(ledger, chain) {
-        if size >= through {
+        // Checkpoints are kept by the ledger's name: one of a dropped ledger of this name covers
+        // nothing of this one.
+        let of_this_ledger = lifecycle::as_extension_owner(|| {
+            select_one::<bool>(
+                "SELECT c.created_at >= l.enabled_at FROM ledger.checkpoints c, ledger.ledgers l \
+                 WHERE c.cid = $1 AND l.tbl = $2",
+                &[cid.into(), layout.relid.into()],
+            )
+        })
+        .map_err(|e| spi_error("cannot read the newest checkpoint", e))
+        .or_raise()
+        .unwrap_or(false);
+        if size >= through && of_this_ledger {
             return cid;
         }
     }
