@@ -10,7 +10,7 @@ use crate::guc;
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
 use crate::retention;
-use crate::verify::{canonical_chain_text, chain_datum};
+use crate::verify::{canonical_chain_text, chain_condition};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
 use ledger_core::definition;
@@ -80,13 +80,7 @@ fn public_key() -> Option<String> {
 
 /// The record hashes of seqs `from..=to` of one chain, in order; an error names the first gap.
 fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Result<Vec<Digest>, LedgerError> {
-    if layout.chain.is_some() && chain.is_none() {
-        return Err(LedgerError::new(
-            SqlState::InvalidParameterValue,
-            format!("ledger {} has several chains", layout.qualified_name),
-        )
-        .hint("Name the chain."));
-    }
+    let (condition, chain_arg) = chain_condition(layout, chain, 3)?;
     if to < from {
         return Ok(Vec::new());
     }
@@ -100,17 +94,11 @@ fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Re
     if from > to {
         return Ok(hashes);
     }
-    let chain = chain_datum(layout, chain);
-    let filter = chain.map(|(c, _)| format!("{} = $3 AND", quote_ident(&c.name))).unwrap_or_default();
     let query = format!(
-        "SELECT seq, hash::text FROM ONLY {} WHERE {filter} seq >= $1 AND seq <= $2 ORDER BY seq",
+        "SELECT seq, hash::text FROM ONLY {} WHERE {condition} AND seq >= $1 AND seq <= $2 ORDER BY seq",
         layout.qualified_name
     );
-    let mut args: Vec<DatumWithOid> = vec![from.into(), to.into()];
-    if let Some((column, datum)) = chain {
-        // SAFETY: a datum of the chain column's type.
-        args.push(unsafe { DatumWithOid::new(datum, column.type_oid) });
-    }
+    let args: Vec<DatumWithOid> = [from.into(), to.into()].into_iter().chain(chain_arg).collect();
     // Sized from what is read, not from `to`: a digest or a caller may name any size.
     hashes.reserve((to - from + 1).min(1 << 16) as usize);
     let mut expected = from;
@@ -200,19 +188,9 @@ fn merkle_root(tbl: Option<PgRelation>, chain: Option<&str>, from_seq: Option<i6
 
 /// The highest seq of a chain (0 when it has no records), from the (chain, seq) index.
 fn chain_head(layout: &Layout, chain: Option<&str>) -> Result<i64, LedgerError> {
-    if layout.chain.is_some() && chain.is_none() {
-        return Err(LedgerError::new(
-            SqlState::InvalidParameterValue,
-            format!("ledger {} has several chains", layout.qualified_name),
-        )
-        .hint("Name the chain."));
-    }
-    let chain_value = chain_datum(layout, chain);
-    let filter = chain_value.map(|(c, _)| format!("WHERE {} = $1", quote_ident(&c.name))).unwrap_or_default();
-    // SAFETY: a datum of the chain column's type.
-    let args: Vec<DatumWithOid> =
-        chain_value.map(|(column, datum)| unsafe { DatumWithOid::new(datum, column.type_oid) }).into_iter().collect();
-    Ok(select_one::<i64>(&format!("SELECT max(seq) FROM ONLY {} {filter}", layout.qualified_name), &args)
+    let (condition, chain_arg) = chain_condition(layout, chain, 1)?;
+    let args: Vec<DatumWithOid> = chain_arg.into_iter().collect();
+    Ok(select_one::<i64>(&format!("SELECT max(seq) FROM ONLY {} WHERE {condition}", layout.qualified_name), &args)
         .map_err(|e| spi_error("cannot read the chain head", e))?
         .unwrap_or(0))
 }

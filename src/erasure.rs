@@ -4,13 +4,13 @@
 //! commitment there, so the record's hash, and every chain, checkpoint, proof and digest, stay as
 //! they were, while the value can no longer be read or guessed from what remains.
 
-use crate::datum::{fetch_row, select_one, text_datum_to_str};
-use crate::error::{raise, required, spi_error, OrRaise};
+use crate::datum::{fetch_row, select_one};
+use crate::error::{raise, required, spi_error, OnDrop, OrRaise};
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
 use crate::trigger::RecordScratch;
 use ledger_core::canonical::{commitment, Erasable, Value};
-use ledger_core::hash::{self, parse_hex, to_hex};
+use ledger_core::hash::{parse_hex, to_hex};
 use ledger_core::json::{member_commitment, member_value};
 use ledger_core::{LedgerError, SqlState};
 use pgrx::datum::DatumWithOid;
@@ -131,15 +131,6 @@ pub unsafe fn permits_update(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple) ->
     })
 }
 
-/// Clears a thread-local flag however the work ends (an error unwinds through it).
-struct Cleared<F: Fn()>(F);
-
-impl<F: Fn()> Drop for Cleared<F> {
-    fn drop(&mut self) {
-        (self.0)()
-    }
-}
-
 /// Makes `columns` of a ledger erasable for the records appended from now on (an empty array: none).
 /// Each such record commits to those values through a salted hash, so `ledger.redact` can remove
 /// them later while its hash stays. For a history-tracked table, the columns are the table's, and
@@ -164,12 +155,7 @@ fn set_erasable(tbl: Option<PgRelation>, columns: Option<Vec<Option<String>>>) {
     let relid = tracked.unwrap_or(named);
     let layout = layout::for_relation(relid);
     let name = layout.qualified_name.clone();
-    if name.starts_with("ledger.") {
-        raise(LedgerError::new(
-            SqlState::FeatureNotSupported,
-            format!("the extension's own ledger {name} cannot have erasable columns"),
-        ));
-    }
+    lifecycle::refuse_own_ledger(&name, "have erasable columns", None);
     if tracked.is_none() && layout.history_of.is_some() {
         raise(
             LedgerError::new(SqlState::FeatureNotSupported, format!("{name} is a history ledger"))
@@ -287,7 +273,7 @@ fn erasable_text(relid: Oid) -> String {
 /// Adds `ledger_erasure` to the table, and registers the definition that has it (an `alter` event).
 fn add_erasure_column(relid: Oid, name: &str, actor: &str) {
     ADDING_COLUMN.with(|a| a.set(Some(relid)));
-    let _cleared = Cleared(|| ADDING_COLUMN.with(|a| a.set(None)));
+    let _cleared = OnDrop(|| ADDING_COLUMN.with(|a| a.set(None)));
     lifecycle::as_extension_owner(|| {
         Spi::run(&format!("ALTER TABLE ONLY {name} ADD COLUMN {} jsonb", quote_ident(ERASURE_COLUMN)))
             .map_err(|e| spi_error("cannot add the erasure column", e))
@@ -454,13 +440,10 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
     let tid_datum = Datum::from(std::ptr::addr_of_mut!(tid));
     // SAFETY: a ctid just read from this table, open as `relation`.
     let stored = unsafe { fetch_row(relation.as_ptr(), tid_datum) }.expect("the row the query just saw");
-    let mut scratch = RecordScratch::default();
     // SAFETY: the deformed datums of a row of this table.
-    let computed = hash::sha3_256(unsafe { scratch.encode(layout, &stored.values, &stored.nulls) });
-    // SAFETY: `hash` is a char(64) column.
-    let stored_hash = (!stored.nulls[layout.hash]).then(|| unsafe { text_datum_to_str(stored.values[layout.hash]) });
+    let (_, intact) = unsafe { RecordScratch::default().recompute(layout, &stored.values, &stored.nulls) };
     let seq = if stored.nulls[layout.seq] { 0 } else { stored.values[layout.seq].value() as i64 };
-    if stored_hash != Some(to_hex(&computed).as_str()) {
+    if !intact {
         raise(
             LedgerError::new(
                 SqlState::DataCorrupted,
@@ -474,7 +457,8 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
     let mut reader = crate::datum::DatumReader::new();
     let mut object = Map::new();
     let mut erased_columns: Vec<String> = Vec::new();
-    let mut erased_members: Vec<(String, String)> = Vec::new();
+    // Per jsonb column with members erased: those members, each to become JSON null.
+    let mut nulled_members: Vec<(String, Map<String, Json>)> = Vec::new();
     for (column, entry) in &kept {
         let Some(hashed) = layout.columns.iter().find(|c| &c.name == column) else { continue };
         reader.begin_record();
@@ -496,10 +480,11 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
             Entry::Members(members) => {
                 let Value::Jsonb(canonical) = value else { continue };
                 let mut kept_members = Map::new();
+                let mut nulled = Map::new();
                 for (member, e) in members {
                     let entry = match (e, member_value(canonical, member).or_raise()) {
                         (Erasable::Salt(salt), Some(v)) => {
-                            erased_members.push((column.clone(), member.clone()));
+                            nulled.insert(member.clone(), Json::Null);
                             Erasable::Erased(member_commitment(salt, v))
                         }
                         (other, _) => *other,
@@ -507,27 +492,26 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
                     kept_members.insert(member.clone(), entry_json(&entry));
                 }
                 object.insert(column.clone(), json!({ "members": kept_members }));
+                if !nulled.is_empty() {
+                    nulled_members.push((column.clone(), nulled));
+                }
             }
         }
     }
     drop(stored);
-    if erased_columns.is_empty() && erased_members.is_empty() {
-        return Vec::new();
+    let erased: Vec<String> = erased_columns
+        .iter()
+        .cloned()
+        .chain(nulled_members.iter().flat_map(|(_, members)| members.keys().cloned()))
+        .collect();
+    if erased.is_empty() {
+        return erased;
     }
     let mut sets: Vec<String> = erased_columns.iter().map(|c| format!("{} = NULL", quote_ident(c))).collect();
-    let mut members_by_column: Vec<(String, Vec<String>)> = Vec::new();
-    for (column, member) in &erased_members {
-        match members_by_column.iter_mut().find(|(c, _)| c == column) {
-            Some((_, list)) => list.push(member.clone()),
-            None => members_by_column.push((column.clone(), vec![member.clone()])),
-        }
-    }
     // Each erased member of a jsonb column becomes JSON null (the object keeps its keys).
-    let mut nulled: Vec<JsonB> = Vec::new();
-    for (column, members) in &members_by_column {
-        nulled.push(JsonB(Json::Object(members.iter().map(|m| (m.clone(), Json::Null)).collect())));
+    for (i, (column, _)) in nulled_members.iter().enumerate() {
         let column = quote_ident(column);
-        sets.push(format!("{column} = {column} || ${}", nulled.len() + 2));
+        sets.push(format!("{column} = {column} || ${}", i + 3));
     }
     let update = format!(
         "UPDATE ONLY {name} SET {}, {} = $1 WHERE ctid = $2 RETURNING 1",
@@ -535,7 +519,7 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
         quote_ident(ERASURE_COLUMN)
     );
     REDACTING.with(|r| *r.borrow_mut() = Some((layout.relid, tid)));
-    let _cleared = Cleared(|| {
+    let _cleared = OnDrop(|| {
         REDACTING.with(|r| r.borrow_mut().take());
     });
     let updated = lifecycle::as_extension_owner(|| {
@@ -543,7 +527,7 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
             // SAFETY: a tid datum (it points at `tid`, alive here).
             let mut args: Vec<DatumWithOid> =
                 vec![JsonB(Json::Object(object)).into(), unsafe { DatumWithOid::new(tid_datum, pg_sys::TIDOID) }];
-            args.extend(nulled.into_iter().map(DatumWithOid::from));
+            args.extend(nulled_members.into_iter().map(|(_, members)| JsonB(Json::Object(members)).into()));
             Ok::<_, pgrx::spi::Error>(client.update(update.as_str(), None, &args)?.len())
         })
     })
@@ -559,7 +543,7 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
             .hint("Run ledger.redact() again."),
         );
     }
-    erased_columns.into_iter().chain(erased_members.into_iter().map(|(_, m)| m)).collect()
+    erased
 }
 
 /// Where record `seq` of a chain (given as text) is, and how the audit chain names the record.

@@ -44,3 +44,13 @@ pub fn spi_error(what: &str, e: impl std::fmt::Display) -> LedgerError {
 pub fn required<T>(value: Option<T>, name: &str) -> T {
     value.unwrap_or_else(|| raise(LedgerError::new(SqlState::NullValueNotAllowed, format!("{name} must not be null"))))
 }
+
+/// Runs its closure when dropped, however the scope ends: an error raised inside unwinds through
+/// the drop. For the one-off permissions and flags the extension sets around its own statements.
+pub struct OnDrop<F: FnMut()>(pub F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}

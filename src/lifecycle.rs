@@ -35,6 +35,19 @@ pub fn require_owner(relid: Oid, name: &str, action: &str) {
     }
 }
 
+/// Refuses (0A000) to `what` one of the extension's own ledgers (schema `ledger`), which record
+/// what happened to the others or are made by CREATE EXTENSION.
+pub fn refuse_own_ledger(name: &str, what: &str, hint: Option<&str>) {
+    if name.starts_with("ledger.") {
+        let error =
+            LedgerError::new(SqlState::FeatureNotSupported, format!("the extension's own ledger {name} cannot {what}"));
+        raise(match hint {
+            Some(hint) => error.hint(hint),
+            None => error,
+        });
+    }
+}
+
 /// Refuses on a hot standby, before any work: what follows writes.
 pub fn require_primary(action: &str) {
     // SAFETY: reads shared recovery state.
@@ -236,12 +249,7 @@ fn retire(tbl: PgRelation, reason: &str) -> SetOfIterator<'static, pgrx::composi
     drop(tbl);
     let layout = layout::for_relation(relid);
     let name = layout.qualified_name.clone();
-    if name.starts_with("ledger.") {
-        raise(LedgerError::new(
-            SqlState::FeatureNotSupported,
-            format!("the extension's own ledger {name} cannot be retired"),
-        ));
-    }
+    refuse_own_ledger(&name, "be retired", None);
     require_owner(relid, &name, "retire a ledger");
     if reason.trim().is_empty() {
         raise(

@@ -5,14 +5,14 @@
 
 use crate::checkpoint;
 use crate::datum::{fetch_row, select_one, text_datum_to_str};
-use crate::error::{raise, required, spi_error, OrRaise};
+use crate::error::{raise, required, spi_error, OnDrop, OrRaise};
 use crate::guc;
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
 use crate::trigger::RecordScratch;
-use crate::verify::chain_datum;
+use crate::verify::{chain_condition, chain_key_of};
 use ledger_core::chain::Anchor;
-use ledger_core::hash::{self, to_hex, Digest};
+use ledger_core::hash::{to_hex, Digest};
 use ledger_core::{LedgerError, SqlState};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::{self, Oid};
@@ -217,15 +217,6 @@ thread_local! {
     static PERMIT: RefCell<Option<Permit>> = const { RefCell::new(None) };
 }
 
-/// Clears the permit however the deletion ends (an error unwinds through it).
-struct PermitGuard;
-
-impl Drop for PermitGuard {
-    fn drop(&mut self) {
-        PERMIT.with(|p| p.borrow_mut().take());
-    }
-}
-
 /// Whether `ledger.prune` is deleting this row of `relid` right now.
 ///
 /// # Safety
@@ -294,15 +285,11 @@ fn retained_ledger(tbl: &PgRelation, action: &str) -> (Oid, std::rc::Rc<Layout>)
     // The extension's own ledgers: the audit chains record what happened to the others, and the
     // registry rows and events of ledger.records are made by CREATE EXTENSION, so a dump could not
     // carry a retention of it.
-    if layout.qualified_name.starts_with("ledger.") {
-        raise(
-            LedgerError::new(
-                SqlState::FeatureNotSupported,
-                format!("the extension's own ledger {} cannot have a retention", layout.qualified_name),
-            )
-            .hint("Keep records that age out in a ledger table of your own."),
-        );
-    }
+    lifecycle::refuse_own_ledger(
+        &layout.qualified_name,
+        "have a retention",
+        Some("Keep records that age out in a ledger table of your own."),
+    );
     lifecycle::require_owner(tbl.oid(), &layout::qualified_name(tbl.oid()), action);
     (relid, layout)
 }
@@ -585,17 +572,13 @@ fn plan(layout: &Layout, retention: &Retention) -> Vec<ChainPrune> {
 /// one before (the first to the chain's anchor): a record that does not verify is never pruned, or
 /// its evidence would go with it.
 fn verified_hashes(layout: &Layout, relation: &PgRelation, plan: &ChainPrune) -> Vec<Digest> {
-    let chain = chain_datum(layout, plan.chain.as_deref());
-    let filter = chain.map(|(c, _)| format!("{} = $3 AND", quote_ident(&c.name))).unwrap_or_default();
+    let (condition, chain_arg) = chain_condition(layout, plan.chain.as_deref(), 3).or_raise();
     let query = format!(
-        "SELECT ctid, seq FROM ONLY {} WHERE {filter} seq > $1 AND seq <= $2 ORDER BY seq",
+        "SELECT ctid, seq FROM ONLY {} WHERE {condition} AND seq > $1 AND seq <= $2 ORDER BY seq",
         layout.qualified_name
     );
-    let mut args: Vec<DatumWithOid> = vec![plan.anchor.pruned_through.into(), plan.through.into()];
-    if let Some((column, datum)) = chain {
-        // SAFETY: a datum of the chain column's type.
-        args.push(unsafe { DatumWithOid::new(datum, column.type_oid) });
-    }
+    let args: Vec<DatumWithOid> =
+        [plan.anchor.pruned_through.into(), plan.through.into()].into_iter().chain(chain_arg).collect();
     let refuse = |seq: i64, why: String| -> ! {
         raise(
             LedgerError::new(
@@ -628,12 +611,13 @@ fn verified_hashes(layout: &Layout, relation: &PgRelation, plan: &ChainPrune) ->
                     // SAFETY: a ctid the query just read from this table, open as `relation`.
                     unsafe {
                         let stored = fetch_row(relation.as_ptr(), tid).expect("the row the query just saw");
-                        let text_at = |i: usize| (!stored.nulls[i]).then(|| text_datum_to_str(stored.values[i]));
-                        let computed = hash::sha3_256(scratch.encode(layout, &stored.values, &stored.nulls));
-                        if text_at(layout.hash) != Some(to_hex(&computed).as_str()) {
+                        let (computed, intact) = scratch.recompute(layout, &stored.values, &stored.nulls);
+                        if !intact {
                             refuse(seq, format!("Its values hash to {}, not to its stored hash.", to_hex(&computed)));
                         }
-                        if text_at(layout.prev_hash) != previous.as_ref().map(to_hex).as_deref() {
+                        let stored_prev = (!stored.nulls[layout.prev_hash])
+                            .then(|| text_datum_to_str(stored.values[layout.prev_hash]));
+                        if stored_prev != previous.as_ref().map(to_hex).as_deref() {
                             refuse(seq, "Its prev_hash is not the previous record's hash.".to_string());
                         }
                         previous = Some(computed);
@@ -673,8 +657,11 @@ fn covering_checkpoint(layout: &Layout, chain: Option<&str>, through: i64) -> pg
             return cid;
         }
     }
-    checkpoint::checkpoint_one_chain(layout, chain);
-    checkpoint::newest_checkpoint(ledger, chain).map(|(cid, _)| cid).expect("the checkpoint just made")
+    checkpoint::checkpoint_one_chain(layout, chain)
+        .get_by_name::<pgrx::Uuid>("cid")
+        .ok()
+        .flatten()
+        .expect("a checkpoint has a cid")
 }
 
 /// Appends the pruned hashes to `ledger.pruned`, in runs of at most [`RUN_LENGTH`] records.
@@ -712,31 +699,19 @@ fn keep_hashes(
 
 /// Deletes the planned records, under the one permit the ledger's trigger honours.
 fn delete_records(layout: &Layout, plan: &ChainPrune) {
-    let chain = chain_datum(layout, plan.chain.as_deref());
-    let mut scratch = RecordScratch::default();
-    if let Some((column, datum)) = chain {
-        let mut reader = crate::datum::DatumReader::new();
-        // SAFETY: a datum of the chain column's type, made by its input function.
-        let value = unsafe { reader.read(column.column_type, datum) };
-        ledger_core::canonical::chain_key_bytes(&value, &mut scratch.chain_key);
-    }
+    let chain_key = chain_key_of(layout, plan.chain.as_deref()).unwrap_or_default();
     let first = plan.anchor.pruned_through + 1;
-    PERMIT.with(|p| {
-        *p.borrow_mut() =
-            Some(Permit { relid: layout.relid, chain_key: scratch.chain_key.clone(), first, through: plan.through })
+    PERMIT.with(|p| *p.borrow_mut() = Some(Permit { relid: layout.relid, chain_key, first, through: plan.through }));
+    let _cleared = OnDrop(|| {
+        PERMIT.with(|p| p.borrow_mut().take());
     });
-    let _guard = PermitGuard;
-    let filter = chain.map(|(c, _)| format!("{} = $3 AND", quote_ident(&c.name))).unwrap_or_default();
+    let (condition, chain_arg) = chain_condition(layout, plan.chain.as_deref(), 3).or_raise();
     let query = format!(
-        "WITH gone AS (DELETE FROM ONLY {} WHERE {filter} seq >= $1 AND seq <= $2 RETURNING 1) \
+        "WITH gone AS (DELETE FROM ONLY {} WHERE {condition} AND seq >= $1 AND seq <= $2 RETURNING 1) \
          SELECT count(*) FROM gone",
         layout.qualified_name
     );
-    let mut args: Vec<DatumWithOid> = vec![first.into(), plan.through.into()];
-    if let Some((column, datum)) = chain {
-        // SAFETY: a datum of the chain column's type.
-        args.push(unsafe { DatumWithOid::new(datum, column.type_oid) });
-    }
+    let args: Vec<DatumWithOid> = [first.into(), plan.through.into()].into_iter().chain(chain_arg).collect();
     let deleted = lifecycle::as_extension_owner(|| {
         Spi::connect_mut(|client| client.update(query.as_str(), Some(1), &args)?.first().get_one::<i64>())
     })

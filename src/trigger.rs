@@ -77,6 +77,16 @@ impl RecordScratch {
         self.encoder.bytes()
     }
 
+    /// A stored record's hash recomputed from its values, and whether its stored `hash` is that.
+    ///
+    /// # Safety
+    /// As for [`Self::encode`].
+    pub unsafe fn recompute(&mut self, layout: &Layout, values: &[Datum], nulls: &[bool]) -> (Digest, bool) {
+        let computed = self.encoder_hash(layout, values, nulls);
+        let stored = (!nulls[layout.hash]).then(|| text_datum_to_str(values[layout.hash]));
+        (computed, stored == Some(to_hex(&computed).as_str()))
+    }
+
     /// The chain key bytes of a record (empty for a single-chain table).
     ///
     /// # Safety

@@ -13,6 +13,7 @@ use ledger_core::chain::{check_chain_from, ChainStream, Link};
 use ledger_core::definition;
 use ledger_core::hash;
 use ledger_core::{LedgerError, SqlState};
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgRelation};
@@ -42,6 +43,31 @@ pub fn chain_datum<'l>(layout: &'l Layout, chain: Option<&str>) -> Option<(&'l C
         pg_sys::getTypeInputInfo(column.type_oid, &mut input_fn, &mut io_param);
         Some((column, pg_sys::OidInputFunctionCall(input_fn, c_text.as_ptr() as *mut _, io_param, -1)))
     }
+}
+
+/// The condition on a query's rows that selects one chain (given as text): `<chain column> = $n`
+/// with the chain's value as the argument, or `true` for a single-chain ledger. An error when a
+/// ledger with chains is not told which one.
+pub fn chain_condition(
+    layout: &Layout,
+    chain: Option<&str>,
+    n: usize,
+) -> Result<(String, Option<DatumWithOid<'static>>), LedgerError> {
+    if layout.chain.is_some() && chain.is_none() {
+        return Err(LedgerError::new(
+            SqlState::InvalidParameterValue,
+            format!("ledger {} has several chains", layout.qualified_name),
+        )
+        .hint("Name the chain."));
+    }
+    Ok(match chain_datum(layout, chain) {
+        None => ("true".to_string(), None),
+        // SAFETY: the datum was made by the chain column type's input function.
+        Some((column, datum)) => (
+            format!("{} = ${n}", layout::quote_ident(&column.name)),
+            Some(unsafe { DatumWithOid::new(datum, column.type_oid) }),
+        ),
+    })
 }
 
 /// A chain given as text, written the way the chain column's type writes it under fixed settings
@@ -74,7 +100,7 @@ unsafe fn output_text(type_oid: pg_sys::Oid, datum: Datum) -> String {
 }
 
 /// The chain key bytes of a chain given as text.
-fn chain_filter(layout: &Layout, chain: Option<&str>) -> Option<Vec<u8>> {
+pub fn chain_key_of(layout: &Layout, chain: Option<&str>) -> Option<Vec<u8>> {
     let (column, datum) = chain_datum(layout, chain)?;
     let mut reader = DatumReader::new();
     // SAFETY: the datum was just made by the column type's input function.
@@ -113,7 +139,7 @@ pub struct Verified {
 /// any chain it cannot confirm are read again and checked in full, which names every problem.
 pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
     let layout = layout::for_relation(relation.oid());
-    let wanted = chain_filter(&layout, chain);
+    let wanted = chain_key_of(&layout, chain);
     let pruned = pruned_chains(&layout, chain);
     let mut streams: HashMap<Vec<u8>, ChainStream> = HashMap::new();
     let mut computed_hex = [0u8; 64];
@@ -210,7 +236,7 @@ fn pruned_chains(layout: &Layout, chain: Option<&str>) -> HashMap<Vec<u8>, Prune
     let only = chain.map(|_| canonical_chain_text(layout, chain));
     retention::pruned_chains(&layout.qualified_name, only.as_ref().map(Option::as_deref))
         .into_iter()
-        .map(|p| (chain_filter(layout, p.chain.as_deref()).unwrap_or_default(), p))
+        .map(|p| (chain_key_of(layout, p.chain.as_deref()).unwrap_or_default(), p))
         .collect()
 }
 
@@ -340,23 +366,9 @@ fn canonical_bytes(tbl: Option<PgRelation>, chain: Option<&str>, seq: Option<i64
 /// Where record `seq` of a chain (given as text) is stored; an error names a record that is not
 /// there, or that `ledger.prune` removed.
 pub fn record_tid(layout: &Layout, chain: Option<&str>, seq: i64) -> pg_sys::ItemPointerData {
-    if layout.chain.is_some() && chain.is_none() {
-        raise(
-            LedgerError::new(
-                SqlState::InvalidParameterValue,
-                format!("ledger {} has several chains", layout.qualified_name),
-            )
-            .hint("Name the chain."),
-        );
-    }
-    let chain = chain_datum(layout, chain);
-    let filter = chain.map(|(c, _)| format!("{} = $2 AND", layout::quote_ident(&c.name))).unwrap_or_default();
-    let query = format!("SELECT ctid FROM ONLY {} WHERE {filter} seq = $1", layout.qualified_name);
-    let mut args: Vec<pgrx::datum::DatumWithOid> = vec![seq.into()];
-    if let Some((column, datum)) = chain {
-        // SAFETY: the datum is of the chain column's type.
-        args.push(unsafe { pgrx::datum::DatumWithOid::new(datum, column.type_oid) });
-    }
+    let (condition, chain_arg) = chain_condition(layout, chain, 2).or_raise();
+    let query = format!("SELECT ctid FROM ONLY {} WHERE {condition} AND seq = $1", layout.qualified_name);
+    let args: Vec<DatumWithOid> = std::iter::once(seq.into()).chain(chain_arg).collect();
     let tid = Spi::connect(|client| {
         let rows = client.select(query.as_str(), Some(1), &args)?;
         if rows.is_empty() {
@@ -373,11 +385,9 @@ pub fn record_tid(layout: &Layout, chain: Option<&str>, seq: i64) -> pg_sys::Ite
     if let Some(tid) = tid {
         return tid;
     }
-    let pruned = layout.pruned.then(|| {
-        // SAFETY: the datum was made by the chain column type's input function.
-        let text = chain.map(|(column, datum)| unsafe { chain_text_of(column, datum) });
-        retention::pruned_detail(&layout.qualified_name, text.as_deref(), seq)
-    });
+    let pruned = layout
+        .pruned
+        .then(|| retention::pruned_detail(&layout.qualified_name, canonical_chain_text(layout, chain).as_deref(), seq));
     if let Some(detail) = pruned.flatten() {
         raise(
             LedgerError::new(

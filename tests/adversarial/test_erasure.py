@@ -14,20 +14,11 @@ import psycopg
 import pytest
 
 from clusters import own_cluster, wait_for_replay
-from ledgertest import (Database, _write_export, database_name, offline_digest, offline_verify, run_verifier,
-                        wait_until)
+from ledgertest import (Database, _write_export, behind_the_triggers, database_name, offline_digest, offline_verify,
+                        run_verifier, wait_until)
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
-TRIGGERS = ("zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate")
 SECRET = "erase-me-7f3a@example.org"
-
-
-def tamper(db: Database, statement: str, params=None) -> None:
-    """As a superuser: the ledger's triggers off, the statement, the triggers back as they were."""
-    with db.conn.transaction():
-        db.execute("ALTER TABLE people DISABLE TRIGGER ALL")
-        db.execute(statement, params)
-        db.execute("ALTER TABLE people " + ", ".join(f"ENABLE ALWAYS TRIGGER {t}" for t in TRIGGERS))
 
 
 def problems(db: Database) -> list[tuple]:
@@ -101,7 +92,7 @@ def test_erased_values_are_gone_and_everything_still_verifies(erased):
 ])
 def test_tampering_with_erasure_is_named_alike_by_both_verifiers(erased, attack, statement, found):
     db, cid, digest = erased
-    tamper(db, statement)
+    behind_the_triggers(db, "people", statement)
     assert problems(db) == found, attack
     assert offline_verify(db.export_lines("people")) == found, attack
 
@@ -194,11 +185,8 @@ def test_a_deleted_rows_history_is_erased_in_every_version(db):
     assert offline_verify(lines) == [] and not any(SECRET in line for line in lines)
     assert offline_state(db, "users") == []
     assert {ok for _, ok, _ in db.fetchall("SELECT * FROM ledger.verify_checkpoint(%s)", (cid,))} <= {True, None}
-    with db.conn.transaction():
-        db.execute("ALTER TABLE users_history DISABLE TRIGGER ALL")
-        db.execute("UPDATE users_history SET \"row\" = jsonb_set(\"row\", '{email}', to_jsonb(%s::text)) "
-                   "WHERE key = '{\"id\": 2}' AND seq = 2", (SECRET,))
-        db.execute("ALTER TABLE users_history " + ", ".join(f"ENABLE ALWAYS TRIGGER {t}" for t in TRIGGERS))
+    behind_the_triggers(db, "users_history", "UPDATE users_history SET \"row\" = jsonb_set(\"row\", '{email}', "
+                        "to_jsonb(%s::text)) WHERE key = '{\"id\": 2}' AND seq = 2", (SECRET,))
     found = [tuple(r[:3]) for r in db.fetchall("SELECT * FROM ledger.verify('users')")]
     assert found == [('{"id": 2}', 2, "hash_mismatch")]
     assert offline_verify(db.export_lines("users_history")) == found

@@ -14,18 +14,7 @@ import psycopg
 import pytest
 
 from clusters import own_cluster, wait_for_replay
-from ledgertest import Database, database_name, offline_digest, offline_verify, wait_until
-
-TRIGGERS = ("zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate")
-
-
-def tamper(db: Database, tbl: str, statement: str, params=None) -> None:
-    """As a superuser: the ledger's triggers off, the statement, the triggers back as they were."""
-    with db.conn.transaction():
-        db.execute(f"ALTER TABLE {tbl} DISABLE TRIGGER ALL")
-        db.execute(statement, params)
-        db.execute(f"ALTER TABLE {tbl} " + ", ".join(f"ENABLE ALWAYS TRIGGER {t}" for t in TRIGGERS))
-
+from ledgertest import Database, behind_the_triggers, database_name, offline_digest, offline_verify, wait_until
 
 def fill(db: Database, chains: int = 4, per_chain: int = 40) -> None:
     """A ledger of `chains` chains, record i of each dated (per_chain + 0.5 - i) days ago: the first
@@ -103,7 +92,7 @@ def test_what_remains_and_what_was_made_before_verifies_everywhere(pruned):
 ])
 def test_tampering_after_a_prune_is_named_alike_by_both_verifiers(pruned, attack, statement, found):
     db, cid, digest = pruned
-    tamper(db, "ev", statement)
+    behind_the_triggers(db, "ev", statement)
     assert problems(db) == found, attack
     assert offline_verify(db.export_lines("ev")) == found, attack
 
@@ -115,7 +104,7 @@ def test_tampering_after_a_prune_is_named_alike_by_both_verifiers(pruned, attack
 ])
 def test_tampering_with_the_kept_hashes_is_caught(pruned, attack, statement):
     db, cid, digest = pruned
-    tamper(db, "ledger.pruned", statement)
+    behind_the_triggers(db, "ledger.pruned", statement)
     found = problems(db)
     assert found[-1] == ("acct1", 21, "prev_hash_mismatch") and {f[0] for f in found} == {"acct1"}, (attack, found)
     assert offline_verify(db.export_lines("ev")) == found, attack

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from clusters import own_cluster, wait_for_replay
-from ledgertest import Database, database_name, insert_record, wait_until
+from ledgertest import Database, behind_the_triggers, database_name, insert_record, wait_until
 
 A, B = str(uuid.UUID(int=0xA)), str(uuid.UUID(int=0xB))
 TABLES = ("ledger.records", "t", "ledger.checkpoints")
@@ -39,15 +39,6 @@ def append(db: Database, n: int) -> None:
                    "SELECT %s, 's', 'k', jsonb_build_object('i', g) FROM generate_series(1, %s) g",
                    (chain, n))
     db.execute("INSERT INTO t (k, body) SELECT g %% 2, 'b' || g FROM generate_series(1, %s) g", (2 * n,))
-
-
-def tamper(db: Database, tbl: str, statement: str) -> None:
-    """As a superuser: the ledger's triggers off, the statement, the triggers back as they were."""
-    db.execute(f"ALTER TABLE {tbl} DISABLE TRIGGER ALL")
-    db.execute(statement)
-    db.execute(f"ALTER TABLE {tbl} " + ", ".join(
-        f"ENABLE ALWAYS TRIGGER {name}"
-        for name in ("zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate")))
 
 
 def outcome(db: Database, query: str, params=None):
@@ -152,9 +143,9 @@ def test_standby_refuses_appends_and_checkpoints_as_read_only(ledgers):
 def test_standby_sees_the_same_tampering_as_the_primary(ledgers):
     p, s, cps = ledgers
     with p.conn.transaction():
-        tamper(p, "ledger.records", "UPDATE ledger.records SET payload = '{\"i\": 99}' "
+        behind_the_triggers(p, "ledger.records", "UPDATE ledger.records SET payload = '{\"i\": 99}' "
                f"WHERE anchor_id = '{A}' AND seq = 3")
-        tamper(p, "t", "DELETE FROM t WHERE k = 1 AND seq = 4")
+        behind_the_triggers(p, "t", "DELETE FROM t WHERE k = 1 AND seq = 4")
     insert_record(p.conn.cursor(), B, {"after": "tampering"})  # appends still replicate
     wait_for_replay(p, s)
 

@@ -219,6 +219,17 @@ def offline_verify(lines: Iterable[str]) -> list[tuple]:
     return [(p["chain"], p["seq"], p["problem"]) for p in problems]
 
 
+def behind_the_triggers(db: "Database", tbl: str, statement: str, params=None) -> None:
+    """As a superuser, in one transaction (a savepoint inside the caller's): the ledger's triggers
+    off, the statement, the triggers back as the ledger has them (ENABLE ALWAYS), so its definition
+    is as registered."""
+    with db.conn.transaction():
+        db.execute(f"ALTER TABLE {tbl} DISABLE TRIGGER ALL")
+        db.execute(statement, params)
+        db.execute(f"ALTER TABLE {tbl} " + ", ".join(
+            f"ENABLE ALWAYS TRIGGER {name}" for name in ("zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate")))
+
+
 def assert_dense(db: Database, expected_counts: dict | None = None, tbl: str = "ledger.records",
                  chain_col: str | None = "anchor_id") -> dict:
     """Every chain holds seqs 1..N with no duplicates; optionally N per chain as expected."""
