@@ -403,6 +403,12 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
             .flatten()
             .expect("the extension's table"),
     );
+    // The lock of ledger.checkpoints' own (single) chain first, which the append below takes anyway
+    // and holds to commit: taken after a chain's lock, a transaction checkpointing two chains (or
+    // checkpoint_all beside prune) would wait for it holding one chain's lock while another waits
+    // for that chain holding it, a deadlock.
+    // SAFETY: inside the caller's transaction.
+    unsafe { crate::head::lock_chain(checkpoints.relid, &[]) };
     // One checkpointer per chain at a time, so checkpoints of a chain form a line.
     // SAFETY: inside the caller's transaction.
     unsafe { crate::head::lock_chain(checkpoints.relid, format!("{ledger}\n{}", chain.unwrap_or("")).as_bytes()) };
