@@ -1686,6 +1686,37 @@ def only_columns_added(before: str, after: str) -> bool:
             and all(line.startswith(("column ", "hashed ", "added ", "history_of ")) for line in added))
 
 
+PARTITION_TRIGGERS = "triggers ledger_refuse_change:A,ledger_refuse_truncate:A,zz_ledger_append:A"
+
+
+def only_partitions_added(before: str, after: str) -> bool:
+    """Does `after` differ from `before` only by partitions added (FORMAT.md, "Partitioned
+    ledgers"): new partition lines, each with the table's persistence and every ledger trigger
+    enabled always, and no line removed?"""
+    old, new = definition_lines(before), definition_lines(after)
+    persistence = next((line.removeprefix("persistence ") for line in old if line.startswith("persistence ")), None)
+    if persistence is None:
+        return False
+    conforming = f" persistence {persistence} {PARTITION_TRIGGERS}"
+    added = [line for line in new if line not in old]
+    return (all(line in new for line in old) and bool(added)
+            and all(line.startswith("partition ") and line.endswith(conforming) for line in added))
+
+
+def only_partitions_removed(before: str, after: str) -> bool:
+    """Does `after` differ from `before` only by partition lines removed (partitions ledger.prune
+    emptied and dropped), with nothing added?"""
+    old, new = definition_lines(before), definition_lines(after)
+    removed = [line for line in old if line not in new]
+    return all(line in old for line in new) and bool(removed) and all(line.startswith("partition ") for line in removed)
+
+
+def is_registered_step(before: str, after: str) -> bool:
+    """May `after` follow `before` as registered definitions, for a digest's definition to hold
+    (FORMAT.md, "Definitions"): columns added, partitions added, or partitions removed?"""
+    return only_columns_added(before, after) or only_partitions_added(before, after) or only_partitions_removed(before, after)
+
+
 def check_definition(digest: Digest, header: Header) -> DigestCheck:
     """Is the digest's definition the fingerprint of the registered definition the export carries?
     Then the signature also fixes the header's hashed columns and chain key (definition_problems
@@ -1706,11 +1737,13 @@ def check_definition(digest: Digest, header: Header) -> DigestCheck:
     steps = [*header.earlier_definitions, header.definition]
     for position, earlier in enumerate(steps[:-1]):
         if stated == definition_fingerprint(earlier):
-            if all(only_columns_added(a, b) for a, b in zip(steps[position:], steps[position + 1:])):
+            if all(is_registered_step(a, b) for a, b in zip(steps[position:], steps[position + 1:])):
                 return result(True, "the digest's definition is the fingerprint of an earlier registered "
-                                    "definition, and since then only columns were added")
+                                    "definition, and since then only columns or partitions were added, or "
+                                    "emptied partitions removed")
             return result(False, "the digest's definition is the fingerprint of an earlier registered "
-                                 "definition, but the definitions after it change more than added columns")
+                                 "definition, but the definitions after it change more than columns or "
+                                 "partitions added or emptied partitions removed")
     detail = (f"the digest's definition is {stated}, the registered definition's fingerprint is "
               f"{registered}")
     if header.definition_now is not None and stated == definition_fingerprint(header.definition_now):

@@ -93,10 +93,12 @@ BEGIN
 
     RETURN QUERY EXECUTE format(
         'SELECT CASE WHEN line ~ ''[\U0001FFFE-\U0010FFFF]'' THEN ledger.escape_noncharacters(line) ELSE line END '
-        'FROM ONLY %2$s, LATERAL (SELECT json_build_array(%1$s, %4$s hash::text)::text) AS record(line) ORDER BY %3$s seq',
+        'FROM %5$s%2$s, LATERAL (SELECT json_build_array(%1$s, %4$s hash::text)::text) AS record(line) ORDER BY %3$s seq',
         value_list, table_name,
         CASE WHEN entry.chain_by IS NULL THEN '' ELSE quote_ident(entry.chain_by) || ', ' END,
-        CASE WHEN erasure THEN 'ledger_erasure::text, ' ELSE '' END);
+        CASE WHEN erasure THEN 'ledger_erasure::text, ' ELSE '' END,
+        -- ONLY the table (an inheritance child's rows are not records), or all of a partitioned one.
+        CASE WHEN (SELECT relkind FROM pg_class WHERE oid = tbl) = 'p' THEN '' ELSE 'ONLY ' END);
 END
 $$;
 COMMENT ON FUNCTION ledger.export(regclass) IS 'the documented JSON-lines export that offline verifiers read';

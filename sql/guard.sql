@@ -7,6 +7,11 @@
 CREATE FUNCTION ledger.definition(tbl regclass) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 SET quote_all_identifiers = off
+-- Partition bounds are written as values: in one time zone and style whoever asks.
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT concat_ws(E'\n',
@@ -39,7 +44,26 @@ SELECT concat_ws(E'\n',
        FROM pg_inherits i
        JOIN pg_class cc ON cc.oid = i.inhrelid
        JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-      WHERE i.inhparent = c.oid),
+      WHERE i.inhparent = c.oid AND c.relkind <> 'p'),
+    -- A partitioned ledger's records are in its partitions: each with its bound, its persistence
+    -- and the ledger triggers it carries (docs/FORMAT.md, "Partitioned ledgers").
+    CASE WHEN c.relkind = 'p' THEN 'partitioned_by ' || pg_get_partkeydef(c.oid) END,
+    (SELECT string_agg(format('partition %I.%I %s persistence %s triggers %s', pn.nspname, pc.relname,
+                              pg_get_expr(pc.relpartbound, pc.oid), pc.relpersistence::text,
+                              coalesce((SELECT string_agg(g.tgname || ':' || g.tgenabled::text, ',' ORDER BY g.tgname)
+                                          FROM pg_trigger g JOIN pg_proc p ON p.oid = g.tgfoid
+                                         WHERE g.tgrelid = pc.oid AND p.pronamespace = 'ledger'::regnamespace),
+                                       '-')
+                              || CASE WHEN pc.relkind = 'p' THEN ' partitioned' ELSE '' END
+                              -- DETACH ... CONCURRENTLY commits its first step before any guard
+                              -- runs (PostgreSQL 14 and later; read so on 13 too).
+                              || CASE WHEN (to_jsonb(i) ->> 'inhdetachpending')::boolean
+                                      THEN ' detach_pending' ELSE '' END),
+                       E'\n' ORDER BY pn.nspname, pc.relname)
+       FROM pg_inherits i
+       JOIN pg_class pc ON pc.oid = i.inhrelid
+       JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+      WHERE i.inhparent = c.oid AND c.relkind = 'p'),
     -- A history ledger vouches for its tracked table: that table's definition is part of its own.
     (SELECT format('history_of %I.%I %s', tn.nspname, tc.relname,
                    ledger.sha3_256(convert_to(ledger.definition(t.tbl), 'UTF8')))
@@ -141,15 +165,25 @@ BEGIN
                      JOIN pg_collation co ON co.collnamespace = commands.objid
                      JOIN pg_depend d ON d.refclassid = 'pg_collation'::regclass AND d.refobjid = co.oid
                    WHERE commands.classid = 'pg_namespace'::regclass AND d.classid = 'pg_class'::regclass
+        ),
+        -- A partition's DDL (its triggers, its options) changes its partitioned ledger's definition.
+        touched_relations AS (
+            SELECT relid FROM relations
+            UNION SELECT i.inhparent FROM relations JOIN pg_inherits i ON i.inhrelid = relations.relid
         )
         SELECT g.tbl, g.tracked, g.definition AS registered, ledger.definition(g.tbl) AS current
           FROM (SELECT l.tbl, false AS tracked, l.definition FROM ledger.ledgers l
                 UNION ALL
                 SELECT t.tbl, true, t.definition FROM ledger.tracked t) g
-          JOIN relations ON relations.relid = g.tbl::oid
+          JOIN touched_relations ON touched_relations.relid = g.tbl::oid
          WHERE g.definition IS NOT NULL
     LOOP
         IF touched.current IS DISTINCT FROM touched.registered THEN
+            -- Partitions added to a partitioned ledger (by its owner, pg_partman or a superuser):
+            -- registered, or refused when they hold rows.
+            IF ledger.register_added_partitions(touched.tbl, touched.registered, touched.current) THEN
+                CONTINUE;
+            END IF;
             -- Columns added to a ledger or a tracked table, by its owner or a superuser: registered
             -- (a tracked table's rows recorded as they now read), or refused when records could
             -- not cover them.
@@ -226,12 +260,23 @@ BEGIN
             SELECT to_regclass(format('%I.%I', address_names[1], address_names[2]))::oid
               FROM pg_event_trigger_dropped_objects()
              WHERE object_type IN ('trigger', 'rule', 'policy') AND cardinality(address_names) >= 2
+            -- A dropped table may have been a partition of a ledger (its pg_inherits row is gone).
+            UNION
+            SELECT l.tbl::oid FROM ledger.ledgers l JOIN pg_class c ON c.oid = l.tbl
+             WHERE c.relkind = 'p'
+               AND EXISTS (SELECT FROM pg_event_trigger_dropped_objects()
+                            WHERE classid = 'pg_class'::regclass AND objsubid = 0 AND object_type = 'table')
+        ),
+        -- A partition's trigger or rule dropped changes its partitioned ledger's definition.
+        touched_relations AS (
+            SELECT relid FROM relations
+            UNION SELECT i.inhparent FROM relations JOIN pg_inherits i ON i.inhrelid = relations.relid
         )
         SELECT g.tbl, g.tracked, g.definition AS registered, ledger.definition(g.tbl) AS current
           FROM (SELECT l.tbl, false AS tracked, l.definition FROM ledger.ledgers l
                 UNION ALL
                 SELECT t.tbl, true, t.definition FROM ledger.tracked t) g
-          JOIN relations ON relations.relid = g.tbl::oid
+          JOIN touched_relations ON touched_relations.relid = g.tbl::oid
          WHERE g.definition IS NOT NULL
     LOOP
         IF dropped.current IS DISTINCT FROM dropped.registered THEN
@@ -258,7 +303,9 @@ BEGIN
     IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
         RETURN;
     END IF;
-    IF EXISTS (SELECT FROM ledger.ledgers WHERE tbl::oid = rewritten) THEN
+    IF EXISTS (SELECT FROM ledger.ledgers WHERE tbl::oid = rewritten)
+       OR EXISTS (SELECT FROM pg_inherits i JOIN ledger.ledgers l ON l.tbl::oid = i.inhparent
+                   WHERE i.inhrelid = rewritten) THEN
         PERFORM ledger.count_guard_refusal(rewritten, TG_EVENT);
         RAISE EXCEPTION 'ledger % cannot be rewritten', rewritten::regclass
             USING ERRCODE = 'insufficient_privilege',

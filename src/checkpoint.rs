@@ -95,8 +95,8 @@ fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Re
         return Ok(hashes);
     }
     let query = format!(
-        "SELECT seq, hash::text FROM ONLY {} WHERE {condition} AND seq >= $1 AND seq <= $2 ORDER BY seq",
-        layout.qualified_name
+        "SELECT seq, hash::text FROM {} WHERE {condition} AND seq >= $1 AND seq <= $2 ORDER BY seq",
+        layout.records()
     );
     let args: Vec<DatumWithOid> = [from.into(), to.into()].into_iter().chain(chain_arg).collect();
     // Sized from what is read, not from `to`: a digest or a caller may name any size.
@@ -190,7 +190,7 @@ fn merkle_root(tbl: Option<PgRelation>, chain: Option<&str>, from_seq: Option<i6
 fn chain_head(layout: &Layout, chain: Option<&str>) -> Result<i64, LedgerError> {
     let (condition, chain_arg) = chain_condition(layout, chain, 1)?;
     let args: Vec<DatumWithOid> = chain_arg.into_iter().collect();
-    Ok(select_one::<i64>(&format!("SELECT max(seq) FROM ONLY {} WHERE {condition}", layout.qualified_name), &args)
+    Ok(select_one::<i64>(&format!("SELECT max(seq) FROM {} WHERE {condition}", layout.records()), &args)
         .map_err(|e| spi_error("cannot read the chain head", e))?
         .unwrap_or(0))
 }
@@ -339,12 +339,12 @@ pub fn every_chain(layout: &Layout) -> Vec<Option<String>> {
         // One index probe per chain (a skip scan of the (chain, seq) index), not a pass over every
         // record; written as the export writes them, whatever this session's settings.
         Some(column) => {
-            let (c, t) = (quote_ident(&column.name), &layout.qualified_name);
+            let (c, t) = (quote_ident(&column.name), layout.records());
             let query = format!(
                 "WITH RECURSIVE chains(k) AS ( \
-                   (SELECT {c} FROM ONLY {t} ORDER BY {c} LIMIT 1) \
+                   (SELECT {c} FROM {t} ORDER BY {c} LIMIT 1) \
                    UNION ALL \
-                   SELECT (SELECT {c} FROM ONLY {t} WHERE {c} > chains.k ORDER BY {c} LIMIT 1) \
+                   SELECT (SELECT {c} FROM {t} WHERE {c} > chains.k ORDER BY {c} LIMIT 1) \
                    FROM chains WHERE chains.k IS NOT NULL) \
                  SELECT k::text FROM chains WHERE k IS NOT NULL"
             );
@@ -618,7 +618,7 @@ fn check_definition(cp: &Checkpoint, relid: Result<pg_sys::Oid, LedgerError>) ->
     let today = definition::fingerprint_hex(&lifecycle::current_definition(relid));
     if *recorded == today {
         check("definition", Some(true), "the ledger's columns, types, triggers and chain key are as checkpointed")
-    } else if lifecycle::extended_by_added_columns(relid, recorded, &today) {
+    } else if lifecycle::follows_registered_steps(relid, recorded, &today) {
         check(
             "definition",
             Some(true),

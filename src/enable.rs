@@ -46,11 +46,15 @@ fn enable_with_options(
     let name = layout::qualified_name(relid);
     lifecycle::require_owner(relid, &name, "make it a ledger");
     let actor = lifecycle::current_role();
-    spi_run(&format!("LOCK TABLE ONLY {name} IN SHARE ROW EXCLUSIVE MODE"));
+    let partitioned = relkind == pg_sys::RELKIND_PARTITIONED_TABLE;
+    // A partitioned table's changes reach its partitions (PostgreSQL refuses ONLY for most of them);
+    // an ordinary table's must not reach inheritance children (enable refuses those anyway).
+    let only = if partitioned { "" } else { "ONLY " };
+    spi_run(&format!("LOCK TABLE {only}{name} IN SHARE ROW EXCLUSIVE MODE"));
     check_enableable(relid, relkind, &name);
 
     // A store that computed hashes of its own keeps them, under other names, as hashed columns.
-    let kept = keep_existing_as.map(|prefix| keep_existing_columns(relid, &name, prefix)).unwrap_or_default();
+    let kept = keep_existing_as.map(|prefix| keep_existing_columns(relid, &name, only, prefix)).unwrap_or_default();
     let mut attributes = layout::attributes(relid);
     let order = order_by.map(|o| existing_rows_order(&attributes, &name, o));
     if let Some(chain) = chain_by {
@@ -96,7 +100,7 @@ fn enable_with_options(
                     );
                 }
             }
-            None => spi_run(&format!("ALTER TABLE ONLY {name} ADD COLUMN {column} {sql_type}")),
+            None => spi_run(&format!("ALTER TABLE {only}{name} ADD COLUMN {column} {sql_type}")),
         }
     }
     attributes = layout::attributes(relid);
@@ -125,14 +129,18 @@ fn enable_with_options(
     };
 
     let chain_column = chain_by.map(|c| format!("{}, ", quote_ident(c))).unwrap_or_default();
-    spi_run(&format!("ALTER TABLE ONLY {name} ALTER COLUMN seq SET NOT NULL, ALTER COLUMN hash SET NOT NULL"));
+    spi_run(&format!("ALTER TABLE {only}{name} ALTER COLUMN seq SET NOT NULL, ALTER COLUMN hash SET NOT NULL"));
     // The index that finds a chain's head: a table may have it already (a primary key on (chain,
     // seq), as history ledgers do), and a second one would only cost every append.
     let column_index = |column: &str| attributes.iter().find(|(_, n, _)| n == column).map(|(i, _, _)| *i);
     let seq_index = column_index("seq").expect("the seq column was added");
     let has_head_index =
-        layout::find_head_index(relid, chain_by.and_then(column_index), seq_index).or_raise().is_some();
-    if !has_head_index {
+        layout::find_head_index(relid, chain_by.and_then(column_index), seq_index, !partitioned).or_raise().is_some();
+    if partitioned && !has_head_index {
+        // Made on every partition, now and later. A unique index of a partitioned table must hold
+        // the partition key, so this one is not: the chain lock alone keeps chains from forking.
+        spi_run(&format!("CREATE INDEX ON {name} ({chain_column}seq)"));
+    } else if !has_head_index {
         spi_run(&format!("CREATE UNIQUE INDEX ON ONLY {name} ({chain_column}seq)"));
     }
     // BEFORE triggers fire in name order; the append trigger must see the final row, so it sorts last.
@@ -141,9 +149,17 @@ fn enable_with_options(
     ));
     spi_run(&format!("CREATE TRIGGER ledger_refuse_change BEFORE UPDATE OR DELETE ON {name} FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change()"));
     spi_run(&format!("CREATE TRIGGER ledger_refuse_truncate BEFORE TRUNCATE ON {name} FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change()"));
-    // ENABLE ALWAYS: session_replication_role = replica must not switch them off.
-    for trigger in ["zz_ledger_append", "ledger_refuse_change", "ledger_refuse_truncate"] {
-        spi_run(&format!("ALTER TABLE ONLY {name} ENABLE ALWAYS TRIGGER {trigger}"));
+    // ENABLE ALWAYS: session_replication_role = replica must not switch them off. A partitioned
+    // table's row triggers are cloned to its partitions, where this reaches them too.
+    for trigger in ["zz_ledger_append", "ledger_refuse_change"] {
+        spi_run(&format!("ALTER TABLE {only}{name} ENABLE ALWAYS TRIGGER {trigger}"));
+    }
+    spi_run(&format!("ALTER TABLE ONLY {name} ENABLE ALWAYS TRIGGER ledger_refuse_truncate"));
+    if partitioned {
+        let (partitions, default) = layout::partitions_in_bound_order(relid);
+        for partition in partitions.into_iter().map(|(oid, _)| oid).chain(default) {
+            crate::partition::guard_partition(partition);
+        }
     }
     let migration = chained.map(|(rows, chains)| {
         let mut what = format!(
@@ -161,7 +177,7 @@ fn enable_with_options(
 
 /// Renames the table's own seq, prev_hash and hash columns to `prefix` + name, so they become
 /// ordinary hashed columns and the ledger's columns take their names. Returns (old, new) names.
-fn keep_existing_columns(relid: Oid, name: &str, prefix: &str) -> Vec<(String, String)> {
+fn keep_existing_columns(relid: Oid, name: &str, only: &str, prefix: &str) -> Vec<(String, String)> {
     let attributes = layout::attributes(relid);
     let mut kept = Vec::new();
     for (column, _, _) in LEDGER_COLUMNS {
@@ -187,7 +203,7 @@ fn keep_existing_columns(relid: Oid, name: &str, prefix: &str) -> Vec<(String, S
                 .hint("Choose another keep_existing_as prefix."),
             );
         }
-        spi_run(&format!("ALTER TABLE ONLY {name} RENAME COLUMN {} TO {}", quote_ident(column), quote_ident(&new)));
+        spi_run(&format!("ALTER TABLE {only}{name} RENAME COLUMN {} TO {}", quote_ident(column), quote_ident(&new)));
         kept.push((column.to_string(), new));
     }
     if kept.is_empty() {
@@ -230,11 +246,15 @@ fn existing_rows_order(attributes: &[(usize, String, Oid)], name: &str, order_by
 }
 
 fn check_enableable(relid: Oid, relkind: u8, name: &str) {
-    if relkind != pg_sys::RELKIND_RELATION {
+    if relkind != pg_sys::RELKIND_RELATION && relkind != pg_sys::RELKIND_PARTITIONED_TABLE {
         raise(
-            LedgerError::new(SqlState::WrongObjectType, format!("{name} is not an ordinary table"))
-                .detail("Only ordinary tables can be ledgers; views, partitioned tables and foreign tables cannot."),
+            LedgerError::new(SqlState::WrongObjectType, format!("{name} is not a table"))
+                .detail("Only ordinary and partitioned tables can be ledgers; views and foreign tables cannot."),
         );
+    }
+    if relkind == pg_sys::RELKIND_PARTITIONED_TABLE {
+        let ledger_columns: Vec<&str> = LEDGER_COLUMNS.iter().map(|(c, _, _)| *c).collect();
+        crate::partition::check_partitioning(relid, name, &ledger_columns);
     }
     if layout::registry_entry(relid).is_some() {
         raise(LedgerError::new(SqlState::DuplicateObject, format!("table {name} is already a ledger")));
@@ -251,9 +271,10 @@ fn check_enableable(relid: Oid, relkind: u8, name: &str) {
             "Add a primary key: it identifies records and orders the rows already in the table when they are chained.",
         ));
     }
+    // A partitioned table's partitions are its storage, not children.
     let children = Spi::get_one_with_args::<String>(
         "SELECT string_agg(inhrelid::regclass::text, ', ' ORDER BY inhrelid::regclass::text) \
-         FROM pg_inherits WHERE inhparent = $1",
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE inhparent = $1 AND NOT c.relispartition",
         &[relid.into()],
     )
     .ok()
@@ -329,8 +350,10 @@ fn spi_run(sql: &str) {
 /// order; by default primary-key order alone), within each chain. A table whose rows already carry
 /// the ledger's hashes must already be a valid chain. Returns the rows and chains it chained.
 fn chain_existing_rows(tbl: &PgRelation, name: &str, order: Option<&str>) -> Option<(i64, i64)> {
+    let layout = layout::for_relation(tbl.oid());
+    let records = layout.records();
     let counts =
-        Spi::get_two::<i64, i64>(&format!("SELECT count(*), count(hash) FROM ONLY {name}")).unwrap_or_else(|e| {
+        Spi::get_two::<i64, i64>(&format!("SELECT count(*), count(hash) FROM {records}")).unwrap_or_else(|e| {
             raise(LedgerError::new(SqlState::DataCorrupted, "cannot count rows").detail(e.to_string()))
         });
     let (total, hashed) = (counts.0.unwrap_or(0), counts.1.unwrap_or(0));
@@ -366,7 +389,6 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str, order: Option<&str>) -> Opt
             .detail(format!("{hashed} of {total} rows have a hash.")),
         );
     }
-    let layout = layout::for_relation(tbl.oid());
     let primary_key = Spi::get_one_with_args::<String>(
         "SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord) FROM pg_index i \
          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
@@ -378,16 +400,23 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str, order: Option<&str>) -> Opt
     .flatten()
     .unwrap_or_default();
     let chain_order = layout.chain.as_ref().map(|c| format!("{}, ", quote_ident(&c.name))).unwrap_or_default();
+    // A chain's records go into a partitioned ledger's partitions in the order of their bounds.
+    let partition_order = if layout.partitioned { "pg_catalog.array_position($1, tableoid), " } else { "" };
     let then = order.map(|o| format!("{o}, ")).unwrap_or_default();
-    let query = format!("SELECT ctid, ctid::text FROM ONLY {name} ORDER BY {chain_order}{then}{primary_key}");
+    let query =
+        format!("SELECT tableoid, ctid FROM {records} ORDER BY {chain_order}{partition_order}{then}{primary_key}");
+    let partitions: Vec<Oid> = layout.storages();
+    let args: Vec<pgrx::datum::DatumWithOid> = if layout.partitioned { vec![partitions.into()] } else { Vec::new() };
     let mut chains = 0i64;
 
-    let mut updates: Vec<(String, i64, Option<String>, String)> = Vec::with_capacity(total as usize);
+    let mut updates: Vec<(Oid, pg_sys::ItemPointerData, i64, Option<String>, String)> =
+        Vec::with_capacity(total as usize);
     let mut scratch = RecordScratch::default();
+    let mut stored = crate::verify::StoredRecords::new();
     let mut current_chain: Option<Vec<u8>> = None;
     let mut head: Option<(i64, Digest)> = None;
     Spi::connect(|client| {
-        let mut cursor = client.open_cursor(query.as_str(), &[]);
+        let mut cursor = client.open_cursor(query.as_str(), &args);
         loop {
             let batch = cursor.fetch(1000).unwrap_or_else(|e| {
                 raise(LedgerError::new(SqlState::DataCorrupted, "cannot read rows").detail(e.to_string()))
@@ -397,11 +426,12 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str, order: Option<&str>) -> Opt
             }
             let mut batch = batch;
             while batch.next().is_some() {
-                let tid = batch.get_datum_by_ordinal(1).ok().flatten().expect("ctid is never null");
-                let ctid: String = batch.get(2).ok().flatten().unwrap_or_default();
-                // SAFETY: a ctid the query just read from this table.
+                let storage: Oid = batch.get(1).ok().flatten().unwrap_or(layout.relid);
+                let tid = batch.get_datum_by_ordinal(2).ok().flatten().expect("ctid is never null");
+                // SAFETY: a ctid the query just read from `storage`, a relation of this table.
                 unsafe {
-                    let Some(row) = crate::datum::fetch_row(tbl.as_ptr(), tid) else {
+                    let tid = *tid.cast_mut_ptr::<pg_sys::ItemPointerData>();
+                    let Some((layout, row)) = stored.fetch(storage, tid) else {
                         continue;
                     };
                     let (mut values, mut nulls) = (row.values.clone(), row.nulls.clone());
@@ -412,7 +442,13 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str, order: Option<&str>) -> Opt
                                     SqlState::NotNullViolation,
                                     format!("null value in chain column \"{}\" of {name}", chain.name),
                                 )
-                                .detail(format!("The row at ctid {ctid} has a null {}.", chain.name)),
+                                .detail(format!(
+                                    "The row at ctid ({},{}) of {} has a null {}.",
+                                    pgrx::itemptr::item_pointer_get_block_number(&tid),
+                                    tid.ip_posid,
+                                    layout::qualified_name(storage),
+                                    chain.name
+                                )),
                             );
                         }
                         scratch.reader.begin_record();
@@ -438,28 +474,46 @@ fn chain_existing_rows(tbl: &PgRelation, name: &str, order: Option<&str>) -> Opt
                     scratch.encode(&layout, &values, &nulls);
                     let hash = scratch.encoder.hash();
                     head = Some((seq, hash));
-                    updates.push((ctid, seq, prev_hex, to_hex(&hash)));
+                    updates.push((storage, tid, seq, prev_hex, to_hex(&hash)));
                 }
             }
         }
     });
-    let update = format!("UPDATE ONLY {name} SET seq = $1, prev_hash = $2, hash = $3 WHERE ctid = $4::tid");
     Spi::connect_mut(|client: &mut SpiClient| {
-        let statement = client
-            .prepare_mut(
-                update.as_str(),
-                &[
-                    PgOid::from(pg_sys::INT8OID),
-                    PgOid::from(pg_sys::TEXTOID),
-                    PgOid::from(pg_sys::TEXTOID),
-                    PgOid::from(pg_sys::TEXTOID),
-                ],
-            )
-            .unwrap_or_else(|e| {
-                raise(LedgerError::new(SqlState::DataCorrupted, "cannot prepare the migration").detail(e.to_string()))
-            });
-        for (ctid, seq, prev, hash) in updates {
-            client.update(&statement, None, &[seq.into(), prev.into(), hash.into(), ctid.into()]).unwrap_or_else(|e| {
+        // One statement per relation: a partitioned table's rows are updated in their partitions.
+        let mut statements = Vec::new();
+        for (storage, mut tid, seq, prev, hash) in updates {
+            let statement = match statements.iter().position(|(oid, _)| *oid == storage) {
+                Some(i) => &statements[i].1,
+                None => {
+                    let update = format!(
+                        "UPDATE ONLY {} SET seq = $1, prev_hash = $2, hash = $3 WHERE ctid = $4",
+                        layout::qualified_name(storage)
+                    );
+                    let prepared = client
+                        .prepare_mut(
+                            update.as_str(),
+                            &[
+                                PgOid::from(pg_sys::INT8OID),
+                                PgOid::from(pg_sys::TEXTOID),
+                                PgOid::from(pg_sys::TEXTOID),
+                                PgOid::from(pg_sys::TIDOID),
+                            ],
+                        )
+                        .unwrap_or_else(|e| {
+                            raise(
+                                LedgerError::new(SqlState::DataCorrupted, "cannot prepare the migration")
+                                    .detail(e.to_string()),
+                            )
+                        });
+                    statements.push((storage, prepared));
+                    &statements.last().expect("just pushed").1
+                }
+            };
+            // SAFETY: a tid datum pointing at `tid`, alive through the call.
+            let tid_arg =
+                unsafe { pgrx::datum::DatumWithOid::new(Datum::from(std::ptr::addr_of_mut!(tid)), pg_sys::TIDOID) };
+            client.update(statement, None, &[seq.into(), prev.into(), hash.into(), tid_arg]).unwrap_or_else(|e| {
                 raise(LedgerError::new(SqlState::DataCorrupted, "cannot chain an existing row").detail(e.to_string()))
             });
         }

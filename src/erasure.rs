@@ -156,6 +156,17 @@ fn set_erasable(tbl: Option<PgRelation>, columns: Option<Vec<Option<String>>>) {
     let layout = layout::for_relation(relid);
     let name = layout.qualified_name.clone();
     lifecycle::refuse_own_ledger(&name, "have erasable columns", None);
+    if layout.partitioned {
+        raise(
+            LedgerError::new(
+                SqlState::FeatureNotSupported,
+                format!("the columns of partitioned ledger {name} cannot be made erasable"),
+            )
+            .detail(
+                "Erasable columns keep their salts in a column of every partition, which this release does not add.",
+            ),
+        );
+    }
     if tracked.is_none() && layout.history_of.is_some() {
         raise(
             LedgerError::new(SqlState::FeatureNotSupported, format!("{name} is a history ledger"))
@@ -548,7 +559,8 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
 
 /// Where record `seq` of a chain (given as text) is, and how the audit chain names the record.
 fn find_record(layout: &Layout, chain: Option<&str>, seq: i64) -> (pg_sys::ItemPointerData, String) {
-    let tid = crate::verify::record_tid(layout, chain, seq);
+    // Only unpartitioned ledgers have erasable columns (set_erasable): the record is in the table.
+    let (_, tid) = crate::verify::record_tid(layout, chain, seq);
     let text = match crate::verify::canonical_chain_text(layout, chain) {
         Some(c) => format!("record {seq} of chain {c}"),
         None => format!("record {seq}"),

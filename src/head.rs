@@ -47,6 +47,8 @@ struct Head {
     first_seq: i64,
     /// The chain value (copied into the transaction's memory) for the pre-commit check.
     chain_datum: Option<Datum>,
+    /// The relation it is stored in: the ledger, or the partition of a partitioned ledger.
+    storage: Oid,
 }
 
 #[derive(Default)]
@@ -177,6 +179,15 @@ pub unsafe fn next_link(
     let command_id = pg_sys::GetCurrentCommandId(false);
     if let Some(head) = cached {
         if head.command_id == command_id {
+            if head.storage != layout.storage {
+                // A row of the same statement for another partition: the order holds for it too.
+                let ledger = crate::layout::for_relation(layout.relid);
+                let target = partition_position(layout, &ledger);
+                let held = ledger.partitions.iter().position(|p| p.relid == head.storage).unwrap_or(0);
+                if held > target {
+                    refuse_before_head(layout, &ledger, held, head.seq);
+                }
+            }
             return (head.seq + 1, Some(head.hash));
         }
         // A new command: rows chained by an earlier one may have been dropped after our trigger ran.
@@ -253,7 +264,7 @@ pub unsafe fn appended(layout: &Layout, chain_key: &[u8], chain_datum: Option<Da
             Some(p) => (p.first_seq.min(seq), p.chain_datum),
             None => (seq, chain_datum.map(|d| copy_to_transaction_memory(layout, d))),
         };
-        let head = Head { seq, hash, command_id, first_seq, chain_datum };
+        let head = Head { seq, hash, command_id, first_seq, chain_datum, storage: layout.storage };
         match state.heads.get_mut(&layout.relid) {
             Some(chains) => match chains.get_mut(chain_key) {
                 Some(slot) => *slot = head,
@@ -308,8 +319,20 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811C_9DC5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
 }
 
+/// Where a chain's head is read: a (chain, seq) index of a relation holding records, and where that
+/// relation's tuples keep seq and hash.
+struct Probe<'a> {
+    index: &'a crate::layout::HeadIndex,
+    seq: usize,
+    hash: usize,
+}
+
 /// The chain's last record (seq, hash) as `snapshot` sees it: one backward step of the (chain, seq)
 /// index, without the executor. `hint` is a seq the head is expected to be at or above.
+///
+/// A partitioned ledger keeps each chain's records in partitions in bound order (appends refuse a
+/// record for a partition before the one holding its chain's head), so the head is in the last
+/// partition that holds any record of the chain: partitions are probed from the last back.
 unsafe fn lookup(
     layout: &Layout,
     heap: pg_sys::Relation,
@@ -318,28 +341,125 @@ unsafe fn lookup(
     hint: Option<i64>,
 ) -> Option<(i64, Digest)> {
     let snapshot = pg_sys::RegisterSnapshot(snapshot);
-    let index = pg_sys::index_open(layout.head_index().index, pg_sys::AccessShareLock as i32);
-    let head = match hint.filter(|h| *h > 1) {
-        Some(hint) => scan_head(layout, heap, index, snapshot, chain_datum, Some(hint))
-            .or_else(|| scan_head(layout, heap, index, snapshot, chain_datum, None)),
-        None => scan_head(layout, heap, index, snapshot, chain_datum, None),
+    let head = if layout.partitioned {
+        let ledger = crate::layout::for_relation(layout.relid);
+        let target = partition_position(layout, &ledger);
+        let found = match hint.filter(|h| *h > 1) {
+            Some(hint) => probe_last(layout, &ledger, heap, snapshot, chain_datum, Some(hint))
+                .or_else(|| probe_last(layout, &ledger, heap, snapshot, chain_datum, None)),
+            None => probe_last(layout, &ledger, heap, snapshot, chain_datum, None),
+        };
+        if let Some((position, seq, _)) = found.filter(|(position, _, _)| *position > target) {
+            refuse_before_head(layout, &ledger, position, seq);
+        }
+        found.map(|(_, seq, hash)| (seq, hash))
+    } else {
+        let probe = Probe { index: layout.head_index(), seq: layout.seq, hash: layout.hash };
+        let index = pg_sys::index_open(probe.index.index, pg_sys::AccessShareLock as i32);
+        let head = match hint.filter(|h| *h > 1) {
+            Some(hint) => scan_head(layout, &probe, heap, index, snapshot, chain_datum, Some(hint))
+                .or_else(|| scan_head(layout, &probe, heap, index, snapshot, chain_datum, None)),
+            None => scan_head(layout, &probe, heap, index, snapshot, chain_datum, None),
+        };
+        pg_sys::index_close(index, pg_sys::AccessShareLock as i32);
+        head
     };
-    pg_sys::index_close(index, pg_sys::AccessShareLock as i32);
     pg_sys::UnregisterSnapshot(snapshot);
     head
+}
+
+/// Refuses a record for a partition before the one holding its chain's latest record (`seq`, in
+/// the partition at `held`): the head lookup finds a chain's head in the last partition holding the
+/// chain, so its records must not go back.
+fn refuse_before_head(layout: &Layout, ledger: &Layout, held: usize, seq: i64) -> ! {
+    raise(
+        LedgerError::new(
+            SqlState::CheckViolation,
+            format!(
+                "a record of ledger {} cannot go into partition {}, before its chain's latest record",
+                layout.qualified_name,
+                crate::layout::qualified_name(layout.storage)
+            ),
+        )
+        .detail(format!(
+            "The chain's latest record, seq {seq}, is in partition {}, which comes later in the partitioning order.",
+            crate::layout::qualified_name(ledger.partitions[held].relid)
+        ))
+        .hint("A chain's records go into its ledger's partitions in order: give the record a partition key value in or after the partition of its chain's latest record."),
+    )
+}
+
+/// The position, among its ledger's partitions, of the partition a record goes into. The default
+/// partition takes no records: a chain's order across partitions is their bounds' order, which
+/// the default partition's rows have none of.
+unsafe fn partition_position(layout: &Layout, ledger: &Layout) -> usize {
+    if let Some(position) = ledger.partitions.iter().position(|p| p.relid == layout.storage) {
+        return position;
+    }
+    let partition = crate::layout::qualified_name(layout.storage);
+    let error = if ledger.default_partition == Some(layout.storage) {
+        LedgerError::new(
+            SqlState::CheckViolation,
+            format!("no partition of ledger {} covers the record", layout.qualified_name),
+        )
+        .detail(format!("It would go into the default partition {partition}, which takes no records: a chain's records are ordered by the bounds of the partitions that hold them."))
+        .hint("Create the partition for its partition key value first (with pg_partman: partman.run_maintenance()).")
+    } else {
+        LedgerError::new(
+            SqlState::InvalidTableDefinition,
+            format!("partition {partition} of ledger {} is not a leaf partition", layout.qualified_name),
+        )
+        .hint("A partitioned ledger's partitions are ordinary tables.")
+    };
+    raise(error)
+}
+
+/// The chain's head in the last of the ledger's partitions holding a record of it (at least
+/// `min_seq`, when given): the partition's position, the seq and the hash. A partition without a
+/// block of its own (one made in advance, not yet written to) is passed over without its index.
+unsafe fn probe_last(
+    layout: &Layout,
+    ledger: &Layout,
+    heap: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    chain_datum: Option<Datum>,
+    min_seq: Option<i64>,
+) -> Option<(usize, i64, Digest)> {
+    for (position, partition) in ledger.partitions.iter().enumerate().rev() {
+        let own = partition.relid == (*heap).rd_id;
+        let relation = if own { heap } else { pg_sys::relation_open(partition.relid, pg_sys::AccessShareLock as i32) };
+        let written = own || pg_sys::RelationGetNumberOfBlocksInFork(relation, pg_sys::ForkNumber::MAIN_FORKNUM) > 0;
+        let head = if written {
+            let probe = Probe { index: partition.head_index(ledger), seq: partition.seq, hash: partition.hash };
+            let index = pg_sys::index_open(probe.index.index, pg_sys::AccessShareLock as i32);
+            let head = scan_head(layout, &probe, relation, index, snapshot, chain_datum, min_seq);
+            pg_sys::index_close(index, pg_sys::AccessShareLock as i32);
+            head
+        } else {
+            None
+        };
+        if !own {
+            pg_sys::relation_close(relation, pg_sys::AccessShareLock as i32);
+        }
+        if let Some((seq, hash)) = head {
+            return Some((position, seq, hash));
+        }
+    }
+    None
 }
 
 /// The first record of a backward scan of the head index: the chain's highest seq (at least
 /// `min_seq`, when given) that `snapshot` sees.
 unsafe fn scan_head(
     layout: &Layout,
+    probe: &Probe,
     heap: pg_sys::Relation,
     index: pg_sys::Relation,
     snapshot: pg_sys::Snapshot,
     chain_datum: Option<Datum>,
     min_seq: Option<i64>,
 ) -> Option<(i64, Digest)> {
-    let head_index = layout.head_index();
+    let head_index = probe.index;
     let mut keys: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
     let mut nkeys = 0;
     if let Some(datum) = chain_datum {
@@ -372,16 +492,16 @@ unsafe fn scan_head(
     pg_sys::index_rescan(scan, keys.as_mut_ptr(), nkeys as i32, std::ptr::null_mut(), 0);
     let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
     let head = if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::BackwardScanDirection, slot) {
-        let last = layout.seq.max(layout.hash) + 1;
+        let last = probe.seq.max(probe.hash) + 1;
         pg_sys::slot_getsomeattrs_int(slot, last as i32);
         let values = std::slice::from_raw_parts((*slot).tts_values, last);
         let nulls = std::slice::from_raw_parts((*slot).tts_isnull, last);
-        if nulls[layout.seq] || nulls[layout.hash] {
+        if nulls[probe.seq] || nulls[probe.hash] {
             raise(corrupt_head(layout, "a null seq or hash"));
         }
-        let hash = parse_hex(text_datum_to_str(values[layout.hash]).trim_end_matches(' '), "hash")
+        let hash = parse_hex(text_datum_to_str(values[probe.hash]).trim_end_matches(' '), "hash")
             .unwrap_or_else(|_| raise(corrupt_head(layout, "a malformed hash")));
-        Some((values[layout.seq].value() as i64, hash))
+        Some((values[probe.seq].value() as i64, hash))
     } else {
         None
     };
@@ -498,9 +618,9 @@ unsafe fn check_dense() {
                 None => String::new(),
             };
             let query = format!(
-                "SELECT count(*) FILTER (WHERE seq < $2), count(*) FILTER (WHERE seq = $2) FROM ONLY {} \
+                "SELECT count(*) FILTER (WHERE seq < $2), count(*) FILTER (WHERE seq = $2) FROM {} \
                  WHERE {filter} seq >= $1 AND seq <= $2",
-                layout.qualified_name
+                layout.records()
             );
             let mut args: Vec<pgrx::datum::DatumWithOid> = vec![first.into(), last.into()];
             if let (Some(c), Some(d)) = (&layout.chain, chain_datum) {

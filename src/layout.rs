@@ -34,7 +34,17 @@ pub struct ChainColumn {
 }
 
 pub struct Layout {
+    /// The ledger: the registered table, whose name, chain locks and counters every record shares.
     pub relid: Oid,
+    /// The relation whose tuples this layout's positions describe: the ledger itself, or one of
+    /// its partitions (whose columns may sit at other positions than the partitioned table's).
+    pub storage: Oid,
+    /// The ledger is a partitioned table: its records are stored in its partitions.
+    pub partitioned: bool,
+    /// A partitioned ledger's partitions, in the order of their bounds (the default partition,
+    /// which takes no records, apart), as the head lookup probes them. Empty in a partition's layout.
+    pub partitions: Vec<PartitionHead>,
+    pub default_partition: Option<Oid>,
     pub qualified_name: String,
     pub columns: Vec<HashedColumn>,
     pub chain: Option<ChainColumn>,
@@ -79,7 +89,57 @@ pub struct KeyColumn {
     pub collation: Oid,
 }
 
+/// A partition of a partitioned ledger as the head lookup reads it: its (chain, seq) index and
+/// where its tuples keep seq and hash.
+pub struct PartitionHead {
+    pub relid: Oid,
+    pub head_index: Option<HeadIndex>,
+    pub seq: usize,
+    pub hash: usize,
+}
+
+impl PartitionHead {
+    pub fn head_index(&self, ledger: &Layout) -> &HeadIndex {
+        self.head_index.as_ref().unwrap_or_else(|| {
+            raise(
+                LedgerError::new(
+                    SqlState::InvalidTableDefinition,
+                    format!(
+                        "partition {} of ledger {} has no usable index on (chain, seq)",
+                        qualified_name(self.relid),
+                        ledger.qualified_name
+                    ),
+                )
+                .detail("Appends read a chain's head from each partition's index.")
+                .hint(
+                    "Recreate the index as ledger.enable makes it, on the partitioned table: CREATE INDEX ON tbl \
+                     (chain_column, seq), without expressions, predicates, DESC, or other operator classes or collations.",
+                ),
+            )
+        })
+    }
+}
+
 impl Layout {
+    /// The ledger's records as a FROM item: ONLY the table (an inheritance child's rows are not
+    /// records), or a partitioned table with all its partitions.
+    pub fn records(&self) -> String {
+        if self.partitioned {
+            self.qualified_name.clone()
+        } else {
+            format!("ONLY {}", self.qualified_name)
+        }
+    }
+
+    /// The relations the ledger's records are stored in: the table, or its partitions in bound order
+    /// (then the default partition).
+    pub fn storages(&self) -> Vec<Oid> {
+        if !self.partitioned {
+            return vec![self.relid];
+        }
+        self.partitions.iter().map(|p| p.relid).chain(self.default_partition).collect()
+    }
+
     pub fn head_index(&self) -> &HeadIndex {
         self.head_index.as_ref().unwrap_or_else(|| {
             raise(
@@ -124,9 +184,9 @@ pub fn try_for_relation(relid: Oid) -> Result<Rc<Layout>, LedgerError> {
     Ok(layout)
 }
 
-/// Forgets the cached layout of one table.
+/// Forgets the cached layout of one table (and of its partitions).
 pub fn forget(relid: Oid) {
-    LAYOUTS.with(|l| l.borrow_mut().remove(&relid));
+    LAYOUTS.with(|l| l.borrow_mut().retain(|storage, layout| *storage != relid && layout.relid != relid));
 }
 
 /// Forgets every cached layout.
@@ -143,7 +203,9 @@ pub unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, relid: Oid) {
     if relid == pg_sys::InvalidOid {
         forget_all();
     } else {
-        LAYOUTS.with(|l| l.borrow_mut().remove(&relid));
+        // A partitioned ledger's partitions' layouts go with it: its registry entry or its set of
+        // partitions changed (creating, attaching or detaching a partition invalidates the parent).
+        LAYOUTS.with(|l| l.borrow_mut().retain(|storage, layout| *storage != relid && layout.relid != relid));
     }
 }
 
@@ -318,15 +380,69 @@ pub fn attributes(relid: Oid) -> Vec<(usize, String, Oid)> {
     }
 }
 
-fn load(relid: Oid) -> Result<Layout, LedgerError> {
+/// The partitioned table `relid` is a partition of, if it is one.
+pub fn partition_parent(relid: Oid) -> Option<Oid> {
+    crate::datum::select_one::<Oid>(
+        "SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhrelid = $1 AND c.relispartition",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+}
+
+/// The partitions of a partitioned table in the order of their bounds (one being detached
+/// concurrently included), whether each is a leaf, and which is the default partition.
+pub fn partitions_in_bound_order(relid: Oid) -> (Vec<(Oid, bool)>, Option<Oid>) {
+    // SAFETY: the relation is opened and closed here; its partition descriptor lives in its
+    // relcache entry, read before it is closed.
+    unsafe {
+        let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as i32);
+        if (*(*rel).rd_rel).relkind as u8 != pg_sys::RELKIND_PARTITIONED_TABLE {
+            pg_sys::relation_close(rel, pg_sys::AccessShareLock as i32);
+            return (Vec::new(), None);
+        }
+        #[cfg(feature = "pg13")]
+        let desc = pg_sys::RelationGetPartitionDesc(rel);
+        // With a partition whose DETACH ... CONCURRENTLY is pending: its records are still the
+        // ledger's (and its chains' heads may be there), whatever queries of the table see.
+        #[cfg(not(feature = "pg13"))]
+        let desc = pg_sys::RelationGetPartitionDesc(rel, false);
+        let count = (*desc).nparts.max(0) as usize;
+        let default_index = if (*desc).boundinfo.is_null() { -1 } else { (*(*desc).boundinfo).default_index };
+        let mut partitions = Vec::with_capacity(count);
+        let mut default = None;
+        for i in 0..count {
+            let oid = *(*desc).oids.add(i);
+            if i as i32 == default_index {
+                default = Some(oid);
+            } else {
+                partitions.push((oid, *(*desc).is_leaf.add(i)));
+            }
+        }
+        pg_sys::relation_close(rel, pg_sys::AccessShareLock as i32);
+        (partitions, default)
+    }
+}
+
+fn load(storage: Oid) -> Result<Layout, LedgerError> {
+    // A partition's rows are records of its partitioned ledger, at the partition's own positions.
+    let (relid, entry) = match registry_entry(storage) {
+        Some(entry) => (storage, Some(entry)),
+        None => match partition_parent(storage) {
+            Some(parent) => (parent, registry_entry(parent)),
+            None => (storage, None),
+        },
+    };
     let qualified_name = qualified_name(relid);
-    let Some(RegistryEntry { chain_by, columns: names, column_types: types, base_columns, retired, erasable }) =
-        registry_entry(relid)
+    let Some(RegistryEntry { chain_by, columns: names, column_types: types, base_columns, retired, erasable }) = entry
     else {
         return Err(LedgerError::new(SqlState::UndefinedObject, format!("table {qualified_name} is not a ledger"))
             .hint("Make it one with ledger.enable()."));
     };
-    let attributes = attributes(relid);
+    // SAFETY: a catalog lookup.
+    let partitioned = unsafe { pg_sys::get_rel_relkind(relid) } as u8 == pg_sys::RELKIND_PARTITIONED_TABLE;
+    let attributes = attributes(storage);
     let find = |name: &str| -> Result<(usize, Oid), LedgerError> {
         attributes.iter().find(|(_, n, _)| n == name).map(|(i, _, t)| (*i, *t)).ok_or_else(|| {
             LedgerError::new(
@@ -375,8 +491,18 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     let (seq, _) = find("seq")?;
     let (prev_hash, _) = find("prev_hash")?;
     let (hash, _) = find("hash")?;
-    let head_index = find_head_index(relid, chain.as_ref().map(|c| c.index), seq)?;
-    let unique_keys = find_unique_keys(relid, &[seq, prev_hash, hash])?;
+    // A partitioned ledger's (chain, seq) index cannot be unique (PostgreSQL requires the partition
+    // key in a unique index of a partitioned table): the chain lock alone keeps its chains from forking.
+    let head_index = find_head_index(storage, chain.as_ref().map(|c| c.index), seq, !partitioned)?;
+    let (partitions, default_partition) = match partitioned && storage == relid {
+        true => {
+            let (partitions, default) = partitions_in_bound_order(relid);
+            let chain_name = chain.as_ref().map(|c| c.name.as_str());
+            (partitions.into_iter().map(|(oid, _)| partition_head(oid, chain_name)).collect::<Result<_, _>>()?, default)
+        }
+        false => (Vec::new(), None),
+    };
+    let unique_keys = find_unique_keys(storage, &[seq, prev_hash, hash])?;
     let history_of = crate::history::tracked_by_history(relid)?;
     let pruned = crate::retention::has_pruned(&qualified_name);
     let erasure = attributes
@@ -392,6 +518,10 @@ fn load(relid: Oid) -> Result<Layout, LedgerError> {
     };
     Ok(Layout {
         relid,
+        storage,
+        partitioned,
+        partitions,
+        default_partition,
         qualified_name,
         columns,
         chain,
@@ -464,7 +594,26 @@ fn find_unique_keys(relid: Oid, computed: &[usize]) -> Result<Vec<UniqueKey>, Le
 /// The valid, plain, unique btree index on exactly (chain, seq) or (seq), as `ledger.enable` makes
 /// it: default operator classes, ascending, each column's own collation (which `enable` requires
 /// to be deterministic), so a backward scan finds exactly the chain's highest seq.
-pub fn find_head_index(relid: Oid, chain: Option<usize>, seq: usize) -> Result<Option<HeadIndex>, LedgerError> {
+/// Where a partition keeps seq and hash, and its (chain, seq) index.
+fn partition_head(relid: Oid, chain: Option<&str>) -> Result<PartitionHead, LedgerError> {
+    let attributes = attributes(relid);
+    let position = |name: &str| attributes.iter().find(|(_, n, _)| n == name).map(|(i, _, _)| *i);
+    let (Some(seq), Some(hash)) = (position("seq"), position("hash")) else {
+        return Err(LedgerError::new(
+            SqlState::InvalidTableDefinition,
+            format!("partition {} has no seq or hash column", qualified_name(relid)),
+        ));
+    };
+    let head_index = find_head_index(relid, chain.and_then(position), seq, false)?;
+    Ok(PartitionHead { relid, head_index, seq, hash })
+}
+
+pub fn find_head_index(
+    relid: Oid,
+    chain: Option<usize>,
+    seq: usize,
+    unique: bool,
+) -> Result<Option<HeadIndex>, LedgerError> {
     let key: Vec<i16> = chain.into_iter().chain([seq]).map(|i| i as i16 + 1).collect();
     Spi::connect(|client| {
         let rows = client.select(
@@ -476,7 +625,7 @@ pub fn find_head_index(relid: Oid, chain: Option<usize>, seq: usize) -> Result<O
              LEFT JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amoplefttype = oc.opcintype \
                   AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy = 3 \
              LEFT JOIN pg_operator o ON o.oid = ao.amopopr \
-             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid \
+             WHERE i.indrelid = $1 AND (i.indisunique OR NOT $3) AND i.indisvalid \
                AND string_to_array(i.indkey::text, ' ')::int2[] = $2 \
                AND i.indexprs IS NULL AND i.indpred IS NULL \
                AND NOT EXISTS ( \
@@ -485,10 +634,10 @@ pub fn find_head_index(relid: Oid, chain: Option<usize>, seq: usize) -> Result<O
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
                    JOIN pg_opclass kc ON kc.oid = k.opclass \
                    WHERE NOT kc.opcdefault OR k.option <> 0 OR k.coll <> a.attcollation) \
-             ORDER BY i.indexrelid \
+             ORDER BY i.indisunique DESC, i.indexrelid \
              LIMIT 1",
             Some(1),
-            &[relid.into(), key.into()],
+            &[relid.into(), key.into(), unique.into()],
         )?;
         match rows.into_iter().next() {
             None => Ok::<_, pgrx::spi::Error>(None),

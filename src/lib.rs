@@ -18,6 +18,7 @@ mod history;
 mod layout;
 mod lifecycle;
 mod metrics;
+mod partition;
 mod retention;
 mod scheduled;
 mod trigger;

@@ -219,9 +219,9 @@ pub fn register_definition_change(relid: Oid, name: &str, actor: &str, reason: &
 }
 
 /// Whether the ledger's definition went from the one with fingerprint `recorded` to today's (with
-/// fingerprint `today`, the registered one) only by columns added: `recorded` is one of the
-/// definitions the registry kept, and each one after it only added columns.
-pub fn extended_by_added_columns(relid: Oid, recorded: &str, today: &str) -> bool {
+/// fingerprint `today`, the registered one) only by registered steps (columns added, partitions
+/// added or removed): `recorded` is one of the definitions the registry kept.
+pub fn follows_registered_steps(relid: Oid, recorded: &str, today: &str) -> bool {
     // Releases before 0.4.0 kept no earlier definitions (until ALTER EXTENSION ledger UPDATE).
     if !layout::base_columns_registered() {
         return false;
@@ -235,7 +235,7 @@ pub fn extended_by_added_columns(relid: Oid, recorded: &str, today: &str) -> boo
             .ok()
             .flatten()
             .unwrap_or_default();
-    definition::extended_by_added_columns(recorded, &earlier, &registered)
+    definition::follows_registered_steps(recorded, &earlier, &registered)
 }
 
 /// Retires a ledger: no more appends, every chain checkpointed a last time, and who, when and

@@ -4,13 +4,13 @@
 //! record, linked to its kept hash, and Merkle trees take the pruned leaves from the kept hashes.
 
 use crate::checkpoint;
-use crate::datum::{fetch_row, select_one, text_datum_to_str};
+use crate::datum::{select_one, text_datum_to_str};
 use crate::error::{raise, required, spi_error, OnDrop, OrRaise};
 use crate::guc;
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
 use crate::trigger::RecordScratch;
-use crate::verify::{chain_condition, chain_key_of};
+use crate::verify::{chain_condition, chain_key_of, StoredRecords};
 use ledger_core::chain::Anchor;
 use ledger_core::hash::{to_hex, Digest};
 use ledger_core::{LedgerError, SqlState};
@@ -222,11 +222,14 @@ thread_local! {
 /// # Safety
 /// `tuple` must be a row of `relid`, open as `rel`.
 pub unsafe fn permits_delete(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple) -> bool {
-    let relid = (*rel).rd_id;
-    if PERMIT.with(|p| p.borrow().as_ref().is_none_or(|permit| permit.relid != relid)) {
+    if PERMIT.with(|p| p.borrow().is_none()) {
         return false;
     }
-    let layout = layout::for_relation(relid);
+    // A partition's layout: its tuple's positions, and its ledger's relid.
+    let layout = layout::for_relation((*rel).rd_id);
+    if PERMIT.with(|p| p.borrow().as_ref().is_none_or(|permit| permit.relid != layout.relid)) {
+        return false;
+    }
     let tupdesc = (*rel).rd_att;
     let natts = (*tupdesc).natts as usize;
     let mut values = vec![pg_sys::Datum::from(0); natts];
@@ -478,15 +481,20 @@ fn prune_ledger(relid: Oid) -> Vec<(Option<String>, i64, i64)> {
     // deletions fail with a serialization error if another prune got there first.)
     // SAFETY: pushed here, popped below; an error's abort pops it.
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    // What earlier prunes emptied of a partitioned ledger goes whole.
+    // SAFETY: a catalog lookup.
+    if unsafe { pg_sys::get_rel_relkind(relid) } as u8 == pg_sys::RELKIND_PARTITIONED_TABLE {
+        crate::partition::drop_emptied_partitions(relid, &name, &actor);
+    }
     // And with the layout read now: whether the ledger is pruned may have changed meanwhile.
     layout::forget(relid);
     let layout = layout::for_relation(relid);
     let plans = plan(&layout, &retention);
     // SAFETY: a registered ledger, locked for the deletions to come.
-    let relation = unsafe { PgRelation::with_lock(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    let _locked = unsafe { PgRelation::with_lock(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
     let mut out = Vec::new();
     for plan in plans {
-        let hashes = verified_hashes(&layout, &relation, &plan);
+        let hashes = verified_hashes(&layout, &plan);
         let checkpoint = covering_checkpoint(&layout, plan.chain.as_deref(), plan.through);
         keep_hashes(&name, &plan, &hashes, &retention, checkpoint, &actor);
         delete_records(&layout, &plan);
@@ -527,14 +535,14 @@ fn prune_ledger(relid: Oid) -> Vec<(Option<String>, i64, i64)> {
 /// `ledger.as_of` needs for any time after the cutoff.
 fn plan(layout: &Layout, retention: &Retention) -> Vec<ChainPrune> {
     let column = quote_ident(&retention.column);
-    let t = &layout.qualified_name;
+    let t = layout.records();
     let (chain_expr, group) = match &layout.chain {
         Some(c) => (format!("{}::text", quote_ident(&c.name)), "GROUP BY 1".to_string()),
         None => ("NULL::text".to_string(), String::new()),
     };
     let query = format!(
         "SELECT {chain_expr}, max(seq), min(seq) FILTER (WHERE NOT ({column} < $1) OR {column} IS NULL) \
-         FROM ONLY {t} {group}"
+         FROM {t} {group}"
     );
     let candidates: Vec<(Option<String>, i64, Option<i64>)> = guc::with_settings(guc::CANONICAL_OUTPUT, || {
         lifecycle::as_extension_owner(|| {
@@ -549,7 +557,7 @@ fn plan(layout: &Layout, retention: &Retention) -> Vec<ChainPrune> {
     .map_err(|e| spi_error("cannot read the ledger's chains", e))
     .or_raise();
     let anchors: BTreeMap<Option<String>, Anchor> = if layout.pruned {
-        pruned_chains(t, None).into_iter().map(|c| (c.chain, c.anchor)).collect()
+        pruned_chains(&layout.qualified_name, None).into_iter().map(|c| (c.chain, c.anchor)).collect()
     } else {
         BTreeMap::new()
     };
@@ -571,11 +579,11 @@ fn plan(layout: &Layout, retention: &Retention) -> Vec<ChainPrune> {
 /// The hashes of the records a prune removes, each recomputed from its values and linked to the
 /// one before (the first to the chain's anchor): a record that does not verify is never pruned, or
 /// its evidence would go with it.
-fn verified_hashes(layout: &Layout, relation: &PgRelation, plan: &ChainPrune) -> Vec<Digest> {
+fn verified_hashes(layout: &Layout, plan: &ChainPrune) -> Vec<Digest> {
     let (condition, chain_arg) = chain_condition(layout, plan.chain.as_deref(), 3).or_raise();
     let query = format!(
-        "SELECT ctid, seq FROM ONLY {} WHERE {condition} AND seq > $1 AND seq <= $2 ORDER BY seq",
-        layout.qualified_name
+        "SELECT tableoid, ctid, seq FROM {} WHERE {condition} AND seq > $1 AND seq <= $2 ORDER BY seq",
+        layout.records()
     );
     let args: Vec<DatumWithOid> =
         [plan.anchor.pruned_through.into(), plan.through.into()].into_iter().chain(chain_arg).collect();
@@ -593,6 +601,7 @@ fn verified_hashes(layout: &Layout, relation: &PgRelation, plan: &ChainPrune) ->
     let mut previous = plan.anchor.last_pruned_hash;
     let mut expected = plan.anchor.pruned_through + 1;
     let mut scratch = RecordScratch::default();
+    let mut records = StoredRecords::new();
     lifecycle::as_extension_owner(|| {
         Spi::connect(|client| {
             let mut cursor = client.open_cursor(query.as_str(), &args);
@@ -603,15 +612,17 @@ fn verified_hashes(layout: &Layout, relation: &PgRelation, plan: &ChainPrune) ->
                 }
                 let mut batch = batch;
                 while batch.next().is_some() {
-                    let seq: i64 = batch.get(2)?.unwrap_or(0);
+                    let seq: i64 = batch.get(3)?.unwrap_or(0);
                     if seq != expected {
                         refuse(expected, format!("Seq {expected} is missing (found {seq})."));
                     }
-                    let tid = batch.get_datum_by_ordinal(1)?.expect("ctid is never null");
-                    // SAFETY: a ctid the query just read from this table, open as `relation`.
+                    let storage: pg_sys::Oid = batch.get(1)?.unwrap_or(layout.relid);
+                    let tid = batch.get_datum_by_ordinal(2)?.expect("ctid is never null");
+                    // SAFETY: a ctid the query just read from `storage`, a relation of this ledger.
                     unsafe {
-                        let stored = fetch_row(relation.as_ptr(), tid).expect("the row the query just saw");
-                        let (computed, intact) = scratch.recompute(layout, &stored.values, &stored.nulls);
+                        let tid = *tid.cast_mut_ptr::<pg_sys::ItemPointerData>();
+                        let (layout, stored) = records.fetch(storage, tid).expect("the row the query just saw");
+                        let (computed, intact) = scratch.recompute(&layout, &stored.values, &stored.nulls);
                         if !intact {
                             refuse(seq, format!("Its values hash to {}, not to its stored hash.", to_hex(&computed)));
                         }
@@ -707,9 +718,9 @@ fn delete_records(layout: &Layout, plan: &ChainPrune) {
     });
     let (condition, chain_arg) = chain_condition(layout, plan.chain.as_deref(), 3).or_raise();
     let query = format!(
-        "WITH gone AS (DELETE FROM ONLY {} WHERE {condition} AND seq >= $1 AND seq <= $2 RETURNING 1) \
+        "WITH gone AS (DELETE FROM {} WHERE {condition} AND seq >= $1 AND seq <= $2 RETURNING 1) \
          SELECT count(*) FROM gone",
-        layout.qualified_name
+        layout.records()
     );
     let args: Vec<DatumWithOid> = [first.into(), plan.through.into()].into_iter().chain(chain_arg).collect();
     let deleted = lifecycle::as_extension_owner(|| {

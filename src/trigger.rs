@@ -325,6 +325,8 @@ fn refuse_change<'a>(
         Ok(PgTriggerOperation::Truncate) => ("TRUNCATE", Some(Refusal::Truncate)),
         _ => ("this change", None),
     };
+    // A partition's refusal is its partitioned ledger's.
+    let relid = layout::partition_parent(relid).unwrap_or(relid);
     if let Some(kind) = kind {
         metrics::count_refusal(relid, kind);
     }

@@ -146,9 +146,9 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
     let mut records = 0i64;
     // SAFETY: the callback gets the deformed datums of a row of this table.
     unsafe {
-        scan_records(relation, &layout, wanted.as_deref(), |scratch, values, nulls| {
+        scan_records(&layout, wanted.as_deref(), |layout, scratch, values, nulls| {
             records += 1;
-            hash::hex_into(&hash::sha3_256(scratch.encode(&layout, values, nulls)), &mut computed_hex);
+            hash::hex_into(&hash::sha3_256(scratch.encode(layout, values, nulls)), &mut computed_hex);
             let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]).as_bytes());
             let stream = match streams.get_mut(scratch.chain_key.as_slice()) {
                 Some(stream) => stream,
@@ -176,11 +176,11 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
     let mut chains: HashMap<Vec<u8>, ChainLinks> = HashMap::new();
     // SAFETY: as above.
     unsafe {
-        scan_records(relation, &layout, wanted.as_deref(), |scratch, values, nulls| {
+        scan_records(&layout, wanted.as_deref(), |layout, scratch, values, nulls| {
             if !broken.contains(scratch.chain_key.as_slice()) {
                 return;
             }
-            let computed = hash::sha3_256(scratch.encode(&layout, values, nulls));
+            let computed = hash::sha3_256(scratch.encode(layout, values, nulls));
             let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]));
             let link = Link::from_stored(
                 (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
@@ -191,7 +191,7 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
             let entry = match chains.get_mut(scratch.chain_key.as_slice()) {
                 Some(entry) => entry,
                 None => {
-                    let text = chain_text(&layout, values, nulls);
+                    let text = chain_text(layout, values, nulls);
                     chains.entry(scratch.chain_key.clone()).or_insert(ChainLinks { text, links: Vec::new() })
                 }
             };
@@ -240,53 +240,68 @@ fn pruned_chains(layout: &Layout, chain: Option<&str>) -> HashMap<Vec<u8>, Prune
         .collect()
 }
 
-/// Calls `each` with every row of the table (of the `wanted` chain only, when given), its chain
-/// key in `scratch.chain_key`.
+/// Calls `each` with every row of the ledger (of the `wanted` chain only, when given), with the
+/// layout of the relation holding it (the table, or one of its partitions in bound order) and its
+/// chain key in `scratch.chain_key`.
 ///
 /// # Safety
-/// `relation` must be the layout's table, open.
+/// `layout` must be the ledger's own layout.
 unsafe fn scan_records(
-    relation: &PgRelation,
     layout: &Layout,
     wanted: Option<&[u8]>,
-    mut each: impl FnMut(&mut RecordScratch, &[Datum], &[bool]),
+    mut each: impl FnMut(&Layout, &mut RecordScratch, &[Datum], &[bool]),
 ) {
     let mut scratch = RecordScratch::default();
     let row_memory = PgMemoryContexts::new("ledger.verify row");
-    let rel = relation.as_ptr();
-    let tupdesc = (*rel).rd_att;
-    let natts = (*tupdesc).natts as usize;
-    let mut values = vec![Datum::from(0); natts];
-    let mut nulls = vec![false; natts];
-    let scan = pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
-    // What reading a record pallocs (detoasted values, output text) goes here, freed in batches.
-    let old = pg_sys::MemoryContextSwitchTo(row_memory.value());
-    let mut rows_since_reset = 0u32;
-    loop {
-        let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
-        if tuple.is_null() {
-            break;
-        }
-        pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-        scratch.chain_key.clear();
-        if let Some(column) = &layout.chain {
-            if !nulls[column.index] {
-                scratch.reader.begin_record();
-                let value = scratch.reader.read(column.column_type, values[column.index]);
-                chain_key_bytes(&value, &mut scratch.chain_key);
+    // Every relation is locked before the first is read, so a prune cannot drop a partition (one it
+    // emptied) between them; one dropped before is skipped: it held no record.
+    let relations: Vec<(pg_sys::Oid, PgRelation)> = layout
+        .storages()
+        .into_iter()
+        .filter_map(|oid| {
+            let rel = pg_sys::try_relation_open(oid, pg_sys::AccessShareLock as i32);
+            (!rel.is_null()).then(|| (oid, PgRelation::from_pg_owned(rel)))
+        })
+        .collect();
+    for (storage, relation) in &relations {
+        let storage = *storage;
+        let storage_layout = if storage == layout.relid { None } else { Some(layout::for_relation(storage)) };
+        let layout = storage_layout.as_deref().unwrap_or(layout);
+        let rel = relation.as_ptr();
+        let tupdesc = (*rel).rd_att;
+        let natts = (*tupdesc).natts as usize;
+        let mut values = vec![Datum::from(0); natts];
+        let mut nulls = vec![false; natts];
+        let scan = pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
+        // What reading a record pallocs (detoasted values, output text) goes here, freed in batches.
+        let old = pg_sys::MemoryContextSwitchTo(row_memory.value());
+        let mut rows_since_reset = 0u32;
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            scratch.chain_key.clear();
+            if let Some(column) = &layout.chain {
+                if !nulls[column.index] {
+                    scratch.reader.begin_record();
+                    let value = scratch.reader.read(column.column_type, values[column.index]);
+                    chain_key_bytes(&value, &mut scratch.chain_key);
+                }
+            }
+            if wanted.is_none_or(|w| w == scratch.chain_key) {
+                each(layout, &mut scratch, &values, &nulls);
+            }
+            rows_since_reset += 1;
+            if rows_since_reset == 1024 {
+                pg_sys::MemoryContextReset(row_memory.value());
+                rows_since_reset = 0;
             }
         }
-        if wanted.is_none_or(|w| w == scratch.chain_key) {
-            each(&mut scratch, &values, &nulls);
-        }
-        rows_since_reset += 1;
-        if rows_since_reset == 1024 {
-            pg_sys::MemoryContextReset(row_memory.value());
-            rows_since_reset = 0;
-        }
+        pg_sys::MemoryContextSwitchTo(old);
+        pg_sys::table_endscan(scan);
     }
-    pg_sys::MemoryContextSwitchTo(old);
-    pg_sys::table_endscan(scan);
 }
 
 #[pg_extern(stable, parallel_safe)]
@@ -354,29 +369,67 @@ pub fn changed_definition(relid: pg_sys::Oid, registered: Option<String>, since:
 fn canonical_bytes(tbl: Option<PgRelation>, chain: Option<&str>, seq: Option<i64>) -> Vec<u8> {
     let (tbl, seq) = (required(tbl, "tbl"), required(seq, "seq"));
     let layout = layout::for_relation(tbl.oid());
-    let mut tid = record_tid(&layout, chain, seq);
-    // SAFETY: a ctid just read from this table, as a tid datum.
+    let mut stored = StoredRecords::new();
+    let (storage, tid) = record_tid(&layout, chain, seq);
+    // SAFETY: a ctid just read from this relation.
     unsafe {
-        let row = fetch_row(tbl.as_ptr(), Datum::from(std::ptr::addr_of_mut!(tid))).expect("the row just seen");
+        let (layout, row) = stored.fetch(storage, tid).expect("the row just seen");
         let mut scratch = RecordScratch::default();
         scratch.encode(&layout, &row.values, &row.nulls).to_vec()
     }
 }
 
-/// Where record `seq` of a chain (given as text) is stored; an error names a record that is not
-/// there, or that `ledger.prune` removed.
-pub fn record_tid(layout: &Layout, chain: Option<&str>, seq: i64) -> pg_sys::ItemPointerData {
+/// The relations of a ledger that records are read from by (tableoid, ctid), opened once each.
+#[derive(Default)]
+pub struct StoredRecords {
+    opened: Vec<(pg_sys::Oid, PgRelation, std::rc::Rc<Layout>)>,
+}
+
+impl StoredRecords {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The record at `tid` of `storage` (the ledger or one of its partitions) as the active
+    /// snapshot sees it, with that relation's layout.
+    ///
+    /// # Safety
+    /// `storage` must hold records of a ledger.
+    pub unsafe fn fetch(
+        &mut self,
+        storage: pg_sys::Oid,
+        mut tid: pg_sys::ItemPointerData,
+    ) -> Option<(std::rc::Rc<Layout>, crate::datum::StoredRow)> {
+        let position = match self.opened.iter().position(|(oid, _, _)| *oid == storage) {
+            Some(position) => position,
+            None => {
+                let relation = PgRelation::with_lock(storage, pg_sys::AccessShareLock as i32);
+                self.opened.push((storage, relation, layout::for_relation(storage)));
+                self.opened.len() - 1
+            }
+        };
+        let (_, relation, layout) = &self.opened[position];
+        let row = fetch_row(relation.as_ptr(), Datum::from(std::ptr::addr_of_mut!(tid)))?;
+        Some((layout.clone(), row))
+    }
+}
+
+/// Where record `seq` of a chain (given as text) is stored: the relation (the ledger, or one of its
+/// partitions) and the ctid. An error names a record that is not there, or that `ledger.prune` removed.
+pub fn record_tid(layout: &Layout, chain: Option<&str>, seq: i64) -> (pg_sys::Oid, pg_sys::ItemPointerData) {
     let (condition, chain_arg) = chain_condition(layout, chain, 2).or_raise();
-    let query = format!("SELECT ctid FROM ONLY {} WHERE {condition} AND seq = $1", layout.qualified_name);
+    let query = format!("SELECT tableoid, ctid FROM {} WHERE {condition} AND seq = $1", layout.records());
     let args: Vec<DatumWithOid> = std::iter::once(seq.into()).chain(chain_arg).collect();
     let tid = Spi::connect(|client| {
         let rows = client.select(query.as_str(), Some(1), &args)?;
         if rows.is_empty() {
             return Ok(None);
         }
+        let row = rows.first();
+        let storage = row.get::<pg_sys::Oid>(1)?.unwrap_or(layout.relid);
         // Copied out: the datum points into SPI memory, freed when the connection closes.
         // SAFETY: a tid datum.
-        Ok(rows.first().get_datum_by_ordinal(1)?.map(|d| unsafe { *d.cast_mut_ptr::<pg_sys::ItemPointerData>() }))
+        Ok(row.get_datum_by_ordinal(2)?.map(|d| (storage, unsafe { *d.cast_mut_ptr::<pg_sys::ItemPointerData>() })))
     })
     .map_err(|e: pgrx::spi::Error| {
         LedgerError::new(SqlState::DataCorrupted, "cannot read the record").detail(e.to_string())

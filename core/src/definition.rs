@@ -43,15 +43,51 @@ pub fn only_columns_added(before: &str, after: &str) -> bool {
         && added.iter().all(|l| starts(l, &["column ", "hashed ", "added ", "history_of "]))
 }
 
+/// The ledger triggers every partition of a partitioned ledger carries, as its `partition` line
+/// ends (docs/FORMAT.md, "Partitioned ledgers").
+pub const PARTITION_TRIGGERS: &str = "triggers ledger_refuse_change:A,ledger_refuse_truncate:A,zz_ledger_append:A";
+
+/// Whether `after` differs from `before` only by partitions added (docs/FORMAT.md, "Partitioned
+/// ledgers"): new `partition` lines, each with the table's persistence and every ledger trigger
+/// enabled always, and nothing removed.
+pub fn only_partitions_added(before: &str, after: &str) -> bool {
+    let old: Vec<&str> = before.lines().collect();
+    let new: Vec<&str> = after.lines().collect();
+    let Some(persistence) = old.iter().find_map(|l| l.strip_prefix("persistence ")) else {
+        return false;
+    };
+    let conforming = format!(" persistence {persistence} {PARTITION_TRIGGERS}");
+    let mut added = new.iter().filter(|l| !old.contains(l)).peekable();
+    old.iter().all(|l| new.contains(l))
+        && added.peek().is_some()
+        && added.all(|l| l.starts_with("partition ") && l.ends_with(&conforming))
+}
+
+/// Whether `after` differs from `before` only by partitions removed: `partition` lines gone, and
+/// nothing added. `ledger.prune` drops the partitions it emptied (their records' hashes are kept);
+/// a partition that still held records is missed by the chains, not by this rule.
+pub fn only_partitions_removed(before: &str, after: &str) -> bool {
+    let old: Vec<&str> = before.lines().collect();
+    let new: Vec<&str> = after.lines().collect();
+    let mut removed = old.iter().filter(|l| !new.contains(l)).peekable();
+    new.iter().all(|l| old.contains(l)) && removed.peek().is_some() && removed.all(|l| l.starts_with("partition "))
+}
+
+/// Whether one registered definition may follow another for a checkpoint's or digest's definition
+/// to hold (docs/FORMAT.md, "Definitions"): columns added, partitions added, or partitions removed.
+pub fn is_registered_step(before: &str, after: &str) -> bool {
+    only_columns_added(before, after) || only_partitions_added(before, after) || only_partitions_removed(before, after)
+}
+
 /// Whether the definition with fingerprint `recorded` (hex) is one of `earlier` (the definitions
 /// registered before `registered`, oldest first), after which each next one up to `registered`
-/// only added columns.
-pub fn extended_by_added_columns(recorded: &str, earlier: &[String], registered: &str) -> bool {
+/// is a registered step.
+pub fn follows_registered_steps(recorded: &str, earlier: &[String], registered: &str) -> bool {
     let steps: Vec<&str> = earlier.iter().map(String::as_str).chain([registered]).collect();
     let Some(start) = steps[..steps.len() - 1].iter().position(|d| fingerprint_hex(d) == recorded) else {
         return false;
     };
-    steps[start..].windows(2).all(|pair| only_columns_added(pair[0], pair[1]))
+    steps[start..].windows(2).all(|pair| is_registered_step(pair[0], pair[1]))
 }
 
 #[cfg(test)]
@@ -70,10 +106,40 @@ mod tests {
         assert!(!only_columns_added(base, "ledger-definition/v1\nhashed id seq prev_hash memo\ncolumn id integer\n"));
         assert!(only_columns_added("a\nhistory_of public.t 00\n", "a\nhistory_of public.t 11\n"));
         let earlier = vec![base.to_string()];
-        assert!(extended_by_added_columns(&fingerprint_hex(base), &earlier, added));
-        assert!(!extended_by_added_columns(&fingerprint_hex(base), &earlier, &retyped));
-        assert!(!extended_by_added_columns(&fingerprint_hex(added), &earlier, added));
-        assert!(!extended_by_added_columns(&fingerprint_hex(base), &[], added));
+        assert!(follows_registered_steps(&fingerprint_hex(base), &earlier, added));
+        assert!(!follows_registered_steps(&fingerprint_hex(base), &earlier, &retyped));
+        assert!(!follows_registered_steps(&fingerprint_hex(added), &earlier, added));
+        assert!(!follows_registered_steps(&fingerprint_hex(base), &[], added));
+    }
+
+    #[test]
+    fn partitions_added_are_an_allowed_step() {
+        let base = "ledger-definition/v1\npersistence p\npartitioned_by RANGE (at)\n\
+                    partition public.t1 FOR VALUES FROM (1) TO (2) persistence p triggers ledger_refuse_change:A,ledger_refuse_truncate:A,zz_ledger_append:A\n";
+        let added = format!(
+            "{base}partition public.t2 FOR VALUES FROM (2) TO (3) persistence p triggers ledger_refuse_change:A,ledger_refuse_truncate:A,zz_ledger_append:A\n"
+        );
+        assert!(only_partitions_added(base, &added));
+        assert!(!only_partitions_added(base, base));
+        assert!(!only_partitions_added(&added, base), "a partition removed");
+        assert!(!only_partitions_added(
+            base,
+            &added
+                .replace("t2 FOR VALUES FROM (2) TO (3) persistence p", "t2 FOR VALUES FROM (2) TO (3) persistence u")
+        ));
+        assert!(!only_partitions_added(
+            base,
+            &added
+                .replace("zz_ledger_append:A\npartition public.t2", "zz_ledger_append:A\npartition public.t2")
+                .replace("truncate:A,zz_ledger_append:A\n", "truncate:D,zz_ledger_append:A\n")
+        ));
+        let with_column = format!("{added}column memo text\n");
+        assert!(!only_partitions_added(base, &with_column));
+        assert!(follows_registered_steps(&fingerprint_hex(base), &[base.to_string()], &added));
+        assert!(only_partitions_removed(&added, base));
+        assert!(!only_partitions_removed(base, &added));
+        assert!(!only_partitions_removed(&added, &base.replace("persistence p\n", "persistence u\n")));
+        assert!(follows_registered_steps(&fingerprint_hex(base), &[base.to_string(), added.clone()], base));
     }
 
     const REGISTERED: &str = "ledger-definition/v1\ntable public.t\ntrigger zz_ledger_append A\n";

@@ -211,3 +211,54 @@ def test_standby_answers_for_a_history_tracked_table_as_the_primary(servers, req
         p.close_all()
         if s is not None:
             s.close_all()
+
+
+def test_standby_answers_for_a_partitioned_ledger_as_the_primary(servers, request):
+    """A partitioned ledger, a partition added after its checkpoints, then a superuser's edit in one
+    partition and a record moved to another: the standby answers every question as the primary,
+    and refuses appends into the table and into a partition with 25006."""
+    primary, standby = servers
+    p = primary.create_database(database_name(request.node.name))
+    s = None
+    try:
+        p.execute("CREATE TABLE moves (id bigint, k int NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (id, at)) "
+                  "PARTITION BY RANGE (at)")
+        for m in (1, 2):
+            p.execute(f"CREATE TABLE moves_{m} PARTITION OF moves "
+                      f"FOR VALUES FROM ('2026-0{m}-01 UTC') TO ('2026-0{m + 1}-01 UTC')")
+        p.execute("SELECT ledger.enable('moves', 'k')")
+        p.execute("INSERT INTO moves SELECT g, g % 2, timestamptz '2026-01-01 UTC' + g * interval '1 day' "
+                  "FROM generate_series(1, 50) g")
+        cps = checkpoint(p, "moves")
+        p.execute("CREATE TABLE moves_3 PARTITION OF moves FOR VALUES FROM ('2026-03-01 UTC') TO ('2026-04-01 UTC')")
+        p.execute("INSERT INTO moves VALUES (51, 0, '2026-03-02 UTC'), (52, 1, '2026-03-03 UTC')")
+        wait_until(lambda: p.name in {r[0] for r in standby.connect(autocommit=True).execute(
+            "SELECT datname FROM pg_database").fetchall()}, 20, 0.02, "the database on the standby")
+        s = Database(standby, p.name)
+        wait_for_replay(p, s)
+
+        def questions(db: Database) -> dict:
+            out = {("verify",): outcome(db, "SELECT * FROM ledger.verify('moves')"),
+                   ("export",): db.export_lines("moves")}
+            for cid, *_ in cps:
+                out[("verify_checkpoint", cid)] = outcome(db, "SELECT * FROM ledger.verify_checkpoint(%s)", (cid,))
+                out[("inclusion_proof", cid)] = outcome(db, "SELECT ledger.inclusion_proof(%s, 2)", (cid,))
+            return out
+
+        intact = questions(p)
+        assert intact[("verify",)] == []
+        assert questions(s) == intact
+        with p.conn.transaction():
+            behind_the_triggers(p, "moves", "UPDATE moves SET id = 999 WHERE k = 0 AND seq = 3")
+            behind_the_triggers(p, "moves", "UPDATE moves SET at = '2026-03-20 UTC' WHERE k = 1 AND seq = 5")
+        wait_for_replay(p, s)
+        tampered = questions(p)
+        assert [r[:3] for r in tampered[("verify",)]] == [("0", 3, "hash_mismatch"), ("1", 5, "hash_mismatch")]
+        assert questions(s) == tampered
+        for query in ("INSERT INTO moves VALUES (60, 0, '2026-03-05 UTC')",
+                      "INSERT INTO moves_3 VALUES (61, 0, '2026-03-05 UTC')"):
+            assert outcome(s, query) == ("error", "25006"), query
+    finally:
+        p.close_all()
+        if s is not None:
+            s.close_all()

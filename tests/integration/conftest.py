@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ledgertest import Cluster, fresh_database
+from ledgertest import Cluster, Database, database_name, fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +39,16 @@ def latin1_db(cluster, request):
     """A fresh LATIN1 database without the extension (clients talk UTF8 to it)."""
     yield from fresh_database(cluster, request, "ENCODING LATIN1 LC_COLLATE 'C' LC_CTYPE 'C'",
                                {"client_encoding": "UTF8"}, extension=False)
+
+
+@pytest.fixture
+def target(cluster, request):
+    """An empty database (without the extension) to restore a dump into."""
+    name = database_name("restore_" + request.node.name)
+    with cluster.connect("postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    database = Database(cluster, name)
+    yield database
+    database.close_all()
+    with cluster.connect("postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -9,7 +9,7 @@ import subprocess
 import psycopg
 import pytest
 
-from ledgertest import Database, assert_clean, database_name
+from ledgertest import Database, assert_clean
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -47,19 +47,6 @@ def fingerprint(db: Database) -> tuple:
         db.fetchall("SELECT tbl::text, chain_by::text, columns::text[], base_columns, earlier_definitions "
                     "FROM ledger.ledgers ORDER BY 1"),
     )
-
-
-@pytest.fixture
-def target(cluster, request):
-    """An empty database to restore into."""
-    name = database_name("restore_" + request.node.name)
-    with cluster.connect("postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    database = Database(cluster, name)
-    yield database
-    database.close_all()
-    with cluster.connect("postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run(cluster, *args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -158,8 +158,9 @@ ERROR_CASES = [
     ("hash_wrong_type", "CREATE TABLE t (id int PRIMARY KEY, hash text)", "t", None, "42804"),
     ("generated_column", "CREATE TABLE t (id int PRIMARY KEY, twice int GENERATED ALWAYS AS "
      "(id * 2) STORED)", "t", None, "42P16"),
-    ("partitioned_table", "CREATE TABLE t (id int PRIMARY KEY) PARTITION BY RANGE (id)", "t", None,
-     "42809"),
+    # Range partitioning on one column is a partitioned ledger (test_partitions.py); list is not.
+    ("list_partitioned_table", "CREATE TABLE t (id int PRIMARY KEY) PARTITION BY LIST (id)", "t", None,
+     "0A000"),
     ("inheritance_children", "CREATE TABLE t (id int PRIMARY KEY, v text); "
      "CREATE TABLE t_child (extra int) INHERITS (t); INSERT INTO t_child VALUES (1, 'x', 2)",
      "t", None, "42P16"),
@@ -175,7 +176,7 @@ def test_enable_errors_change_nothing(db, name, setup, tbl, chain_by, sqlstate):
         db.execute("SELECT ledger.enable(%s, %s)", (tbl, chain_by))
     assert info.value.sqlstate == sqlstate, info.value
     assert catalog_state(db, tbl) == before
-    if sqlstate == "0A000":
+    if sqlstate == "0A000" and name != "list_partitioned_table":  # an unsupported type: the hint lists them
         hint = info.value.diag.message_hint or ""
         for type_name in ("boolean", "smallint", "integer", "bigint", "real", "double precision",
                           "numeric", "text", "bytea", "uuid", "jsonb", "date", "time",

@@ -35,7 +35,7 @@ import pytest
 from psycopg import IsolationLevel, errors
 from psycopg.types.json import Jsonb
 
-from ledgertest import Database, assert_dense, backend_wait, database_name, wait_until
+from ledgertest import Database, assert_dense, backend_wait, wait_until
 
 WRITERS = 8
 RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)  # 40001, 40P01
@@ -400,19 +400,6 @@ def test_unit_of_work_flow(db, clerks):
 # ---- dump and restore ----------------------------------------------------------------------------
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
-
-
-@pytest.fixture
-def target(cluster, request):
-    """An empty database to restore into."""
-    name = database_name("restore_" + request.node.name)
-    with cluster.connect("postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    database = Database(cluster, name)
-    yield database
-    database.close_all()
-    with cluster.connect("postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def pg(cluster, *args: str) -> subprocess.CompletedProcess:

@@ -213,3 +213,18 @@ def test_digest_definition_on_the_command_line(tmp_path):
     status, checks = run_digest_cli(tmp_path, header(), "cd" * 32)
     assert status == 1 and checks["definition"] is False
     assert run_digest_cli(tmp_path, header(with_definitions=False), registered)[1]["definition"] is None
+
+
+def test_partitions_added_are_the_step_columns_added_are():
+    conforming = " persistence p " + ve.PARTITION_TRIGGERS
+    base = ("ledger-definition/v1\ntable public.moves\npersistence p\npartitioned_by RANGE (at)\n"
+            "partition public.m1 FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00')"
+            f"{conforming}\n")
+    line = f"partition public.m2 FOR VALUES FROM ('2026-02-01 00:00:00+00') TO ('2026-03-01 00:00:00+00'){conforming}\n"
+    added = base + line
+    assert ve.only_partitions_added(base, added)
+    assert not ve.only_partitions_added(added, base)
+    assert not ve.only_partitions_added(base, base)
+    assert not ve.only_partitions_added(base, base + line.replace("zz_ledger_append:A", "zz_ledger_append:D"))
+    assert not ve.only_partitions_added(base, base + line.replace("persistence p", "persistence u"))
+    assert not ve.only_partitions_added(base, added + "column memo text\n")

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from ledgertest import ROOT, Cluster, set_signing_key_file  # noqa: E402
 
 # Every release, by the commit it was made from. Each is upgraded from in its own servers.
-RELEASES = {"0.1.0": "c86d02a", "0.2.0": "dd20dc7", "0.3.0": "d79316e", "0.4.0": "c715325"}
+RELEASES = {"0.1.0": "c86d02a", "0.2.0": "dd20dc7", "0.3.0": "d79316e", "0.4.0": "c715325", "0.5.0": "75a2a52"}
 SYSTEM_LIB = Path("/usr/lib/postgresql/15")
 SYSTEM_SHARE = Path("/usr/share/postgresql/15")
 CURRENT_BUILD = ROOT / "target" / "release" / "ledger-pg15"  # staged by scripts/install.sh
