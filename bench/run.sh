@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # bench/run.sh — the ledger extension's performance benchmark, in one run on one throwaway cluster.
 #
-#   bench/run.sh                  full run (roughly 28 minutes on 2 cores, 10 of them section 5,
-#                                 3 section 6), writes bench/RESULTS.md
+#   bench/run.sh                  full run (roughly 36 minutes on 2 cores, 10 of them section 5,
+#                                 3 section 6, about 7 section 7), writes bench/RESULTS.md
 #   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (under 1 minute), writes
 #                                 bench/out/RESULTS-quick.md so it never clobbers the full results
 #   BENCH_ONLY=6 bench/run.sh     section 6 alone (on its own fresh cluster): replaces section 6 of
 #                                 the existing results file (or adds it), leaves the other sections
 #                                 as they are; the section records its own command, time and build.
 #                                 Works with BENCH_QUICK=1 (then in bench/out/RESULTS-quick.md).
+#   BENCH_ONLY=7 bench/run.sh     section 7 alone, the same way (replaces or adds section 7).
 #
 # What it measures (every number is compared with a baseline measured in the same run, because the
 # machines this runs on are noisy; the report gives ratios and says whether each target is met):
@@ -94,11 +95,29 @@
 #            btree page is reusable only once no snapshot can need it). Round 1 only.
 #        (c) ledger.verify(tbl) before the prune, after it and after the VACUUM: records/s, best of
 #            RET_VERIFY_RUNS. Round 1 only; the ledger must verify at every stage.
+#   7. Appends on a partitioned ledger, against the same ledger unpartitioned: four tables with
+#      section 6's columns (at timestamptz NOT NULL), primary key (rid, at) (a partitioned table's
+#      must hold the partition key; the unpartitioned ones get the same) and an index on (anchor_id,
+#      at): plain, plain partitioned, ledger, ledger partitioned (ledger.enable(tbl, 'anchor_id')).
+#      Partitioned: PARTITION BY RANGE (at), PART_PARTITIONS monthly partitions of the past, the
+#      current month's, 3 empty future months (as pg_partman's premake keeps them) and a DEFAULT
+#      partition (left empty: a partitioned ledger refuses records there). Every record is dated in
+#      the current month, so each append's head lookup first probes the 3 empty partitions after it.
+#        (a) one INSERT ... SELECT of PART_ROWS rows over 64 chains (autocommit, after a CHECKPOINT),
+#            fresh tables, PART_RUNS runs interleaved (every other one reversed), best time.
+#            Target: ledger partitioned / ledger unpartitioned time <= 1.1; plain partitioned /
+#            plain reported.
+#        (b) single-row autocommit INSERTs with pgbench (-n -M prepared -T PGBENCH_SECONDS, 1 client
+#            and PGBENCH_CLIENTS clients, random chain among PGBENCH_ANCHORS) into fresh tables of each
+#            kind, PART_PGBENCH_RUNS rounds as in section 2 (median of the per-round ratios). Target:
+#            ledger partitioned / ledger unpartitioned tps >= 0.9; plain partitioned / plain reported.
+#      After every load both ledgers verify (ledger.verify finds nothing), every chain's seqs are
+#      1 to its count, and every row is in the current month's partition.
 #
 # Environment (defaults in brackets; quick-mode defaults after the slash):
 #   BENCH_QUICK [0]            1 = small sizes, for smoke-testing this script
-#   BENCH_ONLY []              6 = run section 6 only (the other sections need each other's results,
-#                              so they run only all together)
+#   BENCH_ONLY []              6 = run section 6 only, 7 = section 7 only (the other sections need
+#                              each other's results, so they run only all together)
 #   BENCH_DIR [/tmp/ledger-bench], BENCH_PORT [55440]   the throwaway cluster (re-created every run)
 #   BENCH_RESULTS [bench/RESULTS.md / bench/out/RESULTS-quick.md]
 #   BENCH_KEEP [0]             1 = keep the cluster's data directory after the run
@@ -112,6 +131,8 @@
 #   HIST_VERIFY_RUNS [2]
 #   RET_ROWS [2000000/40000] (a multiple of 2 x RET_CHAINS)  RET_CHAINS [100]  RET_RUNS [2]
 #   RET_VERIFY_RUNS [3/2]
+#   PART_PARTITIONS [24/4] (past months)  PART_ROWS [200000/10000]  PART_RUNS [3/2]
+#   PART_PGBENCH_RUNS [3/1]    section 7's pgbench rounds
 #
 # Needs only what scripts/setup.sh installs (PostgreSQL 15 with contrib: pgbench, pgcrypto; cargo)
 # and the extension installed into it (scripts/install.sh).
@@ -125,7 +146,7 @@ VARS=(BENCH_ONLY BENCH_QUICK BENCH_DIR BENCH_PORT BENCH_RESULTS BENCH_KEEP BULK_
       PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS
       VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS RETRY_ROWS RETRY_RUNS
       HIST_ROWS HIST_RUNS HIST_VERIFY_ROWS HIST_VERSIONS HIST_VERIFY_RUNS RET_ROWS RET_CHAINS RET_RUNS
-      RET_VERIFY_RUNS PG_CONFIG)
+      RET_VERIFY_RUNS PART_PARTITIONS PART_ROWS PART_RUNS PART_PGBENCH_RUNS PG_CONFIG)
 COMMAND=""
 for v in "${VARS[@]}"; do
   if [[ -n ${!v+x} ]]; then COMMAND+="$v=$(printf %q "${!v}") "; fi
@@ -173,15 +194,19 @@ RET_ROWS=${RET_ROWS:-$(q 2000000 40000)}
 RET_CHAINS=${RET_CHAINS:-100}
 RET_RUNS=${RET_RUNS:-2}
 RET_VERIFY_RUNS=${RET_VERIFY_RUNS:-$(q 3 2)}
+PART_PARTITIONS=${PART_PARTITIONS:-$(q 24 4)}
+PART_ROWS=${PART_ROWS:-$(q 200000 10000)}
+PART_RUNS=${PART_RUNS:-$(q 3 2)}
+PART_PGBENCH_RUNS=${PART_PGBENCH_RUNS:-$(q 3 1)}
 ONLY=${BENCH_ONLY:-}
-[[ -z $ONLY || $ONLY == 6 ]] \
-  || { echo "bench: BENCH_ONLY must be 6 (section 6 alone) or unset (everything), not '$ONLY'" >&2; exit 2; }
+[[ -z $ONLY || $ONLY == 6 || $ONLY == 7 ]] \
+  || { echo "bench: BENCH_ONLY must be 6 (section 6 alone), 7 (section 7 alone) or unset (everything), not '$ONLY'" >&2; exit 2; }
 
 for v in BENCH_PORT BULK_ROWS BULK_ANCHORS BULK_RUNS PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS \
          PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES \
          MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS RETRY_ROWS RETRY_RUNS \
          HIST_ROWS HIST_RUNS HIST_VERIFY_ROWS HIST_VERSIONS HIST_VERIFY_RUNS \
-         RET_ROWS RET_CHAINS RET_RUNS RET_VERIFY_RUNS; do
+         RET_ROWS RET_CHAINS RET_RUNS RET_VERIFY_RUNS PART_PARTITIONS PART_ROWS PART_RUNS PART_PGBENCH_RUNS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
 done
 ((BULK_RUNS >= 2)) || { echo "bench: BULK_RUNS must be at least 2 (best of several runs)" >&2; exit 2; }
@@ -366,7 +391,24 @@ SQL
 }
 per_run() { echo "$*" | sed 's/ *$//; s/ /, /g'; }
 
-# Sections 1 to 5 (not indented) run only all together; BENCH_ONLY=6 skips them.
+# pgbench results, shared by sections 2, 5 and 7: PGB_TPS[config] holds a config's tps of every
+# round ("tps tps ..."), PGB_BEST[config] its best.
+declare -A PGB_TPS=() PGB_BEST=()
+tps_of() { printf '%.0f' "${PGB_BEST[$1]}"; }
+# Ratios are paired: run k of one variant / run k of the other, which ran moments before or after
+# it in the same round. An fsync-bound tps follows the disk's latency, which drifts over minutes,
+# so one lucky run of either side would decide a ratio of bests; the median of paired ratios
+# cancels the drift shared within a round.
+paired_ratios() {
+  local -a l p
+  read -r -a l <<<"${PGB_TPS[$1]}"
+  read -r -a p <<<"${PGB_TPS[$2]}"
+  for i in "${!l[@]}"; do calc "${l[$i]} / ${p[$i]}" 2; echo; done
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+paired_median() { paired_ratios "$1" "$2" | median; }
+
+# Sections 1 to 5 (not indented) run only all together; BENCH_ONLY=6 or 7 skips them.
 if [[ -z $ONLY ]]; then
 # ------------------------------------------------------------------------------------------------
 # 1. Bulk INSERT ... SELECT
@@ -558,19 +600,6 @@ for config in "${PGB_CONFIGS[@]}"; do
   PGB_BEST[$config]=$(max_of ${PGB_TPS[$config]})
 done
 C=$PGBENCH_CLIENTS
-tps_of() { printf '%.0f' "${PGB_BEST[$1]}"; }
-# Ratios are paired: run k of one variant / run k of the other, which ran moments before or after
-# it in the same round. An fsync-bound tps follows the disk's latency, which drifts over minutes,
-# so one lucky run of either side would decide a ratio of bests; the median of paired ratios
-# cancels the drift shared within a round.
-paired_ratios() {
-  local -a l p
-  read -r -a l <<<"${PGB_TPS[$1]}"
-  read -r -a p <<<"${PGB_TPS[$2]}"
-  for i in "${!l[@]}"; do calc "${l[$i]} / ${p[$i]}" 2; echo; done
-}
-median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-paired_median() { paired_ratios "$1" "$2" | median; }
 PAIRED_1=$(paired_ratios "ledger random 1" "plain random 1" | paste -sd' ')
 PAIRED_C=$(paired_ratios "ledger random $C" "plain random $C" | paste -sd' ')
 PGB_R1=$(paired_median "ledger random 1" "plain random 1")
@@ -994,6 +1023,8 @@ HIST_VERIFY_LIMIT=$(calc "$HIST_VERIFY_RPS / $LIMIT_HPS" 2)
 HIST_CHAINS_LIMIT=$(calc "$HIST_CHAINS_RPS / $LIMIT_HPS" 2)
 fi  # sections 1 to 5
 
+# Section 6 (not indented) runs in a full run, after sections 1 to 5, and alone (BENCH_ONLY=6).
+if [[ -z $ONLY || $ONLY == 6 ]]; then
 # ------------------------------------------------------------------------------------------------
 # 6. Retention: ledger.prune against a plain DELETE, the space it frees, verify before and after
 # ------------------------------------------------------------------------------------------------
@@ -1206,6 +1237,171 @@ RET_LEDGER_GROWTH_PCT=$(ret_growth_pct "$RET_KEY_LT")
 RET_PLAIN_GROWTH_PCT=$(ret_growth_pct "$RET_KEY_PT")
 RET_FINISHED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 RET_MINUTES=$(calc "($(date +%s) - $RET_T0) / 60" 1)
+fi  # section 6
+
+# Section 7 (not indented) runs in a full run, after section 6, and alone (BENCH_ONLY=7).
+if [[ -z $ONLY || $ONLY == 7 ]]; then
+# ------------------------------------------------------------------------------------------------
+# 7. Appends on a partitioned ledger, against the same ledger unpartitioned
+# ------------------------------------------------------------------------------------------------
+PART_STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+PART_T0=$(date +%s)
+PART_FUTURE=3   # empty partitions after the current month's, as pg_partman's premake keeps them
+PART_CHAINS=64
+PART_KINDS=(plain plain_part ledger ledger_part)
+if [[ $ONLY == 7 ]]; then : >"$OUT/pgbench.log"; fi   # else section 2 began it
+# The month is fixed here, once: every record's at lies in the PART_SPAN (at most an hour, never
+# before the month's start) before PART_NOW, so all go into the current month's partition, even in a
+# run that goes on past the month's end.
+IFS='|' read -r PART_NOW PART_MONTH PART_NEXT PART_SPAN PART_SUFFIX PART_FIRST PART_LAST PART_FROM_SHOWN PART_NOW_SHOWN \
+  <<<"$(psql_ -F '|' -c "
+  SELECT now(), m, m + interval '1 month', least(interval '1 hour', now() - m), to_char(m, 'YYYY_MM'),
+         to_char(m - interval '$PART_PARTITIONS months', 'YYYY-MM'), to_char(m + interval '$PART_FUTURE months', 'YYYY-MM'),
+         to_char(greatest(m, now() - interval '1 hour'), 'YYYY-MM-DD HH24:MI:SS'), to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ')
+  FROM date_trunc('month', now()) AS m")"
+[[ -n $PART_SUFFIX ]] || die "could not compute the current month's bounds"
+# part_table KIND NAME: a fresh table with section 6's columns (section 1's with a timestamptz at
+# in place of ts), primary key (rid, at) and an index on (anchor_id, at). KIND plain, plain_part,
+# ledger or ledger_part; *_part: PARTITION BY RANGE (at), with PART_PARTITIONS monthly partitions of
+# the past, the current month's (NAME_YYYY_MM), PART_FUTURE empty future months and a default
+# partition; ledger*: then ledger.enable(tbl, 'anchor_id').
+part_table() {
+  local kind=$1 t=$2 by=""
+  if [[ $kind == *_part ]]; then by=" PARTITION BY RANGE (at)"; fi
+  {
+    echo "DROP TABLE IF EXISTS $t;"
+    echo "CREATE TABLE $t (rid uuid DEFAULT gen_random_uuid(), anchor_id uuid NOT NULL, slot text, kind text,"
+    echo "  at timestamptz NOT NULL, payload jsonb, sig bytea, producer text, version text DEFAULT 'v1',"
+    echo "  PRIMARY KEY (rid, at))$by;"
+    echo "CREATE INDEX ON $t (anchor_id, at);"
+    if [[ $kind == *_part ]]; then
+      echo "SELECT format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',"
+      echo "              '${t}_' || to_char(m, 'YYYY_MM'), '$t', m, m + interval '1 month')"
+      echo "  FROM generate_series('$PART_MONTH'::timestamptz - interval '$PART_PARTITIONS months',"
+      echo "                       '$PART_MONTH'::timestamptz + interval '$PART_FUTURE months', interval '1 month') AS m \\gexec"
+      echo "CREATE TABLE ${t}_default PARTITION OF $t DEFAULT;"
+    fi
+    if [[ $kind == ledger* ]]; then echo "SELECT ledger.enable('$t', 'anchor_id');"; fi
+  } | psql_ >/dev/null
+}
+# part_load TABLE -> seconds: PART_ROWS records over PART_CHAINS chains in one INSERT ... SELECT
+# (autocommit, its commit included, after a CHECKPOINT); the same rows for every table, their at
+# scattered over the PART_SPAN before PART_NOW.
+part_load() {
+  psql_ -c "CHECKPOINT" >/dev/null
+  timed_statement "INSERT INTO $1 (rid, anchor_id, slot, kind, at, payload, sig, producer)
+SELECT md5(i::text)::uuid, $(anchor_expr "i % $PART_CHAINS + 1"), 'slot-' || (i % 10), 'payment',
+       '$PART_NOW'::timestamptz - interval '$PART_SPAN' * ((i * 0.618033988749895) % 1)::float8,
+       jsonb_build_object('i', i, 'note', 'payment ' || i), decode(md5(i::text), 'hex'), 'bench'
+FROM generate_series(1, $PART_ROWS) AS i"
+}
+# part_check KIND TABLE ROWS [CHAINS]: TABLE holds ROWS rows, all in the current month (and, if
+# partitioned, in its partition); a ledger verifies (ledger.verify finds nothing) and every chain's
+# seqs are dense, 1 to its count without gaps or repeats (and there are CHAINS chains, if given).
+part_check() {
+  local kind=$1 t=$2 rows=$3 chains=${4:-} where="at >= '$PART_MONTH' AND at < '$PART_NEXT'" got
+  if [[ $kind == *_part ]]; then where+=" AND tableoid = '${t}_$PART_SUFFIX'::regclass"; fi
+  got=$(psql_ -c "SELECT count(*) || '/' || count(*) FILTER (WHERE $where) FROM $t")
+  [[ $got == "$rows/$rows" ]] || die "$t holds (rows/rows in the current month's partition) $got, expected $rows/$rows"
+  [[ $kind == ledger* ]] || return 0
+  check_ledger "$t"
+  got=$(psql_ -c "SELECT count(*) || '/' || count(*) FILTER (WHERE lo = 1 AND hi = n AND seqs = n)
+                  FROM (SELECT min(seq) AS lo, max(seq) AS hi, count(*) AS n, count(DISTINCT seq) AS seqs
+                        FROM $t GROUP BY anchor_id) s")
+  [[ ${got%/*} == "${got#*/}" && ${got%/*} != 0 ]] || die "$t: of its (chains/dense chains) $got, not every chain's seqs are 1 to its count"
+  [[ -z $chains || ${got%/*} == "$chains" ]] || die "$t has ${got%/*} chains, not $chains"
+}
+
+# (a) Bulk: fresh tables each run, one at a time; every other run in reverse order.
+declare -A PART_TIMES=()
+for ((run = 1; run <= PART_RUNS; run++)); do
+  order=("${PART_KINDS[@]}")
+  ((run % 2 == 1)) || order=(ledger_part ledger plain_part plain)
+  for kind in "${order[@]}"; do
+    part_table "$kind" "part_$kind"
+    secs=$(part_load "part_$kind")
+    no_crash "bulk load into part_$kind"
+    part_check "$kind" "part_$kind" "$PART_ROWS" "$PART_CHAINS"
+    psql_ -c "DROP TABLE part_$kind" >/dev/null
+    PART_TIMES[$kind]+="$secs "
+    log "partitioned bulk run $run/$PART_RUNS: $kind $PART_ROWS rows in ${secs}s"
+  done
+done
+declare -A PART_BEST=()
+for kind in "${PART_KINDS[@]}"; do
+  # shellcheck disable=SC2086
+  PART_BEST[$kind]=$(min_of ${PART_TIMES[$kind]})
+done
+PART_BULK_RATIO=$(calc "${PART_BEST[ledger_part]} / ${PART_BEST[ledger]}" 2)
+PART_BULK_PLAIN_RATIO=$(calc "${PART_BEST[plain_part]} / ${PART_BEST[plain]}" 2)
+PART_BULK_LP=$(calc "${PART_BEST[ledger]} / ${PART_BEST[plain]}" 2)
+PART_BULK_LP_PART=$(calc "${PART_BEST[ledger_part]} / ${PART_BEST[plain_part]}" 2)
+
+# (b) pgbench: single-row autocommit INSERTs on random chains into a fresh table of each kind.
+for kind in "${PART_KINDS[@]}"; do
+  {
+    echo "\\set a random(1, $PGBENCH_ANCHORS)"
+    echo "INSERT INTO part_$kind (anchor_id, slot, kind, at, payload, producer)" \
+         "VALUES ($(anchor_expr ":a"), 'slot-1', 'payment', '$PART_NOW'::timestamptz - interval '$PART_SPAN' * random()," \
+         "jsonb_build_object('a', (:a)::int, 'note', 'payment'), 'bench');"
+  } >"$WORK/part_$kind.sql"
+done
+# part_pgbench KIND CLIENTS -> tps; the table then holds every insert pgbench counted, and is checked.
+part_pgbench() {
+  local kind=$1 clients=$2 jobs out tps n
+  jobs=$((clients < NPROC ? clients : NPROC))
+  part_table "$kind" "part_$kind"
+  psql_ -c "CHECKPOINT" >/dev/null
+  out=$WORK/pgbench_part_${kind}_c$clients.log
+  "$PG_BIN/pgbench" -h "$SOCK" -p "$BENCH_PORT" -U postgres -n -M prepared -c "$clients" -j "$jobs" \
+    -T "$PGBENCH_SECONDS" -f "$WORK/part_$kind.sql" postgres >"$out" 2>&1 || {
+    cat "$out" >&2
+    die "pgbench failed: part_$kind c$clients"
+  }
+  cat "$out" >>"$OUT/pgbench.log"
+  no_crash "pgbench part_$kind c$clients"
+  if grep -qiE "aborted|error" "$out"; then cat "$out" >&2; die "pgbench reported errors: part_$kind c$clients"; fi
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
+  n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+  [[ -n $tps && -n $n ]] || { cat "$out" >&2; die "no tps or transaction count in pgbench output"; }
+  part_check "$kind" "part_$kind" "$n"
+  psql_ -c "DROP TABLE part_$kind" >/dev/null
+  echo "$tps"
+}
+PART_CONFIGS=()
+for clients in 1 "$PGBENCH_CLIENTS"; do
+  for kind in "${PART_KINDS[@]}"; do PART_CONFIGS+=("$kind $clients"); done
+done
+for ((run = 1; run <= PART_PGBENCH_RUNS; run++)); do
+  # Every other round in reverse, so neither side of a ratio always goes first.
+  order=("${PART_CONFIGS[@]}")
+  if ((run % 2 == 0)); then
+    order=()
+    for ((i = ${#PART_CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${PART_CONFIGS[$i]}"); done
+  fi
+  for config in "${order[@]}"; do
+    read -r kind clients <<<"$config"
+    tps=$(part_pgbench "$kind" "$clients")
+    PGB_TPS[part $config]+="$tps "
+    log "partitioned pgbench run $run/$PART_PGBENCH_RUNS: $kind, $clients client(s): $tps tps"
+  done
+done
+for config in "${PART_CONFIGS[@]}"; do
+  # shellcheck disable=SC2086
+  PGB_BEST[part $config]=$(max_of ${PGB_TPS[part $config]})
+done
+PC=$PGBENCH_CLIENTS
+PART_PGB_1=$(paired_median "part ledger_part 1" "part ledger 1")
+PART_PGB_C=$(paired_median "part ledger_part $PC" "part ledger $PC")
+PART_PGB_PLAIN_1=$(paired_median "part plain_part 1" "part plain 1")
+PART_PGB_PLAIN_C=$(paired_median "part plain_part $PC" "part plain $PC")
+PART_PGB_LP_1=$(paired_median "part ledger 1" "part plain 1")
+PART_PGB_LP_C=$(paired_median "part ledger $PC" "part plain $PC")
+PART_PAIRED_1=$(paired_ratios "part ledger_part 1" "part ledger 1" | paste -sd' ')
+PART_PAIRED_C=$(paired_ratios "part ledger_part $PC" "part ledger $PC" | paste -sd' ')
+PART_FINISHED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+PART_MINUTES=$(calc "($(date +%s) - $PART_T0) / 60" 1)
+fi  # section 7
 no_crash "the whole run"
 
 SO_SUM_END=$(sha256sum "$SO" | cut -c1-16)
@@ -1244,7 +1440,7 @@ report_head() {
 # ledger benchmark results
 
 Written by \`bench/run.sh\`; re-run it to refresh this file (it overwrites it; \`BENCH_ONLY=6 bench/run.sh\`
-refreshes section 6 alone, which then says how it was measured).$QUICK_NOTE$SO_NOTE
+or \`BENCH_ONLY=7 bench/run.sh\` refreshes section 6 or 7 alone, which then says how it was measured).$QUICK_NOTE$SO_NOTE
 
 $(provenance "$STARTED" "$FINISHED")
 
@@ -1571,34 +1767,120 @@ last kept hash), so it reads and hashes $RET_HALF records.
 EOF
 }
 
+# Section 7, the same in a full run and alone (BENCH_ONLY=7), like section 6.
+report_section_7() {
+  local c all=""
+  for c in "${PART_CONFIGS[@]}"; do
+    # shellcheck disable=SC2086
+    all+="$c: $(per_run "$(printf '%.0f ' ${PGB_TPS[part $c]})"); "
+  done
+  cat <<EOF2
+## 7. Appends on a partitioned ledger ($((PART_PARTITIONS + 1 + PART_FUTURE)) monthly partitions and a default)
+
+$PART_WHERE
+
+$(provenance "$PART_STARTED" "$PART_FINISHED")
+
+Four tables with section 6's columns (section 1's with \`at timestamptz NOT NULL\` in place of \`ts\`:
+\`rid uuid, anchor_id uuid, slot text, kind text, at timestamptz, payload jsonb, sig bytea, producer
+text, version text\`), primary key \`(rid, at)\` (a partitioned table's must hold its partition key; the
+unpartitioned tables have the same, so the four are alike) and an index on \`(anchor_id, at)\`:
+*plain* (no triggers), *plain, partitioned*, *ledger* (after \`ledger.enable(tbl, 'anchor_id')\`, which
+adds \`seq\`, \`prev_hash\`, \`hash\`, the \`(anchor_id, seq)\` index and the triggers) and *ledger,
+partitioned* (the same \`ledger.enable\` of the partitioned table; its \`(anchor_id, seq)\` index is not
+unique, as PostgreSQL requires the partition key in a partitioned table's unique index). The
+partitioned ones are \`PARTITION BY RANGE (at)\` with $PART_PARTITIONS monthly partitions of the past
+(from $PART_FIRST), the current month's (\`tbl_$PART_SUFFIX\`, from $PART_MONTH to $PART_NEXT), $PART_FUTURE empty
+future months (to $PART_LAST, as pg_partman's premake keeps them) and a \`DEFAULT\` partition (left
+empty: a partitioned ledger refuses records there), made before \`ledger.enable\`. Every record is dated
+in the current month, its \`at\` between $PART_FROM_SHOWN and $PART_NOW_SHOWN (the section's start;
+the span is an hour unless the month began less than an hour before), so every append goes into the
+current month's partition, and a ledger append's head lookup, which probes the partitions from the last back,
+first probes the $PART_FUTURE empty ones after it.
+
+**Baseline:** the partitioned ledger is compared with the unpartitioned ledger (same columns, key,
+index, rows, in the same run on the same cluster); the plain tables show, for reference, what the
+partitioning costs without the ledger.
+
+### (a) Bulk load: one \`INSERT ... SELECT\` of $PART_ROWS rows ($PART_CHAINS chains)
+
+In autocommit (its commit included) after a \`CHECKPOINT\`, into a fresh table each run; the same rows
+into each table. $PART_RUNS runs of the four, interleaved (every other run in reverse order); best time.
+
+| variant | best time | runs (s) | partitioned / unpartitioned | target | |
+|---|---:|---|---:|---|---|
+| plain | ${PART_BEST[plain]} s | $(per_run "${PART_TIMES[plain]}") | | | |
+| plain, partitioned | ${PART_BEST[plain_part]} s | $(per_run "${PART_TIMES[plain_part]}") | $PART_BULK_PLAIN_RATIO | (reference) | |
+| ledger | ${PART_BEST[ledger]} s | $(per_run "${PART_TIMES[ledger]}") | | | |
+| **ledger, partitioned** | ${PART_BEST[ledger_part]} s | $(per_run "${PART_TIMES[ledger_part]}") | **$PART_BULK_RATIO** | ≤ 1.1 | $(met "$PART_BULK_RATIO" "<=" 1.1) |
+
+For reference, ledger/plain: $PART_BULK_LP unpartitioned, $PART_BULK_LP_PART partitioned.
+
+### (b) Single-row autocommit INSERTs (pgbench)
+
+\`pgbench -n -M prepared -T $PGBENCH_SECONDS\`, one INSERT per transaction on a random chain of
+$PGBENCH_ANCHORS (\`at\` a random time in the same span), fsync on, -j = min(clients, nproc), into a fresh
+table for each run. $PART_PGBENCH_RUNS round(s), each running every variant once, back to back (every
+other round in reverse order). The tps columns are the best run of each variant; every ratio is the
+median over the rounds of the ratio within a round, as in section 2.
+
+| clients | plain tps | plain, partitioned tps | partitioned / unpartitioned | ledger tps | ledger, partitioned tps | partitioned / unpartitioned | target | |
+|---:|---:|---:|---:|---:|---:|---:|---|---|
+| 1 | $(tps_of "part plain 1") | $(tps_of "part plain_part 1") | $PART_PGB_PLAIN_1 | $(tps_of "part ledger 1") | $(tps_of "part ledger_part 1") | **$PART_PGB_1** | ≥ 0.9 | $(met "$PART_PGB_1" ">=" 0.9) |
+| $PC | $(tps_of "part plain $PC") | $(tps_of "part plain_part $PC") | $PART_PGB_PLAIN_C | $(tps_of "part ledger $PC") | $(tps_of "part ledger_part $PC") | **$PART_PGB_C** | ≥ 0.9 | $(met "$PART_PGB_C" ">=" 0.9) |
+
+Per-round ledger partitioned / unpartitioned, 1 client: $(per_run "$PART_PAIRED_1"); $PC clients:
+$(per_run "$PART_PAIRED_C"). For reference, ledger/plain unpartitioned: 1 client $PART_PGB_LP_1, $PC clients
+$PART_PGB_LP_C.
+
+All runs (tps): ${all%; }.
+
+After every load (bulk and pgbench) each table held every row inserted (for pgbench, one per
+transaction it counted), all in the current month's partition; \`ledger.verify\` of both ledgers found
+nothing, and every chain's seqs were 1 to its number of records, without gaps or repeats.
+EOF2
+}
+
 mkdir -p "$(dirname "$BENCH_RESULTS")"
-if [[ -z $ONLY ]]; then
-  RET_WHERE="Measured in the run described at the top of this file, on its cluster after sections 1-5 ($RET_MINUTES min)."
-elif [[ -f $BENCH_RESULTS ]]; then
-  RET_WHERE="Measured alone (\`BENCH_ONLY=6\`) by the command below, on its own fresh cluster, not in the run described at the top of this file ($RET_MINUTES min).$QUICK_NOTE$SO_NOTE"
-else
-  RET_WHERE="Measured alone (\`BENCH_ONLY=6\`) by the run described at the top of this file ($RET_MINUTES min)."
+# section_where N MINUTES: how section N (6 or 7, which can also run alone) was measured; before the
+# results file is written.
+section_where() {
+  if [[ -z $ONLY ]]; then
+    echo "Measured in the run described at the top of this file, on its cluster after sections 1-$(($1 - 1)) ($2 min)."
+  elif [[ -f $BENCH_RESULTS ]]; then
+    echo "Measured alone (\`BENCH_ONLY=$1\`) by the command below, on its own fresh cluster, not in the run described at the top of this file ($2 min).$QUICK_NOTE$SO_NOTE"
+  else
+    echo "Measured alone (\`BENCH_ONLY=$1\`) by the run described at the top of this file ($2 min)."
+  fi
+}
+if [[ -z $ONLY || $ONLY == 6 ]]; then
+  RET_WHERE=$(section_where 6 "$RET_MINUTES")
+  report_section_6 >"$WORK/section6.md"
 fi
-report_section_6 >"$WORK/section6.md"
+if [[ -z $ONLY || $ONLY == 7 ]]; then
+  PART_WHERE=$(section_where 7 "$PART_MINUTES")
+  report_section_7 >"$WORK/section7.md"
+fi
 if [[ -z $ONLY ]]; then
-  { report_head; echo; report_sections_1_to_5; echo; cat "$WORK/section6.md"; } >"$BENCH_RESULTS.tmp"
+  { report_head; echo; report_sections_1_to_5; echo; cat "$WORK/section6.md"; echo; cat "$WORK/section7.md"; } \
+    >"$BENCH_RESULTS.tmp"
 elif [[ -f $BENCH_RESULTS ]]; then
-  # Section 6 in place of the one there (up to the next "## N." heading), else before the first
+  # Section ONLY in place of the one there (up to the next "## N." heading), else before the first
   # section after it, else at the end; every other line as it was.
-  awk -v new="$WORK/section6.md" '
+  awk -v sec="$ONLY" -v new="$WORK/section$ONLY.md" '
     function emit(  line) { while ((getline line < new) > 0) print line; close(new); done = 1 }
     /^## [0-9]+[a-z]?\. / {
       n = $2 + 0
       if (skipping) { skipping = 0; print "" }
-      if (n == 6 && !done) { emit(); skipping = 1; next }
-      if (n > 6 && !done) { emit(); print "" }
+      if (n == sec + 0 && !done) { emit(); skipping = 1; next }
+      if (n > sec + 0 && !done) { emit(); print "" }
     }
     skipping { next }
     { print }
     END { if (!done) { print ""; emit() } }' "$BENCH_RESULTS" >"$BENCH_RESULTS.tmp"
-  [[ $(grep -c '^## 6\. ' "$BENCH_RESULTS.tmp") == 1 ]] || die "could not put section 6 into $BENCH_RESULTS"
+  [[ $(grep -c "^## $ONLY\\. " "$BENCH_RESULTS.tmp") == 1 ]] || die "could not put section $ONLY into $BENCH_RESULTS"
 else
-  { report_head; echo; cat "$WORK/section6.md"; } >"$BENCH_RESULTS.tmp"
+  { report_head; echo; cat "$WORK/section$ONLY.md"; } >"$BENCH_RESULTS.tmp"
 fi
 mv "$BENCH_RESULTS.tmp" "$BENCH_RESULTS"
 log "done: $BENCH_RESULTS"
@@ -1616,4 +1898,9 @@ echo "inclusion_proof $INCL_BEST ms, consistency_proof $CONS_BEST ms, verify_che
 echo "history UPDATEs tracked/untracked: 1 client $HIST_R1, $C clients $HIST_RC (>= 0.7); tracked/hand $HIST_TH1, $HIST_THC (> 1)"
 echo "verify of a tracked table ($HIST_VERSIONS_N versions): $HIST_VERIFY_RPS versions/s, /limit $HIST_VERIFY_LIMIT; its history alone $HIST_CHAINS_RPS"
 fi
+if [[ -z $ONLY || $ONLY == 6 ]]; then
 echo "retention: ledger.prune of $RET_HALF records $RET_PRUNE_BEST s ($RET_CP_PRUNE_BEST s checkpointed before), plain DELETE $RET_DELETE_BEST s, ratio $RET_RATIO ($RET_CP_RATIO) (no target); after VACUUM + $RET_HALF more: ledger table $RET_LEDGER_GROWTH, plain $RET_PLAIN_GROWTH; verify $RET_VB_RPS records/s before, $RET_VV_RPS after"
+fi
+if [[ -z $ONLY || $ONLY == 7 ]]; then
+echo "partitioned ledger/unpartitioned ledger: bulk $PART_BULK_RATIO (<= 1.1; plain $PART_BULK_PLAIN_RATIO), pgbench tps 1 client $PART_PGB_1, $PC clients $PART_PGB_C (>= 0.9; plain $PART_PGB_PLAIN_1, $PART_PGB_PLAIN_C)"
+fi
