@@ -20,16 +20,25 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT jsonb_object_agg(k::text, row_data -> k::text)::text FROM unnest(key_columns) AS k $$;
 
--- An entity's versions, oldest first.
-CREATE FUNCTION ledger.history(tbl regclass, key jsonb)
-RETURNS TABLE (seq bigint, op text, at timestamptz, role name, "row" jsonb, hash text)
+-- A key of a tracked table as its history chain names it, whatever its spelling: an object of the
+-- primary-key columns, each value read as its column's type and written as the history trigger
+-- writes it ({"id": 2.0} is {"id": 2} for an integer key, a time in any offset is the same time).
+-- Under the settings the trigger writes rows with, so a time is written alike from every session.
+-- (A numeric key keeps its scale: 1.5 and 1.50 are one key to the table, two spellings here.)
+CREATE FUNCTION ledger.history_key(tbl regclass, key jsonb) RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'iso_8601'
+SET extra_float_digits = 3
+SET bytea_output = 'hex'
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     entry ledger.tracked;
+    normalized text;
 BEGIN
-    SELECT * INTO entry FROM ledger.tracked t WHERE t.tbl = history.tbl;
+    SELECT * INTO entry FROM ledger.tracked t WHERE t.tbl = history_key.tbl;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table % is not history-tracked', tbl USING ERRCODE = 'undefined_object',
             HINT = 'ledger.enable_history(tbl) starts tracking a table.';
@@ -42,10 +51,37 @@ BEGIN
                   DETAIL = format('The primary key is (%s).', array_to_string(entry.key_columns, ', ')),
                   HINT = format('For example %s.', (SELECT jsonb_object_agg(c, 1) FROM unnest(entry.key_columns) c));
     END IF;
+    -- An integral number for an integer column in integer form (2.0 is 2), which is how its
+    -- type's input reads it; any other number is left as it is, and reads so or fails (22P02).
+    SELECT jsonb_object_agg(e.k, CASE WHEN jsonb_typeof(e.v) = 'number'
+                                       AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+                                       AND (e.v #>> '{}')::numeric = trunc((e.v #>> '{}')::numeric)
+                                      THEN to_jsonb(trunc((e.v #>> '{}')::numeric)) ELSE e.v END)
+      INTO key
+      FROM jsonb_each(key) AS e(k, v)
+      LEFT JOIN pg_attribute a ON a.attrelid = tbl AND a.attname = e.k AND NOT a.attisdropped;
+    -- As the caller: reading the values runs the columns' types' input and output functions.
+    EXECUTE format('SELECT ledger.version_key(to_jsonb(jsonb_populate_record(NULL::%s, $1)), $2)', tbl)
+        INTO normalized USING key, entry.key_columns;
+    RETURN normalized;
+END
+$$;
+COMMENT ON FUNCTION ledger.history_key(regclass, jsonb) IS 'a key of a history-tracked table as its history chain names it';
+
+-- An entity's versions, oldest first.
+CREATE FUNCTION ledger.history(tbl regclass, key jsonb)
+RETURNS TABLE (seq bigint, op text, at timestamptz, role name, "row" jsonb, hash text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    chain text := ledger.history_key(tbl, key);  -- first: it refuses a table that is not tracked
+    history_ledger regclass := (SELECT t.history FROM ledger.tracked t WHERE t.tbl = history.tbl);
+BEGIN
     RETURN QUERY EXECUTE format(
         'SELECT h.seq, h.op, h.at, h.role::pg_catalog.name, h."row", h.hash::pg_catalog.text '
-        'FROM ONLY %s h WHERE h.key = $1 ORDER BY h.seq', entry.history)
-        USING ledger.version_key(key, entry.key_columns);
+        'FROM ONLY %s h WHERE h.key = $1 ORDER BY h.seq', history_ledger)
+        USING chain;
 END
 $$;
 COMMENT ON FUNCTION ledger.history(regclass, jsonb) IS 'the versions of one row of a history-tracked table, oldest first';

@@ -156,17 +156,6 @@ fn set_erasable(tbl: Option<PgRelation>, columns: Option<Vec<Option<String>>>) {
     let layout = layout::for_relation(relid);
     let name = layout.qualified_name.clone();
     lifecycle::refuse_own_ledger(&name, "have erasable columns", None);
-    if layout.partitioned {
-        raise(
-            LedgerError::new(
-                SqlState::FeatureNotSupported,
-                format!("the columns of partitioned ledger {name} cannot be made erasable"),
-            )
-            .detail(
-                "Erasable columns keep their salts in a column of every partition, which this release does not add.",
-            ),
-        );
-    }
     if tracked.is_none() && layout.history_of.is_some() {
         raise(
             LedgerError::new(SqlState::FeatureNotSupported, format!("{name} is a history ledger"))
@@ -285,8 +274,12 @@ fn erasable_text(relid: Oid) -> String {
 fn add_erasure_column(relid: Oid, name: &str, actor: &str) {
     ADDING_COLUMN.with(|a| a.set(Some(relid)));
     let _cleared = OnDrop(|| ADDING_COLUMN.with(|a| a.set(None)));
+    // A partitioned ledger's partitions get the column too (PostgreSQL refuses ONLY there).
+    // SAFETY: a catalog lookup.
+    let partitioned = unsafe { pg_sys::get_rel_relkind(relid) } as u8 == pg_sys::RELKIND_PARTITIONED_TABLE;
+    let only = if partitioned { "" } else { "ONLY " };
     lifecycle::as_extension_owner(|| {
-        Spi::run(&format!("ALTER TABLE ONLY {name} ADD COLUMN {} jsonb", quote_ident(ERASURE_COLUMN)))
+        Spi::run(&format!("ALTER TABLE {only}{name} ADD COLUMN {} jsonb", quote_ident(ERASURE_COLUMN)))
             .map_err(|e| spi_error("cannot add the erasure column", e))
             .or_raise()
     });
@@ -336,16 +329,17 @@ fn redact(
         (None, None) => raise(LedgerError::new(SqlState::NullValueNotAllowed, "seq must not be null")),
         (None, Some(seq)) => (vec![find_record(&layout, chain, seq)], None),
         (Some(_), _) => {
+            // A history ledger is never partitioned: its versions are in the table itself.
             let (versions, key) = versions_of_deleted_row(&layout, named, chain, seq);
-            (versions, Some(key))
+            (versions.into_iter().map(|(tid, text)| (relid, tid, text)).collect(), Some(key))
         }
     };
     // SAFETY: a registered ledger, locked for the updates to come.
-    let relation = unsafe { PgRelation::with_lock(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    let _locked = unsafe { PgRelation::with_lock(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
     let mut erased: Vec<String> = Vec::new();
     let mut values = 0;
-    for (tid, _) in &records {
-        for column in erase_record(&layout, &relation, *tid) {
+    for (storage, tid, _) in &records {
+        for column in erase_record(*storage, *tid) {
             values += 1;
             if !erased.contains(&column) {
                 erased.push(column);
@@ -354,7 +348,7 @@ fn redact(
     }
     let what = match (key, records.first()) {
         (Some(key), _) if records.len() > 1 => format!("the {} versions of row {key}", records.len()),
-        (_, Some((_, text))) => text.clone(),
+        (_, Some((_, _, text))) => text.clone(),
         (_, None) => String::new(),
     };
     if erased.is_empty() {
@@ -388,12 +382,8 @@ fn versions_of_deleted_row(
                 .hint("Pass the key as the history names it, e.g. '{\"id\": 1}'."),
         );
     };
-    // The history names a key in jsonb's text form: '{"id":1}' and '{"id": 1}' are one key (and
-    // text that is no JSON is refused by jsonb's input, 22P02).
-    let key = select_one::<String>("SELECT $1::jsonb::text", &[key.into()])
-        .map_err(|e| spi_error("cannot read the key", e))
-        .or_raise()
-        .unwrap_or_default();
+    // As the history names it: '{"id":1}', '{"id": 1.0}' and '{"id": 1}' are one key.
+    let key = crate::history::history_key(tracked, key);
     let key = key.as_str();
     let head = select_one::<String>(
         &format!("SELECT op FROM ONLY {} WHERE key = $1 ORDER BY seq DESC LIMIT 1", layout.qualified_name),
@@ -445,11 +435,15 @@ fn versions_of_deleted_row(
 
 /// Erases what is still erasable in one record, after checking that it verifies; returns the
 /// names of the values erased (none when there were none left).
-fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPointerData) -> Vec<String> {
+fn erase_record(storage: Oid, mut tid: pg_sys::ItemPointerData) -> Vec<String> {
+    // The layout of the relation holding the record: the ledger, or its partition.
+    let layout = &*layout::for_relation(storage);
     let erasure = layout.erasure.expect("checked by the caller");
     let name = &layout.qualified_name;
     let tid_datum = Datum::from(std::ptr::addr_of_mut!(tid));
-    // SAFETY: a ctid just read from this table, open as `relation`.
+    // SAFETY: `storage` holds records of a ledger, locked by the caller.
+    let relation = unsafe { PgRelation::with_lock(storage, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    // SAFETY: a ctid just read from this relation.
     let stored = unsafe { fetch_row(relation.as_ptr(), tid_datum) }.expect("the row the query just saw");
     // SAFETY: the deformed datums of a row of this table.
     let (_, intact) = unsafe { RecordScratch::default().recompute(layout, &stored.values, &stored.nulls) };
@@ -525,11 +519,12 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
         sets.push(format!("{column} = {column} || ${}", i + 3));
     }
     let update = format!(
-        "UPDATE ONLY {name} SET {}, {} = $1 WHERE ctid = $2 RETURNING 1",
+        "UPDATE ONLY {} SET {}, {} = $1 WHERE ctid = $2 RETURNING 1",
+        layout::qualified_name(storage),
         sets.join(", "),
         quote_ident(ERASURE_COLUMN)
     );
-    REDACTING.with(|r| *r.borrow_mut() = Some((layout.relid, tid)));
+    REDACTING.with(|r| *r.borrow_mut() = Some((storage, tid)));
     let _cleared = OnDrop(|| {
         REDACTING.with(|r| r.borrow_mut().take());
     });
@@ -557,13 +552,13 @@ fn erase_record(layout: &Layout, relation: &PgRelation, mut tid: pg_sys::ItemPoi
     erased
 }
 
-/// Where record `seq` of a chain (given as text) is, and how the audit chain names the record.
-fn find_record(layout: &Layout, chain: Option<&str>, seq: i64) -> (pg_sys::ItemPointerData, String) {
-    // Only unpartitioned ledgers have erasable columns (set_erasable): the record is in the table.
-    let (_, tid) = crate::verify::record_tid(layout, chain, seq);
+/// Where record `seq` of a chain (given as text) is (the relation, the ledger or one of its
+/// partitions, and the ctid), and how the audit chain names the record.
+fn find_record(layout: &Layout, chain: Option<&str>, seq: i64) -> (Oid, pg_sys::ItemPointerData, String) {
+    let (storage, tid) = crate::verify::record_tid(layout, chain, seq);
     let text = match crate::verify::canonical_chain_text(layout, chain) {
         Some(c) => format!("record {seq} of chain {c}"),
         None => format!("record {seq}"),
     };
-    (tid, text)
+    (storage, tid, text)
 }

@@ -696,6 +696,9 @@ fn record_version<'a>(
 /// (`state_mismatch`, `state_missing`, `state_unrecorded`).
 pub fn verify_tracked(relid: Oid, history: Oid, chain: Option<&str>) -> crate::verify::Findings {
     lifecycle::require_select(history);
+    // One key's chain: the key as the history names it (ledger.history_key), however it is spelled.
+    let chain = chain.map(|key| history_key(relid, key));
+    let chain = chain.as_deref();
     let registered = select_one::<String>("SELECT definition FROM ledger.tracked WHERE tbl = $1", &[relid.into()])
         .map_err(|e| spi_error("cannot read the registry of tracked tables", e))
         .or_raise();
@@ -706,6 +709,26 @@ pub fn verify_tracked(relid: Oid, history: Oid, chain: Option<&str>) -> crate::v
     drop(history_rel);
     findings.extend(state_findings(relid, chain));
     findings
+}
+
+/// A key of a tracked table, given as JSON text, as its history chain names it; not an object of
+/// the table's primary-key columns is 22023.
+pub fn history_key(relid: Oid, key: &str) -> String {
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(key);
+    let Ok(object @ serde_json::Value::Object(_)) = parsed else {
+        raise(
+            LedgerError::new(
+                SqlState::InvalidParameterValue,
+                format!("a key of {} is an object of its primary-key columns", layout::qualified_name(relid)),
+            )
+            .detail(format!("The chain given is {key:?}, which is not a JSON object."))
+            .hint("Name the row by its primary key, for example '{\"id\": 1}'."),
+        );
+    };
+    select_one::<String>("SELECT ledger.history_key($1, $2)", &[relid.into(), pgrx::JsonB(object).into()])
+        .map_err(|e| spi_error("cannot read the key", e))
+        .or_raise()
+        .unwrap_or_default()
 }
 
 /// Every key where the tracked table is not the replay of its history (of one key, with `key`).

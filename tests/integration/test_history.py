@@ -517,3 +517,23 @@ def test_verify_all_counts_the_state_problems(db):
     assert db.verify("acct") == [(key(id=2), 1, "state_mismatch")]
     problems = dict(db.fetchall("SELECT ledger::text, problems FROM ledger.verify_all()"))
     assert sum(problems.values()) == 1, problems
+
+
+def test_a_key_is_read_as_its_columns_types(db):
+    """ledger.history, ledger.verify(tbl, key) and ledger.redact name a row by its primary key
+    however its values are spelled: 2.0 for an integer, a time at another offset, set in any
+    session time zone; what is no key of the table is 22023."""
+    db.execute("CREATE TABLE slots (id int, at timestamptz, note text, PRIMARY KEY (id, at))")
+    db.execute("INSERT INTO slots VALUES (2, '2026-01-01 00:00 UTC', 'a')")
+    db.execute("SELECT ledger.enable_history('slots')")
+    db.execute("UPDATE slots SET note = 'b'")
+    db.execute("SET TimeZone = 'Asia/Kolkata'")
+    for key in ('{"id": 2, "at": "2026-01-01T00:00:00+00:00"}', '{"id": 2.0, "at": "2026-01-01T01:00:00+01:00"}',
+                '{"at": "2025-12-31 19:00:00-05", "id": 2e0}'):
+        assert [r[1] for r in db.fetchall("SELECT * FROM ledger.history('slots', %s)", (key,))] == ["insert", "update"], key
+        assert db.fetchall("SELECT * FROM ledger.verify('slots', %s)", (key,)) == []
+    assert db.fetchall("SELECT * FROM ledger.history('slots', %s)", ('{"id": 3, "at": "2026-01-01T00:00:00Z"}',)) == []
+    for key, state in (('nonsense', "22023"), ('{"id": 2}', "22023"), ('{"id": 2.5, "at": "2026-01-01Z"}', "22P02")):
+        with pytest.raises(psycopg.Error) as refused:
+            db.execute("SELECT * FROM ledger.verify('slots', %s)", (key,))
+        assert refused.value.sqlstate == state, (key, refused.value)

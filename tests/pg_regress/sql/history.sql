@@ -16,6 +16,9 @@ UPDATE work SET id = 4 WHERE id = 3;
 -- Setting the key to its own value keeps the entity.
 UPDATE work SET id = id, status = 'kept' WHERE id = 4;
 SELECT seq, op, role, "row" FROM ledger.history('work', '{"id": 1}');
+-- A key is read as its column's type, however it is spelled.
+SELECT count(*) FROM ledger.history('work', '{"id": 1.0}');
+SELECT * FROM ledger.verify('work', '{"id": 1.0}');
 SELECT key, seq, op, "row" IS NULL AS deleted FROM work_history ORDER BY key, seq;
 SELECT * FROM ledger.verify('work');
 SELECT * FROM ledger.verify('work_history');
@@ -38,6 +41,9 @@ CREATE VIEW work_view AS SELECT * FROM work;
 SELECT ledger.enable_history('work_view');
 SELECT * FROM ledger.history('work', '{"nope": 1}');
 SELECT * FROM ledger.history('work', '[1]');
+SELECT * FROM ledger.history('work', '{"id": "one"}');
+SELECT * FROM ledger.verify('work', 'nonsense');
+SELECT * FROM ledger.verify('work', '{"nope": 1}');
 SELECT * FROM ledger.history('keyless', '{"a": 1}');
 SELECT * FROM ledger.as_of(NULL::keyless, now());
 SELECT * FROM ledger.as_of(NULL::work, NULL);

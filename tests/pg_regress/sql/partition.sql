@@ -31,7 +31,6 @@ CREATE TABLE by_list (id int PRIMARY KEY, kind text) PARTITION BY LIST (id);
 SELECT ledger.enable('by_list');
 CREATE TABLE by_expression (id int, at timestamptz) PARTITION BY RANGE ((at::date));
 SELECT ledger.enable('by_expression');
-SELECT ledger.set_erasable('moves', '{account}');
 \set VERBOSITY default
 -- A refusal names the ledger, not the partition.
 UPDATE moves_2026_02 SET amount = 0 WHERE id = 13;
@@ -48,6 +47,15 @@ SELECT tgrelid::regclass, string_agg(tgname || ':' || tgenabled::text, ',' ORDER
 INSERT INTO moves VALUES (17, 'acct1', 9, '2026-03-02 UTC'), (18, 'acct0', 10, '2026-04-02 UTC');
 SELECT * FROM ledger.verify('moves');
 SELECT ledger.definition('moves') ~ 'partition public.moves_2026_04 FOR VALUES FROM' AS listed;
+
+-- A column added to every partition, made erasable, and erased from the partition holding it.
+ALTER TABLE moves ADD COLUMN memo text;
+SELECT ledger.set_erasable('moves', '{memo}');
+INSERT INTO moves (id, account, amount, at, memo) VALUES (19, 'acct1', 11, '2026-04-03 UTC', 'private');
+SELECT seq AS memo_seq FROM moves WHERE id = 19 \gset
+SELECT ledger.redact('moves', 'acct1', :memo_seq, 'erasure request');
+SELECT tableoid::regclass, memo, ledger_erasure ? 'memo' AS committed FROM moves WHERE id = 19;
+SELECT * FROM ledger.verify('moves');
 
 -- Refused to the owner: a table with rows as a partition, detaching or dropping one, disabling a
 -- partition's trigger.
