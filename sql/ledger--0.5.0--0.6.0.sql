@@ -275,6 +275,54 @@ BEGIN
 END
 $$;
 
+-- ledger.stats reads a partitioned ledger's chain heads from its partitions.
+CREATE OR REPLACE FUNCTION ledger.chain_summary(tbl regclass)
+RETURNS TABLE(chain text, head bigint, covered bigint, checkpointed_at timestamptz, signed boolean)
+LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'iso_8601'
+SET extra_float_digits = 3 SET bytea_output = 'hex'
+AS $$
+DECLARE
+    ledger_name text;
+    chain_column name;
+    records text;  -- ONLY the table (not an inheritance child's rows), or all of a partitioned one
+BEGIN
+    SELECT format('%I.%I', n.nspname, c.relname), l.chain_by,
+           CASE WHEN c.relkind = 'p' THEN '' ELSE 'ONLY ' END || format('%I.%I', n.nspname, c.relname)
+      INTO ledger_name, chain_column, records
+      FROM ledger.ledgers l JOIN pg_class c ON c.oid = l.tbl JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE l.tbl = chain_summary.tbl;
+    IF ledger_name IS NULL THEN
+        RETURN;
+    END IF;
+    IF chain_column IS NULL THEN
+        RETURN QUERY EXECUTE format(
+            'SELECT NULL::text, h.seq, cp.record_count::bigint, cp.created_at, cp.sig IS NOT NULL
+               FROM (SELECT seq FROM %s ORDER BY seq DESC LIMIT 1) h
+               LEFT JOIN LATERAL (SELECT record_count, created_at, sig FROM ledger.checkpoints
+                                   WHERE ledger = $1 AND chain IS NULL
+                                   ORDER BY created_at DESC, record_count DESC LIMIT 1) cp ON true',
+            records) USING ledger_name;
+    ELSE
+        RETURN QUERY EXECUTE format(
+            'WITH RECURSIVE chains(k) AS (
+                 (SELECT %1$I FROM %2$s ORDER BY %1$I LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT %1$I FROM %2$s WHERE %1$I > chains.k ORDER BY %1$I LIMIT 1)
+                   FROM chains WHERE chains.k IS NOT NULL)
+             SELECT k::text, h.seq, cp.record_count::bigint, cp.created_at, cp.sig IS NOT NULL
+               FROM chains
+              CROSS JOIN LATERAL (SELECT seq FROM %2$s WHERE %1$I = chains.k ORDER BY seq DESC LIMIT 1) h
+               LEFT JOIN LATERAL (SELECT record_count, created_at, sig FROM ledger.checkpoints
+                                   WHERE ledger = $1 AND chain = chains.k::text
+                                   ORDER BY created_at DESC, record_count DESC LIMIT 1) cp ON true
+              WHERE chains.k IS NOT NULL',
+            chain_column, records) USING ledger_name;
+    END IF;
+END
+$$;
+
 -- The export reads a partitioned ledger's partitions.
 CREATE OR REPLACE FUNCTION ledger.export(tbl regclass)
 RETURNS SETOF text

@@ -15,8 +15,11 @@ AS $$
 DECLARE
     ledger_name text;
     chain_column name;
+    records text;  -- ONLY the table (not an inheritance child's rows), or all of a partitioned one
 BEGIN
-    SELECT format('%I.%I', n.nspname, c.relname), l.chain_by INTO ledger_name, chain_column
+    SELECT format('%I.%I', n.nspname, c.relname), l.chain_by,
+           CASE WHEN c.relkind = 'p' THEN '' ELSE 'ONLY ' END || format('%I.%I', n.nspname, c.relname)
+      INTO ledger_name, chain_column, records
       FROM ledger.ledgers l JOIN pg_class c ON c.oid = l.tbl JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE l.tbl = chain_summary.tbl;
     IF ledger_name IS NULL THEN
@@ -25,26 +28,26 @@ BEGIN
     IF chain_column IS NULL THEN
         RETURN QUERY EXECUTE format(
             'SELECT NULL::text, h.seq, cp.record_count::bigint, cp.created_at, cp.sig IS NOT NULL
-               FROM (SELECT seq FROM ONLY %s ORDER BY seq DESC LIMIT 1) h
+               FROM (SELECT seq FROM %s ORDER BY seq DESC LIMIT 1) h
                LEFT JOIN LATERAL (SELECT record_count, created_at, sig FROM ledger.checkpoints
                                    WHERE ledger = $1 AND chain IS NULL
                                    ORDER BY created_at DESC, record_count DESC LIMIT 1) cp ON true',
-            ledger_name) USING ledger_name;
+            records) USING ledger_name;
     ELSE
         RETURN QUERY EXECUTE format(
             'WITH RECURSIVE chains(k) AS (
-                 (SELECT %1$I FROM ONLY %2$s ORDER BY %1$I LIMIT 1)
+                 (SELECT %1$I FROM %2$s ORDER BY %1$I LIMIT 1)
                  UNION ALL
-                 SELECT (SELECT %1$I FROM ONLY %2$s WHERE %1$I > chains.k ORDER BY %1$I LIMIT 1)
+                 SELECT (SELECT %1$I FROM %2$s WHERE %1$I > chains.k ORDER BY %1$I LIMIT 1)
                    FROM chains WHERE chains.k IS NOT NULL)
              SELECT k::text, h.seq, cp.record_count::bigint, cp.created_at, cp.sig IS NOT NULL
                FROM chains
-              CROSS JOIN LATERAL (SELECT seq FROM ONLY %2$s WHERE %1$I = chains.k ORDER BY seq DESC LIMIT 1) h
+              CROSS JOIN LATERAL (SELECT seq FROM %2$s WHERE %1$I = chains.k ORDER BY seq DESC LIMIT 1) h
                LEFT JOIN LATERAL (SELECT record_count, created_at, sig FROM ledger.checkpoints
                                    WHERE ledger = $1 AND chain = chains.k::text
                                    ORDER BY created_at DESC, record_count DESC LIMIT 1) cp ON true
               WHERE chains.k IS NOT NULL',
-            chain_column, ledger_name) USING ledger_name;
+            chain_column, records) USING ledger_name;
     END IF;
 END
 $$;
