@@ -275,9 +275,7 @@ fn add_erasure_column(relid: Oid, name: &str, actor: &str) {
     ADDING_COLUMN.with(|a| a.set(Some(relid)));
     let _cleared = OnDrop(|| ADDING_COLUMN.with(|a| a.set(None)));
     // A partitioned ledger's partitions get the column too (PostgreSQL refuses ONLY there).
-    // SAFETY: a catalog lookup.
-    let partitioned = unsafe { pg_sys::get_rel_relkind(relid) } as u8 == pg_sys::RELKIND_PARTITIONED_TABLE;
-    let only = if partitioned { "" } else { "ONLY " };
+    let only = if layout::is_partitioned(relid) { "" } else { "ONLY " };
     lifecycle::as_extension_owner(|| {
         Spi::run(&format!("ALTER TABLE {only}{name} ADD COLUMN {} jsonb", quote_ident(ERASURE_COLUMN)))
             .map_err(|e| spi_error("cannot add the erasure column", e))

@@ -380,6 +380,12 @@ pub fn attributes(relid: Oid) -> Vec<(usize, String, Oid)> {
     }
 }
 
+/// Whether `relid` is a partitioned table.
+pub fn is_partitioned(relid: Oid) -> bool {
+    // SAFETY: a catalog lookup.
+    unsafe { pg_sys::get_rel_relkind(relid) as u8 == pg_sys::RELKIND_PARTITIONED_TABLE }
+}
+
 /// The partitioned table `relid` is a partition of, if it is one.
 pub fn partition_parent(relid: Oid) -> Option<Oid> {
     crate::datum::select_one::<Oid>(
@@ -440,8 +446,7 @@ fn load(storage: Oid) -> Result<Layout, LedgerError> {
         return Err(LedgerError::new(SqlState::UndefinedObject, format!("table {qualified_name} is not a ledger"))
             .hint("Make it one with ledger.enable()."));
     };
-    // SAFETY: a catalog lookup.
-    let partitioned = unsafe { pg_sys::get_rel_relkind(relid) } as u8 == pg_sys::RELKIND_PARTITIONED_TABLE;
+    let partitioned = is_partitioned(relid);
     let attributes = attributes(storage);
     let find = |name: &str| -> Result<(usize, Oid), LedgerError> {
         attributes.iter().find(|(_, n, _)| n == name).map(|(i, _, t)| (*i, *t)).ok_or_else(|| {

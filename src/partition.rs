@@ -61,14 +61,18 @@ pub fn check_partitioning(relid: Oid, name: &str, ledger_columns: &[&str]) {
     }
     if let Some(default) = default {
         let name = layout::qualified_name(default);
-        let holds_rows = select_one::<bool>(&format!("SELECT EXISTS (SELECT FROM ONLY {name})"), &[])
-            .map_err(|e| spi_error("cannot read the default partition", e))
-            .or_raise()
-            .unwrap_or(false);
-        if holds_rows {
+        if holds_rows(&name) {
             refuse(format!("Its default partition {name} holds rows, which have no place in the partitions' order: move them into partitions first."));
         }
     }
+}
+
+/// Whether the table `name` (quoted) itself holds a row its snapshot sees.
+fn holds_rows(name: &str) -> bool {
+    select_one::<bool>(&format!("SELECT EXISTS (SELECT FROM ONLY {name})"), &[])
+        .map_err(|e| spi_error("cannot read a partition", e))
+        .or_raise()
+        .unwrap_or(false)
 }
 
 /// Gives a partition of a ledger the TRUNCATE trigger its partitioned table's does not reach.
@@ -109,8 +113,7 @@ fn register_added_partitions(tbl: Oid, registered: &str, current: &str) -> bool 
     if GUARDING.with(|g| g.get()) {
         return true;
     }
-    // SAFETY: a catalog lookup.
-    if unsafe { pg_sys::get_rel_relkind(tbl) } as u8 != pg_sys::RELKIND_PARTITIONED_TABLE {
+    if !layout::is_partitioned(tbl) {
         return false;
     }
     let listed = |text: &str, partition: &str| text.lines().any(|l| l.starts_with(&format!("partition {partition} ")));
@@ -128,12 +131,7 @@ fn register_added_partitions(tbl: Oid, registered: &str, current: &str) -> bool 
     let name = layout::qualified_name(tbl);
     for (partition, _) in &added {
         let partition = *partition;
-        let holds_rows =
-            select_one::<bool>(&format!("SELECT EXISTS (SELECT FROM ONLY {})", layout::qualified_name(partition)), &[])
-                .map_err(|e| spi_error("cannot read the new partition", e))
-                .or_raise()
-                .unwrap_or(false);
-        if holds_rows {
+        if holds_rows(&layout::qualified_name(partition)) {
             // A superuser's attachment stands (as any change of theirs), and ledger.verify reports it.
             // SAFETY: reads the current role's catalog entry.
             if unsafe { pg_sys::superuser() } {

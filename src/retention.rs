@@ -482,8 +482,7 @@ fn prune_ledger(relid: Oid) -> Vec<(Option<String>, i64, i64)> {
     // SAFETY: pushed here, popped below; an error's abort pops it.
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     // What earlier prunes emptied of a partitioned ledger goes whole.
-    // SAFETY: a catalog lookup.
-    if unsafe { pg_sys::get_rel_relkind(relid) } as u8 == pg_sys::RELKIND_PARTITIONED_TABLE {
+    if layout::is_partitioned(relid) {
         crate::partition::drop_emptied_partitions(relid, &name, &actor);
     }
     // And with the layout read now: whether the ledger is pruned may have changed meanwhile.
