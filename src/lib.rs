@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 mod alter;
 mod checkpoint;
+mod confirm;
 mod conflict;
 mod datum;
 mod enable;
@@ -44,6 +45,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     checkpoint::register_settings();
+    confirm::register_settings();
     metrics::init();
     conflict::init();
     // SAFETY: registering process-lifetime callbacks once, at library load.

@@ -1,6 +1,7 @@
 //! `ledger.verify`, `ledger.canonical_bytes` and `ledger.sha3_256`: recompute every record's hash
 //! from what is stored and check the links. Reads only, so it runs on hot standbys too.
 
+use crate::confirm::Confirmer;
 use crate::datum::{fetch_row, text_datum_to_str, DatumReader};
 use crate::error::{raise, required, OrRaise};
 use crate::guc;
@@ -9,7 +10,7 @@ use crate::lifecycle;
 use crate::retention::{self, PrunedChain};
 use crate::trigger::RecordScratch;
 use ledger_core::canonical::chain_key_bytes;
-use ledger_core::chain::{check_chain_from, ChainStream, Link};
+use ledger_core::chain::{check_chain_from, Link};
 use ledger_core::definition;
 use ledger_core::hash;
 use ledger_core::{LedgerError, SqlState};
@@ -141,30 +142,22 @@ pub fn verify_table(relation: &PgRelation, chain: Option<&str>) -> Verified {
     let layout = layout::for_relation(relation.oid());
     let wanted = chain_key_of(&layout, chain);
     let pruned = pruned_chains(&layout, chain);
-    let mut streams: HashMap<Vec<u8>, ChainStream> = HashMap::new();
-    let mut computed_hex = [0u8; 64];
+    let mut confirmer = Confirmer::new(&pruned);
     let mut records = 0i64;
     // SAFETY: the callback gets the deformed datums of a row of this table.
     unsafe {
         scan_records(&layout, wanted.as_deref(), |layout, scratch, values, nulls| {
             records += 1;
-            hash::hex_into(&hash::sha3_256(scratch.encode(layout, values, nulls)), &mut computed_hex);
             let text_at = |i: usize| (!nulls[i]).then(|| text_datum_to_str(values[i]).as_bytes());
-            let stream = match streams.get_mut(scratch.chain_key.as_slice()) {
-                Some(stream) => stream,
-                None => {
-                    let anchor = pruned.get(scratch.chain_key.as_slice()).map(|p| p.anchor).unwrap_or_default();
-                    streams.entry(scratch.chain_key.clone()).or_insert(ChainStream::from_anchor(anchor))
-                }
-            };
-            stream.push(
-                (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64),
-                text_at(layout.hash),
-                text_at(layout.prev_hash),
-                &computed_hex,
-            );
+            let seq = (!nulls[layout.seq]).then(|| values[layout.seq].value() as i64);
+            let (hash, prev_hash) = (text_at(layout.hash), text_at(layout.prev_hash));
+            // Out of the scratch while its encoder holds the record's bytes.
+            let chain_key = std::mem::take(&mut scratch.chain_key);
+            confirmer.push(scratch.encode(layout, values, nulls), &chain_key, seq, hash, prev_hash);
+            scratch.chain_key = chain_key;
         });
     }
+    let streams = confirmer.finish();
     // A pruned chain is checked in full when its kept hashes have gaps or no record of it is left.
     let pruned_only: HashSet<Vec<u8>> = pruned.keys().filter(|k| !streams.contains_key(*k)).cloned().collect();
     let chain_count = (streams.len() + pruned_only.len()) as i64;

@@ -12,6 +12,7 @@ pub mod jsonb;
 pub mod merkle;
 pub mod note;
 pub mod numeric;
+pub mod parallel;
 pub mod proof;
 
 pub use error::{LedgerError, SqlState};
