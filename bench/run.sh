@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # bench/run.sh — the ledger extension's performance benchmark, in one run on one throwaway cluster.
 #
-#   bench/run.sh                  full run (roughly 36 minutes on 2 cores, 10 of them section 5,
-#                                 3 section 6, about 7 section 7), writes bench/RESULTS.md
-#   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (under 1 minute), writes
+#   bench/run.sh                  full run (roughly 45 minutes on 2 cores, 10 of them section 5,
+#                                 3 section 6, about 7 section 7, 7 section 8, 2 section 9),
+#                                 writes bench/RESULTS.md
+#   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (a few minutes), writes
 #                                 bench/out/RESULTS-quick.md so it never clobbers the full results
 #   BENCH_ONLY=6 bench/run.sh     section 6 alone (on its own fresh cluster): replaces section 6 of
 #                                 the existing results file (or adds it), leaves the other sections
 #                                 as they are; the section records its own command, time and build.
 #                                 Works with BENCH_QUICK=1 (then in bench/out/RESULTS-quick.md).
 #   BENCH_ONLY=7 bench/run.sh     section 7 alone, the same way (replaces or adds section 7).
+#   BENCH_ONLY=8 bench/run.sh     section 8 alone, the same way (about 7 minutes on 2 cores).
+#   BENCH_ONLY=9 bench/run.sh     section 9 alone, the same way (about 2 minutes at the default
+#                                 SCALE_ROWS=1000000; SCALE_ROWS=10000000 BENCH_ONLY=9 bench/run.sh is
+#                                 the 10M-record run, roughly 15 minutes).
 #
 # What it measures (every number is compared with a baseline measured in the same run, because the
 # machines this runs on are noisy; the report gives ratios and says whether each target is met):
@@ -113,11 +118,43 @@
 #            ledger partitioned / ledger unpartitioned tps >= 0.9; plain partitioned / plain reported.
 #      After every load both ledgers verify (ledger.verify finds nothing), every chain's seqs are
 #      1 to its count, and every row is in the current month's partition.
+#   8. Verification on every core, and pgAudit as a peer (about 7 minutes on 2 cores):
+#        (a) ledger.verify of a ledger with the columns of ledger.records, 64 chains, VERIFY8_ROWS
+#            records (loaded by INSERT ... SELECTs in batches, NPROC sessions at once on disjoint
+#            chains; vacuumed, cached), with
+#            ledger.verify_threads = 1 (the backend alone) and at its default (RESET: one thread per
+#            core), each in a fresh session, VERIFY8_RUNS rounds interleaved, best time; each session
+#            also reads its backend's peak RSS (VmHWM of /proc/<pid>/status), against a fresh backend
+#            that ran only SELECT 1. Against the SHA3 limit on one core and on every core:
+#            bench/sha3_limit --threads 1 and --threads NPROC (nproc) over LIMIT8_SAMPLE canonical records
+#            (exported as in section 3), one hash of each a pass, best of 2 x VERIFY8_RUNS passes.
+#            Targets: all threads / one thread rows/s >= 1.7; all threads / all-core limit >= 0.5;
+#            one thread / one-core limit reported.
+#        (b) The cluster is restarted with shared_preload_libraries = 'ledger,pgaudit' (ALTER SYSTEM),
+#            CREATE EXTENSION pgaudit (pgaudit.log stays 'none'). Three tables with the user's columns
+#            (ledger.records' but seq, prev_hash, hash; primary key, (anchor_id, ts) index): plain;
+#            audited, the same table written only by sessions with pgaudit.log = 'write' (SET for
+#            the bulk load, PGOPTIONS for pgbench); ledger, the same after ledger.enable(tbl,
+#            'anchor_id'). Bulk INSERT ... SELECT of BULK_ROWS rows (fresh tables, BULK_RUNS runs
+#            rotated, best time) and pgbench single-row autocommit INSERTs as in section 2 (1 and
+#            PGBENCH_CLIENTS clients, random chains, PGBENCH_RUNS8 rounds, median of paired ratios).
+#            The server log must hold an 'AUDIT: SESSION' line for every audited write (at least one
+#            per bulk run, one per pgbench transaction) and none for the plain and ledger tables.
+#            ledger/plain, audited/plain, ledger/audited reported, no target. Afterwards pgaudit is
+#            dropped and the cluster restarted as before.
+#   9. At scale: a ledger with the columns of ledger.records (create_table's ledger kind) over
+#      SCALE_CHAINS chains and the plain table (section 1's plain kind), each loaded in SCALE_STEPS
+#      INSERT ... SELECTs of SCALE_ROWS / SCALE_STEPS rows (interleaved, the order alternating):
+#      rows/s of each step and ledger/plain, as the tables grow. Then on the ledger: ledger.verify
+#      (default threads, best of SCALE_VERIFY_RUNS), ledger.checkpoint of every chain (total and per
+#      chain), ledger.inclusion_proof and ledger.consistency_proof on one chain's checkpoint (best of
+#      PROOF_RUNS), and bytes per record of the heap and each index, ledger and plain side by side.
+#      Reported, no target. About 2 minutes at the default 1M records.
 #
 # Environment (defaults in brackets; quick-mode defaults after the slash):
 #   BENCH_QUICK [0]            1 = small sizes, for smoke-testing this script
-#   BENCH_ONLY []              6 = run section 6 only, 7 = section 7 only (the other sections need
-#                              each other's results, so they run only all together)
+#   BENCH_ONLY []              6, 7, 8 or 9 = run that section only (sections 1 to 5 need each
+#                              other's results, so they run only all together)
 #   BENCH_DIR [/tmp/ledger-bench], BENCH_PORT [55440]   the throwaway cluster (re-created every run)
 #   BENCH_RESULTS [bench/RESULTS.md / bench/out/RESULTS-quick.md]
 #   BENCH_KEEP [0]             1 = keep the cluster's data directory after the run
@@ -125,7 +162,8 @@
 #   PGBENCH_SECONDS [15/3]  PGBENCH_CLIENTS [8]  PGBENCH_ANCHORS [1000]  PGBENCH_RUNS [5/1]
 #   VERIFY_ROWS [1000000/50000]  VERIFY_CHAINS [100]  VERIFY_RUNS [6/2]
 #   LIMIT_SAMPLE [VERIFY_ROWS]  LIMIT_HASHES [VERIFY_ROWS]
-#   MERKLE_ROWS [1000000/50000]  MERKLE_RUNS [3/2]  CP_NEW [10000/2000]  CP_RUNS [3]  PROOF_RUNS [3]
+#   MERKLE_ROWS [1000000/50000]  MERKLE_RUNS [3/2]  CP_NEW [10000/2000]  CP_RUNS [3]
+#   PROOF_RUNS [3]             sections 4 (c) and 9
 #   STATS_RUNS [5]  RETRY_ROWS [100000/20000]  RETRY_RUNS [3]
 #   HIST_ROWS [100000/5000]  HIST_RUNS [3/1]  HIST_VERIFY_ROWS [1000000/20000]  HIST_VERSIONS [5]
 #   HIST_VERIFY_RUNS [2]
@@ -133,9 +171,16 @@
 #   RET_VERIFY_RUNS [3/2]
 #   PART_PARTITIONS [24/4] (past months)  PART_ROWS [200000/10000]  PART_RUNS [3/2]
 #   PART_PGBENCH_RUNS [3/1]    section 7's pgbench rounds
+#   VERIFY8_ROWS [2000000/50000]  VERIFY8_RUNS [3/2]   section 8 (a)
+#   LIMIT8_SAMPLE [1000000/VERIFY8_ROWS]               section 8 (a): canonical records for sha3_limit
+#   PGBENCH_RUNS8 [3/1]        section 8 (b)'s pgbench rounds (it also uses BULK_ROWS, BULK_ANCHORS,
+#                              BULK_RUNS, PGBENCH_SECONDS, PGBENCH_CLIENTS, PGBENCH_ANCHORS)
+#   SCALE_ROWS [1000000/20000] (a multiple of SCALE_STEPS; 10000000 for the 10M run)
+#   SCALE_CHAINS [1000]  SCALE_STEPS [10]  SCALE_VERIFY_RUNS [2]   section 9
 #
 # Needs only what scripts/setup.sh installs (PostgreSQL 15 with contrib: pgbench, pgcrypto; cargo)
-# and the extension installed into it (scripts/install.sh).
+# and the extension installed into it (scripts/install.sh); section 8 (b) also needs pgAudit
+# (postgresql-15-pgaudit).
 # Must run as root or as the postgres OS user (scripts/cluster.sh runs the server as postgres).
 set -euo pipefail
 
@@ -146,7 +191,8 @@ VARS=(BENCH_ONLY BENCH_QUICK BENCH_DIR BENCH_PORT BENCH_RESULTS BENCH_KEEP BULK_
       PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS
       VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS RETRY_ROWS RETRY_RUNS
       HIST_ROWS HIST_RUNS HIST_VERIFY_ROWS HIST_VERSIONS HIST_VERIFY_RUNS RET_ROWS RET_CHAINS RET_RUNS
-      RET_VERIFY_RUNS PART_PARTITIONS PART_ROWS PART_RUNS PART_PGBENCH_RUNS PG_CONFIG)
+      RET_VERIFY_RUNS PART_PARTITIONS PART_ROWS PART_RUNS PART_PGBENCH_RUNS VERIFY8_ROWS VERIFY8_RUNS
+      LIMIT8_SAMPLE PGBENCH_RUNS8 SCALE_ROWS SCALE_CHAINS SCALE_STEPS SCALE_VERIFY_RUNS PG_CONFIG)
 COMMAND=""
 for v in "${VARS[@]}"; do
   if [[ -n ${!v+x} ]]; then COMMAND+="$v=$(printf %q "${!v}") "; fi
@@ -198,20 +244,33 @@ PART_PARTITIONS=${PART_PARTITIONS:-$(q 24 4)}
 PART_ROWS=${PART_ROWS:-$(q 200000 10000)}
 PART_RUNS=${PART_RUNS:-$(q 3 2)}
 PART_PGBENCH_RUNS=${PART_PGBENCH_RUNS:-$(q 3 1)}
+VERIFY8_ROWS=${VERIFY8_ROWS:-$(q 2000000 50000)}
+VERIFY8_RUNS=${VERIFY8_RUNS:-$(q 3 2)}
+LIMIT8_SAMPLE=${LIMIT8_SAMPLE:-$(q 1000000 "$VERIFY8_ROWS")}
+PGBENCH_RUNS8=${PGBENCH_RUNS8:-$(q 3 1)}
+SCALE_ROWS=${SCALE_ROWS:-$(q 1000000 20000)}
+SCALE_CHAINS=${SCALE_CHAINS:-1000}
+SCALE_STEPS=${SCALE_STEPS:-10}
+SCALE_VERIFY_RUNS=${SCALE_VERIFY_RUNS:-2}
 ONLY=${BENCH_ONLY:-}
-[[ -z $ONLY || $ONLY == 6 || $ONLY == 7 ]] \
-  || { echo "bench: BENCH_ONLY must be 6 (section 6 alone), 7 (section 7 alone) or unset (everything), not '$ONLY'" >&2; exit 2; }
+[[ -z $ONLY || $ONLY =~ ^[6-9]$ ]] \
+  || { echo "bench: BENCH_ONLY must be 6, 7, 8 or 9 (that section alone) or unset (everything), not '$ONLY'" >&2; exit 2; }
 
 for v in BENCH_PORT BULK_ROWS BULK_ANCHORS BULK_RUNS PGBENCH_SECONDS PGBENCH_CLIENTS PGBENCH_ANCHORS \
          PGBENCH_RUNS VERIFY_ROWS VERIFY_CHAINS VERIFY_RUNS LIMIT_SAMPLE LIMIT_HASHES \
          MERKLE_ROWS MERKLE_RUNS CP_NEW CP_RUNS PROOF_RUNS STATS_RUNS RETRY_ROWS RETRY_RUNS \
          HIST_ROWS HIST_RUNS HIST_VERIFY_ROWS HIST_VERSIONS HIST_VERIFY_RUNS \
-         RET_ROWS RET_CHAINS RET_RUNS RET_VERIFY_RUNS PART_PARTITIONS PART_ROWS PART_RUNS PART_PGBENCH_RUNS; do
+         RET_ROWS RET_CHAINS RET_RUNS RET_VERIFY_RUNS PART_PARTITIONS PART_ROWS PART_RUNS PART_PGBENCH_RUNS \
+         VERIFY8_ROWS VERIFY8_RUNS LIMIT8_SAMPLE PGBENCH_RUNS8 SCALE_ROWS SCALE_CHAINS SCALE_STEPS SCALE_VERIFY_RUNS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
 done
 ((BULK_RUNS >= 2)) || { echo "bench: BULK_RUNS must be at least 2 (best of several runs)" >&2; exit 2; }
 ((RET_ROWS % (2 * RET_CHAINS) == 0)) \
   || { echo "bench: RET_ROWS must be a multiple of 2 x RET_CHAINS (every chain half old, half new)" >&2; exit 2; }
+((SCALE_ROWS % SCALE_STEPS == 0)) \
+  || { echo "bench: SCALE_ROWS must be a multiple of SCALE_STEPS (steps of equal size)" >&2; exit 2; }
+((SCALE_ROWS >= 2 * SCALE_CHAINS)) \
+  || { echo "bench: SCALE_ROWS must be at least 2 x SCALE_CHAINS (proofs need chains of 2 records or more)" >&2; exit 2; }
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -340,9 +399,11 @@ SQL
 
 anchor_expr() { echo "('00000000-0000-0000-0000-' || lpad(($1)::text, 12, '0'))::uuid"; }
 
-# load_sql KIND TABLE ROWS CHAINS: one INSERT ... SELECT, timed from before BEGIN to after COMMIT.
+# load_sql KIND TABLE ROWS CHAINS [FIRST [FILTER]]: one INSERT ... SELECT, timed from before BEGIN to
+# after COMMIT, of rows i = FIRST (default 1) to FIRST + ROWS - 1 (record i on chain i % CHAINS + 1),
+# only those for which the condition FILTER on i holds, if given.
 load_sql() {
-  local kind=$1 t=$2 rows=$3 chains=$4 cols="" vals=""
+  local kind=$1 t=$2 rows=$3 chains=$4 first=${5:-1} where=${6:+ WHERE $6} cols="" vals=""
   if [[ $kind == plain ]]; then
     cols=", seq, prev_hash, hash"
     vals=", i, md5((i - 1)::text) || md5((i - 1)::text), md5(i::text) || md5(i::text)"
@@ -354,7 +415,7 @@ BEGIN;
 INSERT INTO $t (anchor_id, slot, kind, payload, sig, producer$cols)
 SELECT $(anchor_expr "i % $chains + 1"), 'slot-' || (i % 10), 'payment',
        jsonb_build_object('i', i, 'note', 'payment ' || i), decode(md5(i::text), 'hex'), 'bench'$vals
-FROM generate_series(1, $rows) AS i;
+FROM generate_series($first, $((first + rows - 1))) AS i$where;
 COMMIT;
 SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 4);
 SQL
@@ -390,6 +451,12 @@ SELECT :'result' || ' ' || round(extract(epoch FROM clock_timestamp() - :'t0')::
 SQL
 }
 per_run() { echo "$*" | sed 's/ *$//; s/ /, /g'; }
+# bench/sha3_limit, built once (sections 3, 4 and 8).
+LIMIT_TARGET_DIR=$ROOT/target/sha3_limit
+SHA3_LIMIT=$LIMIT_TARGET_DIR/release/sha3_limit
+cargo_build() { cargo build --release --locked --quiet --manifest-path bench/sha3_limit/Cargo.toml \
+                  --target-dir "$LIMIT_TARGET_DIR" "$@"; }
+build_sha3_limit() { cargo_build --offline 2>/dev/null || cargo_build || die "cannot build bench/sha3_limit"; }
 
 # pgbench results, shared by sections 2, 5 and 7: PGB_TPS[config] holds a config's tps of every
 # round ("tps tps ..."), PGB_BEST[config] its best.
@@ -638,10 +705,7 @@ psql_ -c "SELECT encode(ledger.canonical_bytes('verify_ledger', anchor_id::text,
   >"$WORK/canonical.hex"
 SAMPLE_N=$(wc -l <"$WORK/canonical.hex")
 ((SAMPLE_N > 0)) || die "no canonical records exported"
-LIMIT_TARGET_DIR=$ROOT/target/sha3_limit
-cargo_build() { cargo build --release --locked --quiet --manifest-path bench/sha3_limit/Cargo.toml \
-                  --target-dir "$LIMIT_TARGET_DIR" "$@"; }
-cargo_build --offline 2>/dev/null || cargo_build || die "cannot build bench/sha3_limit"
+build_sha3_limit
 : >"$OUT/sha3_limit.out"
 
 # Interleaved: ledger.verify, the hand-written SQL, the SHA3 limit (2 passes), VERIFY_RUNS times.
@@ -1402,6 +1466,411 @@ PART_PAIRED_C=$(paired_ratios "part ledger_part $PC" "part ledger $PC" | paste -
 PART_FINISHED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 PART_MINUTES=$(calc "($(date +%s) - $PART_T0) / 60" 1)
 fi  # section 7
+
+# Section 8 (not indented) runs in a full run, after section 7, and alone (BENCH_ONLY=8).
+if [[ -z $ONLY || $ONLY == 8 ]]; then
+# ------------------------------------------------------------------------------------------------
+# 8. Verification on every core, and pgAudit as a peer
+# ------------------------------------------------------------------------------------------------
+V8_STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+V8_T0=$(date +%s)
+V8_CHAINS=64
+V8_BATCH=500000   # records per INSERT ... SELECT (one transaction each) while loading
+if [[ $ONLY == 8 ]]; then : >"$OUT/pgbench.log"; : >"$OUT/sha3_limit.out"; fi   # else sections 2, 3 began them
+
+# (a) ledger.verify with one thread and with every core, against the SHA3 limit on one and on every core.
+log "loading $VERIFY8_ROWS records in $V8_CHAINS chains into a ledger for verify on every core ($NPROC sessions)"
+create_table ledger verify8
+# NPROC sessions at once, each on its own chains (chain c + 1 for c % NPROC = the session's number),
+# so no two wait for each other's chain locks; V8_BATCH records a transaction.
+t0=$(date +%s.%N)
+pids=()
+for ((s = 0; s < NPROC; s++)); do
+  for ((first = 1; first <= VERIFY8_ROWS; first += V8_BATCH)); do
+    n=$((VERIFY8_ROWS - first + 1 < V8_BATCH ? VERIFY8_ROWS - first + 1 : V8_BATCH))
+    load_sql ledger verify8 "$n" "$V8_CHAINS" "$first" "i % $V8_CHAINS % $NPROC = $s" | sed '/^CHECKPOINT;$/d'
+  done | psql_ >/dev/null &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || die "loading verify8 failed"; done
+V8_LOAD=$(calc "$(date +%s.%N) - $t0" 1)
+no_crash "loading verify8"
+psql_ -c "VACUUM (ANALYZE) verify8" -c "CHECKPOINT" >/dev/null
+n=$(psql_ -c "SELECT count(*) || '/' || count(DISTINCT anchor_id) FROM verify8")
+[[ $n == "$VERIFY8_ROWS/$V8_CHAINS" ]] || die "verify8 holds (records/chains) $n, expected $VERIFY8_ROWS/$V8_CHAINS"
+V8_MB=$(psql_ -c "SELECT round(pg_table_size('verify8') / 1048576.0)")
+psql_ -c "SELECT count(*) FROM verify8" >/dev/null   # warm the cache
+log "loaded verify8 ($V8_MB MB) in ${V8_LOAD}s"
+
+# The backend's peak resident set (kB) and its shared memory resident now (kB), from /proc (superuser).
+V8_PROC="pg_read_file('/proc/' || pg_backend_pid() || '/status')"
+V8_RSS_SQL="(regexp_match($V8_PROC, 'VmHWM:\s+(\d+) kB'))[1] || ' ' || (regexp_match($V8_PROC, 'RssShmem:\s+(\d+) kB'))[1]"
+# verify8_session THREADS -> "problems seconds peak_rss_kb shmem_kb": ledger.verify of verify8 in a
+# fresh session with ledger.verify_threads = THREADS, or at its default (THREADS = default: RESET),
+# then that backend's VmHWM and RssShmem.
+verify8_session() {
+  local set="RESET ledger.verify_threads"
+  [[ $1 == default ]] || set="SET ledger.verify_threads = $1"
+  psql_ <<SQL | tail -1
+$set;
+SELECT clock_timestamp() AS t0 \\gset
+SELECT count(*) AS problems FROM ledger.verify('verify8') \\gset
+SELECT :'problems' || ' ' || round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 4) || ' ' || $V8_RSS_SQL;
+SQL
+}
+read -r V8_REF_HWM V8_REF_SHMEM <<<"$(psql_ -c "SELECT 1" -c "SELECT $V8_RSS_SQL" | tail -1)"
+[[ $V8_REF_HWM =~ ^[0-9]+$ ]] || die "could not read VmHWM from /proc/<pid>/status with pg_read_file"
+V8_DEFAULT_THREADS=$(psql_ -c "RESET ledger.verify_threads" -c "SELECT current_setting('ledger.verify_threads', true)" | tail -1)
+
+log "exporting up to $LIMIT8_SAMPLE canonical records of verify8 for bench/sha3_limit"
+V8_STEP=$(((VERIFY8_ROWS / LIMIT8_SAMPLE) > 1 ? VERIFY8_ROWS / LIMIT8_SAMPLE : 1))
+# NPROC sessions at once, each exporting the chains the same session loaded, then the first
+# LIMIT8_SAMPLE lines of all.
+t0=$(date +%s.%N)
+pids=()
+for ((s = 0; s < NPROC; s++)); do
+  psql_ -c "SELECT encode(ledger.canonical_bytes('verify8', anchor_id::text, seq), 'hex') || ' ' || hash
+            FROM verify8 WHERE seq % $V8_STEP = 0 AND (right(anchor_id::text, 12)::int - 1) % $NPROC = $s
+            ORDER BY anchor_id, seq LIMIT $LIMIT8_SAMPLE" >"$WORK/canonical8.$s.hex" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || die "exporting the canonical records of verify8 failed"; done
+for ((s = 0; s < NPROC; s++)); do cat "$WORK/canonical8.$s.hex"; rm -f "$WORK/canonical8.$s.hex"; done \
+  | awk -v n="$LIMIT8_SAMPLE" 'NR <= n' >"$WORK/canonical8.hex"
+V8_EXPORT=$(calc "$(date +%s.%N) - $t0" 1)
+V8_SAMPLE_N=$(wc -l <"$WORK/canonical8.hex")
+((V8_SAMPLE_N > 0)) || die "no canonical records exported from verify8"
+build_sha3_limit
+# limit8 THREADS -> hashes/s: as many hashes a pass as records exported, best of 2 x VERIFY8_RUNS
+# passes (one run of the tool: reading and checking a million records costs it seconds).
+V8_PASSES=$((2 * VERIFY8_RUNS))
+limit8() {
+  local rate
+  "$SHA3_LIMIT" --threads "$1" "$WORK/canonical8.hex" "$V8_SAMPLE_N" "$V8_PASSES" >"$WORK/limit8.out" \
+    || die "sha3_limit --threads $1 failed"
+  cat "$WORK/limit8.out" >>"$OUT/sha3_limit.out"
+  [[ $(sed -n 's/^checked_against_stored_hash //p' "$WORK/limit8.out") == "$V8_SAMPLE_N" ]] \
+    || die "sha3_limit did not check every exported record against its stored hash"
+  rate=$(sed -n 's/^hashes_per_sec //p' "$WORK/limit8.out")
+  [[ -n $rate ]] || die "sha3_limit --threads $1 printed no rate"
+  echo "$rate"
+}
+
+# Interleaved rounds: one thread and every core, the order alternating; then the two limits.
+declare -A V8_TIMES=() V8_HWM=() V8_SHMEM=() V8_LIMIT=()
+for ((run = 1; run <= VERIFY8_RUNS; run++)); do
+  order=(1 default)
+  ((run % 2 == 1)) || order=(default 1)
+  for threads in "${order[@]}"; do
+    read -r problems secs hwm shmem <<<"$(verify8_session "$threads")"
+    no_crash "ledger.verify('verify8') with ledger.verify_threads = $threads"
+    [[ $problems == 0 ]] || die "ledger.verify('verify8') (verify_threads $threads) reported $problems problems on an intact ledger"
+    [[ $hwm =~ ^[0-9]+$ ]] || die "no VmHWM read after ledger.verify"
+    V8_TIMES[$threads]+="$secs " V8_HWM[$threads]+="$hwm " V8_SHMEM[$threads]+="$shmem "
+    log "verify8 run $run/$VERIFY8_RUNS: ledger.verify (verify_threads $threads) ${secs}s, peak RSS $hwm kB"
+  done
+done
+for threads in 1 "$NPROC"; do
+  V8_LIMIT[$threads]=$(limit8 "$threads")
+  log "verify8: sha3_limit --threads $threads ${V8_LIMIT[$threads]} hashes/s (best of $V8_PASSES passes)"
+done
+psql_ -c "DROP TABLE verify8" >/dev/null
+rm -f "$WORK/canonical8.hex"
+# shellcheck disable=SC2086
+V8_ONE_BEST=$(min_of ${V8_TIMES[1]})
+# shellcheck disable=SC2086
+V8_ALL_BEST=$(min_of ${V8_TIMES[default]})
+V8_ONE_RPS=$(calc "$VERIFY8_ROWS / $V8_ONE_BEST" 0)
+V8_ALL_RPS=$(calc "$VERIFY8_ROWS / $V8_ALL_BEST" 0)
+V8_LIMIT_ONE=${V8_LIMIT[1]}
+V8_LIMIT_ALL=${V8_LIMIT[$NPROC]}
+V8_LIMIT_BYTES=$(sed -n 's/^mean_record_bytes //p' "$WORK/limit8.out")
+V8_SPEEDUP=$(calc "$V8_ALL_RPS / $V8_ONE_RPS" 2)
+V8_ALL_VS_LIMIT=$(calc "$V8_ALL_RPS / $V8_LIMIT_ALL" 2)
+V8_ONE_VS_LIMIT=$(calc "$V8_ONE_RPS / $V8_LIMIT_ONE" 2)
+V8_LIMIT_SPEEDUP=$(calc "$V8_LIMIT_ALL / $V8_LIMIT_ONE" 2)
+# shellcheck disable=SC2086
+V8_HWM_ONE=$(max_of ${V8_HWM[1]})
+# shellcheck disable=SC2086
+V8_HWM_ALL=$(max_of ${V8_HWM[default]})
+# shellcheck disable=SC2086
+V8_SHMEM_ONE=$(max_of ${V8_SHMEM[1]})
+# shellcheck disable=SC2086
+V8_SHMEM_ALL=$(max_of ${V8_SHMEM[default]})
+kb_mb() { calc "$1 / 1024" 1; }
+
+# (b) pgAudit as a peer: the same user table plain, audited by pgAudit, and a ledger.
+AUDIT_SO=$("$PG_CONFIG" --pkglibdir)/pgaudit.so
+[[ -f $AUDIT_SO ]] || die "pgAudit is not installed in $("$PG_CONFIG" --pkglibdir) (apt-get install postgresql-15-pgaudit)"
+# restart_cluster: scripts/cluster.sh applies its conf lines only at initdb, so a changed setting is
+# set with ALTER SYSTEM (postgresql.auto.conf) and takes effect at this restart; the server log
+# (pg_ctl -l) is appended to, so no_crash still sees all of it.
+restart_cluster() {
+  scripts/cluster.sh stop "$BENCH_DIR"
+  scripts/cluster.sh start "$BENCH_DIR" "$BENCH_PORT"
+}
+log "restarting the cluster with shared_preload_libraries = 'ledger,pgaudit'"
+psql_ -c "ALTER SYSTEM SET shared_preload_libraries = 'ledger', 'pgaudit'" >/dev/null   # a list: two strings
+restart_cluster
+psql_ -c "CREATE EXTENSION pgaudit" >/dev/null || die "CREATE EXTENSION pgaudit failed"
+AUDIT_VERSION=$(psql_ -c "SELECT extversion FROM pg_extension WHERE extname = 'pgaudit'")
+[[ $(psql_ -c "SHOW shared_preload_libraries" | tr -d ' ') == "ledger,pgaudit" ]] || die "pgaudit is not preloaded after the restart"
+[[ $(psql_ -c "SHOW pgaudit.log") == none ]] || die "pgaudit.log is not 'none' by default"
+AUDIT_PGOPTIONS="$PGOPTIONS -c pgaudit.log=write"
+AUDIT_KINDS=(plain audited ledger)
+# user_table KIND NAME: a fresh table with the user's columns (ledger.records' but seq, prev_hash and
+# hash), its primary key and (anchor_id, ts) index; plain and audited alike (audited differs only in
+# the sessions writing it), ledger then ledger.enable(tbl, 'anchor_id') (adding seq, prev_hash, hash,
+# the (anchor_id, seq) index and the triggers).
+user_table() {
+  {
+    echo "DROP TABLE IF EXISTS $2;"
+    echo "CREATE TABLE $2 (rid uuid PRIMARY KEY DEFAULT gen_random_uuid(), anchor_id uuid NOT NULL, slot text,"
+    echo "  kind text, ts timestamptz DEFAULT now(), payload jsonb, sig bytea, producer text, version text DEFAULT 'v1');"
+    echo "CREATE INDEX ON $2 (anchor_id, ts);"
+    if [[ $1 == ledger ]]; then echo "SELECT ledger.enable('$2', 'anchor_id');"; fi
+  } | psql_ >/dev/null
+}
+# audit_lines TABLE [OFFSET] -> the number of pgAudit session lines naming TABLE in the server log
+# (from byte OFFSET on, default all of it); log_size -> the log's size now, an OFFSET.
+audit_lines() {
+  tail -c +"$((${2:-0} + 1))" "$BENCH_DIR/server.log" \
+    | awk -v t="$1" '/AUDIT: SESSION/ && index($0, t) { n++ } END { print n + 0 }'
+}
+log_size() { stat -c %s "$BENCH_DIR/server.log"; }
+# audit_check KIND OFFSET WRITES: after a run into aud_KIND that began when the log had OFFSET bytes
+# and made WRITES audited statements, the log holds at least WRITES new lines naming it (audited)
+# or none (plain, ledger).
+audit_check() {
+  local n
+  n=$(audit_lines "aud_$1" "$2")
+  if [[ $1 == audited ]]; then
+    ((n >= $3)) || die "the server log holds $n pgAudit lines for aud_audited's run, expected at least $3"
+  else
+    ((n == 0)) || die "the server log holds $n pgAudit lines for aud_$1, which no audited session wrote"
+  fi
+}
+
+declare -A AUD_TIMES=()
+for ((run = 1; run <= BULK_RUNS; run++)); do
+  for ((k = 0; k < 3; k++)); do
+    kind=${AUDIT_KINDS[$(((k + run - 1) % 3))]}   # rotate the order from run to run
+    psql_ -c "DROP TABLE IF EXISTS aud_plain, aud_audited, aud_ledger" >/dev/null
+    user_table "$kind" "aud_$kind"
+    before=$(log_size)
+    {
+      if [[ $kind == audited ]]; then echo "SET pgaudit.log = 'write';"; fi
+      load_sql user "aud_$kind" "$BULK_ROWS" "$BULK_ANCHORS"
+    } >"$WORK/aud_bulk.sql"
+    secs=$(psql_ -f "$WORK/aud_bulk.sql" | tail -1)
+    no_crash "bulk load into aud_$kind"
+    [[ $(psql_ -c "SELECT count(*) FROM aud_$kind") == "$BULK_ROWS" ]] || die "aud_$kind does not hold $BULK_ROWS rows"
+    audit_check "$kind" "$before" 1
+    if [[ $kind == ledger ]]; then check_ledger aud_ledger; fi
+    AUD_TIMES[$kind]+="$secs "
+    log "pgaudit bulk run $run/$BULK_RUNS: $kind $BULK_ROWS rows in ${secs}s"
+  done
+done
+psql_ -c "DROP TABLE IF EXISTS aud_plain, aud_audited, aud_ledger" >/dev/null
+declare -A AUD_BEST=()
+for kind in "${AUDIT_KINDS[@]}"; do
+  # shellcheck disable=SC2086
+  AUD_BEST[$kind]=$(min_of ${AUD_TIMES[$kind]})
+done
+AUD_BULK_LP=$(calc "${AUD_BEST[ledger]} / ${AUD_BEST[plain]}" 2)
+AUD_BULK_AP=$(calc "${AUD_BEST[audited]} / ${AUD_BEST[plain]}" 2)
+AUD_BULK_LA=$(calc "${AUD_BEST[ledger]} / ${AUD_BEST[audited]}" 2)
+
+for kind in "${AUDIT_KINDS[@]}"; do
+  {
+    echo "\\set a random(1, $PGBENCH_ANCHORS)"
+    echo "INSERT INTO aud_$kind (anchor_id, slot, kind, payload, producer)" \
+         "VALUES ($(anchor_expr ":a"), 'slot-1', 'payment', jsonb_build_object('a', (:a)::int, 'note', 'payment'), 'bench');"
+  } >"$WORK/aud_$kind.sql"
+done
+# aud_pgbench KIND CLIENTS -> tps, into a fresh aud_KIND; the audited one with pgaudit.log = 'write'.
+aud_pgbench() {
+  local kind=$1 clients=$2 jobs out tps n before options=$PGOPTIONS
+  jobs=$((clients < NPROC ? clients : NPROC))
+  [[ $kind != audited ]] || options=$AUDIT_PGOPTIONS
+  user_table "$kind" "aud_$kind"
+  psql_ -c "CHECKPOINT" >/dev/null
+  before=$(log_size)
+  out=$WORK/pgbench_aud_${kind}_c$clients.log
+  PGOPTIONS=$options "$PG_BIN/pgbench" -h "$SOCK" -p "$BENCH_PORT" -U postgres -n -M prepared -c "$clients" -j "$jobs" \
+    -T "$PGBENCH_SECONDS" -f "$WORK/aud_$kind.sql" postgres >"$out" 2>&1 || {
+    cat "$out" >&2
+    die "pgbench failed: aud_$kind c$clients"
+  }
+  cat "$out" >>"$OUT/pgbench.log"
+  no_crash "pgbench aud_$kind c$clients"
+  if grep -qiE "aborted|error" "$out"; then cat "$out" >&2; die "pgbench reported errors: aud_$kind c$clients"; fi
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
+  n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+  [[ -n $tps && -n $n ]] || { cat "$out" >&2; die "no tps or transaction count in pgbench output"; }
+  [[ $(psql_ -c "SELECT count(*) FROM aud_$kind") == "$n" ]] || die "aud_$kind does not hold the $n rows pgbench inserted"
+  audit_check "$kind" "$before" "$n"
+  if [[ $kind == ledger ]]; then check_ledger aud_ledger; fi
+  psql_ -c "DROP TABLE aud_$kind" >/dev/null
+  echo "$tps"
+}
+AUD_CONFIGS=()
+for clients in 1 "$PGBENCH_CLIENTS"; do
+  for kind in "${AUDIT_KINDS[@]}"; do AUD_CONFIGS+=("$kind $clients"); done
+done
+for ((run = 1; run <= PGBENCH_RUNS8; run++)); do
+  # Every other round in reverse, so neither side of a ratio always goes first.
+  order=("${AUD_CONFIGS[@]}")
+  if ((run % 2 == 0)); then
+    order=()
+    for ((i = ${#AUD_CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${AUD_CONFIGS[$i]}"); done
+  fi
+  for config in "${order[@]}"; do
+    read -r kind clients <<<"$config"
+    tps=$(aud_pgbench "$kind" "$clients")
+    PGB_TPS[aud $config]+="$tps "
+    log "pgaudit pgbench run $run/$PGBENCH_RUNS8: $kind, $clients client(s): $tps tps"
+  done
+done
+for config in "${AUD_CONFIGS[@]}"; do
+  # shellcheck disable=SC2086
+  PGB_BEST[aud $config]=$(max_of ${PGB_TPS[aud $config]})
+done
+AC=$PGBENCH_CLIENTS
+AUD_PGB_LP_1=$(paired_median "aud ledger 1" "aud plain 1")
+AUD_PGB_LP_C=$(paired_median "aud ledger $AC" "aud plain $AC")
+AUD_PGB_AP_1=$(paired_median "aud audited 1" "aud plain 1")
+AUD_PGB_AP_C=$(paired_median "aud audited $AC" "aud plain $AC")
+AUD_PGB_LA_1=$(paired_median "aud ledger 1" "aud audited 1")
+AUD_PGB_LA_C=$(paired_median "aud ledger $AC" "aud audited $AC")
+# What the log holds, all runs together: the audited table's writes, and nothing of the other two.
+AUD_LINES=$(audit_lines aud_audited)
+((AUD_LINES > 0)) || die "the server log holds no pgAudit line for aud_audited"
+for kind in plain ledger; do
+  n=$(audit_lines "aud_$kind")
+  ((n == 0)) || die "the server log holds $n pgAudit lines for aud_$kind"
+done
+AUD_SAMPLE=$({ grep -m1 'AUDIT: SESSION.*INSERT INTO aud_audited' "$BENCH_DIR/server.log" || true; } | sed 's/^.*\(AUDIT: SESSION\)/\1/' | cut -c1-160)
+AUD_LOG_MB=$(calc "$(stat -c %s "$BENCH_DIR/server.log") / 1048576" 1)
+# Back as before: pgaudit's event triggers would fail without its library, so the extension goes first.
+log "dropping pgaudit and restarting the cluster with shared_preload_libraries = 'ledger'"
+psql_ -c "DROP EXTENSION pgaudit" -c "ALTER SYSTEM RESET shared_preload_libraries" >/dev/null
+restart_cluster
+[[ $(psql_ -c "SHOW shared_preload_libraries") == ledger ]] || die "the cluster did not come back with shared_preload_libraries = 'ledger'"
+no_crash "section 8"
+V8_FINISHED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+V8_MINUTES=$(calc "($(date +%s) - $V8_T0) / 60" 1)
+fi  # section 8
+
+# Section 9 (not indented) runs in a full run, after section 8, and alone (BENCH_ONLY=9).
+if [[ -z $ONLY || $ONLY == 9 ]]; then
+# ------------------------------------------------------------------------------------------------
+# 9. At scale
+# ------------------------------------------------------------------------------------------------
+SCALE_STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+SCALE_T0=$(date +%s)
+SCALE_STEP_ROWS=$((SCALE_ROWS / SCALE_STEPS))
+SCALE_PER_CHAIN=$((SCALE_ROWS / SCALE_CHAINS))   # records of chain 1 (record i is on chain i % SCALE_CHAINS + 1)
+CHAIN1=00000000-0000-0000-0000-000000000001     # anchor_expr 1
+log "loading $SCALE_ROWS records ($SCALE_CHAINS chains) into scale_ledger and scale_plain in $SCALE_STEPS steps"
+create_table ledger scale_ledger
+create_table plain scale_plain
+declare -A SCALE_SECS=()
+for ((step = 1; step <= SCALE_STEPS; step++)); do
+  first=$(((step - 1) * SCALE_STEP_ROWS + 1))
+  order=(ledger plain)
+  ((step % 2 == 1)) || order=(plain ledger)
+  for kind in "${order[@]}"; do
+    secs=$(load_sql "$kind" "scale_$kind" "$SCALE_STEP_ROWS" "$SCALE_CHAINS" "$first" | psql_ | tail -1)
+    no_crash "step $step of loading scale_$kind"
+    SCALE_SECS[$kind $step]=$secs
+  done
+  log "scale step $step/$SCALE_STEPS: $SCALE_STEP_ROWS rows to $((step * SCALE_STEP_ROWS)): ledger ${SCALE_SECS[ledger $step]}s, plain ${SCALE_SECS[plain $step]}s"
+done
+for kind in ledger plain; do
+  n=$(psql_ -c "SELECT count(*) FROM scale_$kind")
+  [[ $n == "$SCALE_ROWS" ]] || die "scale_$kind holds $n rows, not $SCALE_ROWS"
+done
+# Every chain's seqs are 1 to its count, without gaps or repeats.
+n=$(psql_ -c "SELECT count(*) || '/' || count(*) FILTER (WHERE lo = 1 AND hi = n AND seqs = n)
+              FROM (SELECT min(seq) AS lo, max(seq) AS hi, count(*) AS n, count(DISTINCT seq) AS seqs
+                    FROM scale_ledger GROUP BY anchor_id) s")
+[[ $n == "$SCALE_CHAINS/$SCALE_CHAINS" ]] || die "scale_ledger: of its (chains/dense chains) $n, expected $SCALE_CHAINS/$SCALE_CHAINS"
+psql_ -c "VACUUM (ANALYZE) scale_ledger" -c "VACUUM (ANALYZE) scale_plain" -c "CHECKPOINT" >/dev/null
+
+# Bytes per record: the heap (main fork), each index (named by its definition, so the two tables'
+# line up) and everything (pg_total_relation_size), as SCALE_SIZE[kind key]; SCALE_SIZE_KEYS in order.
+declare -A SCALE_SIZE=() SCALE_SIZE_SEEN=()
+SCALE_SIZE_KEYS=()
+for kind in ledger plain; do
+  while IFS='|' read -r key bytes; do
+    SCALE_SIZE[$kind $key]=$bytes
+    [[ -n ${SCALE_SIZE_SEEN[$key]:-} ]] || SCALE_SIZE_KEYS+=("$key")
+    SCALE_SIZE_SEEN[$key]=1
+  done <<<"$(psql_ -c "SELECT k || '|' || b FROM (
+      SELECT 1 AS o, 'heap' AS k, pg_relation_size('scale_$kind') AS b
+      UNION ALL SELECT 2, 'index:' || regexp_replace(pg_get_indexdef(indexrelid), '^CREATE (UNIQUE )?INDEX \S+ ON \S+ USING (\w+) ', '\1\2 '),
+                       pg_relation_size(indexrelid)
+                FROM pg_index WHERE indrelid = 'scale_$kind'::regclass
+      UNION ALL SELECT 3, 'total', pg_total_relation_size('scale_$kind')) s ORDER BY o, k")"
+done
+SCALE_TOTAL_RATIO=$(calc "${SCALE_SIZE[ledger total]} / ${SCALE_SIZE[plain total]}" 2)
+SCALE_MB=$(calc "${SCALE_SIZE[ledger total]} / 1048576" 0)
+
+SCALE_VERIFY_TIMES=""
+for ((run = 1; run <= SCALE_VERIFY_RUNS; run++)); do
+  read -r problems secs <<<"$(timed_query "SELECT count(*) FROM ledger.verify('scale_ledger')")"
+  no_crash "ledger.verify('scale_ledger')"
+  [[ $problems == 0 ]] || die "ledger.verify('scale_ledger') reported $problems problems"
+  SCALE_VERIFY_TIMES+="$secs "
+  log "scale: verify run $run/$SCALE_VERIFY_RUNS ${secs}s"
+done
+# shellcheck disable=SC2086
+SCALE_VERIFY_BEST=$(min_of $SCALE_VERIFY_TIMES)
+SCALE_VERIFY_RPS=$(calc "$SCALE_ROWS / $SCALE_VERIFY_BEST" 0)
+SCALE_THREADS=$(psql_ -c "SELECT current_setting('ledger.verify_threads', true)")
+
+psql_ -c "CHECKPOINT" >/dev/null
+read -r got SCALE_CP_SECS <<<"$(timed_query "SELECT count(*) || '/' || sum(record_count) FROM ledger.checkpoint('scale_ledger')")"
+no_crash "ledger.checkpoint('scale_ledger')"
+[[ $got == "$SCALE_CHAINS/$SCALE_ROWS" ]] || die "ledger.checkpoint('scale_ledger') made (checkpoints/records) $got, expected $SCALE_CHAINS/$SCALE_ROWS"
+SCALE_CP_MS=$(calc "$SCALE_CP_SECS * 1000 / $SCALE_CHAINS" 2)
+log "scale: checkpoint of $SCALE_CHAINS chains ${SCALE_CP_SECS}s"
+# One chain's checkpoint, and a newer one after SCALE_NEW more records on that chain.
+SCALE_NEW=$((SCALE_PER_CHAIN / 10 > 0 ? SCALE_PER_CHAIN / 10 : 1))
+SCALE_CID=$(psql_ -c "SELECT cid FROM ledger.checkpoints WHERE ledger = 'public.scale_ledger' AND chain = '$CHAIN1'")
+load_sql ledger scale_ledger "$SCALE_NEW" 1 $((SCALE_ROWS + 1)) | psql_ >/dev/null
+SCALE_CID2=$(psql_ -c "SELECT cid FROM ledger.checkpoint('scale_ledger', '$CHAIN1')")
+n=$(psql_ -c "SELECT string_agg(record_count::text, '/' ORDER BY seq) FROM ledger.checkpoints WHERE ledger = 'public.scale_ledger' AND chain = '$CHAIN1'")
+[[ $n == "$SCALE_PER_CHAIN/$((SCALE_PER_CHAIN + SCALE_NEW))" ]] || die "chain 1 of scale_ledger has checkpoints of $n records, expected $SCALE_PER_CHAIN/$((SCALE_PER_CHAIN + SCALE_NEW))"
+SCALE_PROOF_SEQ=$((SCALE_PER_CHAIN / 2 + 1))
+n=$(psql_ -c "SELECT ledger.verify_inclusion(r.hash, ledger.inclusion_proof('$SCALE_CID', $SCALE_PROOF_SEQ), c.merkle_root, c.record_count)
+                 AND ledger.verify_consistency(ledger.consistency_proof('$SCALE_CID', '$SCALE_CID2'))
+              FROM scale_ledger r, ledger.checkpoints c
+              WHERE r.anchor_id = '$CHAIN1' AND r.seq = $SCALE_PROOF_SEQ AND c.cid = '$SCALE_CID'")
+[[ $n == t ]] || die "the inclusion or consistency proof on scale_ledger does not verify"
+SCALE_INCL_TIMES="" SCALE_CONS_TIMES=""
+for ((run = 1; run <= PROOF_RUNS; run++)); do
+  read -r _ secs <<<"$(timed_query "SELECT length(ledger.inclusion_proof('$SCALE_CID', $SCALE_PROOF_SEQ)::text)")"
+  SCALE_INCL_TIMES+="$(calc "$secs * 1000" 1) "
+  read -r _ secs <<<"$(timed_query "SELECT length(ledger.consistency_proof('$SCALE_CID', '$SCALE_CID2')::text)")"
+  SCALE_CONS_TIMES+="$(calc "$secs * 1000" 1) "
+  no_crash "proofs on scale_ledger"
+done
+# shellcheck disable=SC2086
+SCALE_INCL_BEST=$(min_of $SCALE_INCL_TIMES)
+# shellcheck disable=SC2086
+SCALE_CONS_BEST=$(min_of $SCALE_CONS_TIMES)
+psql_ -c "DROP TABLE scale_ledger, scale_plain" >/dev/null
+# The first and the last step: ledger/plain rows/s at each, and each table's rows/s at the last
+# step / at the first (1: no slower as it grows).
+SCALE_FIRST_RATIO=$(calc "${SCALE_SECS[plain 1]} / ${SCALE_SECS[ledger 1]}" 2)
+SCALE_LAST_RATIO=$(calc "${SCALE_SECS[plain $SCALE_STEPS]} / ${SCALE_SECS[ledger $SCALE_STEPS]}" 2)
+SCALE_LEDGER_TREND=$(calc "${SCALE_SECS[ledger 1]} / ${SCALE_SECS[ledger $SCALE_STEPS]}" 2)
+SCALE_PLAIN_TREND=$(calc "${SCALE_SECS[plain 1]} / ${SCALE_SECS[plain $SCALE_STEPS]}" 2)
+SCALE_FINISHED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+SCALE_MINUTES=$(calc "($(date +%s) - $SCALE_T0) / 60" 1)
+fi  # section 9
 no_crash "the whole run"
 
 SO_SUM_END=$(sha256sum "$SO" | cut -c1-16)
@@ -1439,8 +1908,8 @@ report_head() {
   cat <<EOF
 # ledger benchmark results
 
-Written by \`bench/run.sh\`; re-run it to refresh this file (it overwrites it; \`BENCH_ONLY=6 bench/run.sh\`
-or \`BENCH_ONLY=7 bench/run.sh\` refreshes section 6 or 7 alone, which then says how it was measured).$QUICK_NOTE$SO_NOTE
+Written by \`bench/run.sh\`; re-run it to refresh this file (it overwrites it; \`BENCH_ONLY=N bench/run.sh\`
+with N = 6, 7, 8 or 9 refreshes that section alone, which then says how it was measured).$QUICK_NOTE$SO_NOTE
 
 $(provenance "$STARTED" "$FINISHED")
 
@@ -1841,8 +2310,209 @@ nothing, and every chain's seqs were 1 to its number of records, without gaps or
 EOF2
 }
 
+
+# Section 8, the same in a full run and alone (BENCH_ONLY=8), like section 6.
+report_section_8() {
+  local c all="" k ref_priv one_priv all_priv
+  for c in "${AUD_CONFIGS[@]}"; do
+    # shellcheck disable=SC2086
+    all+="$c: $(per_run "$(printf '%.0f ' ${PGB_TPS[aud $c]})"); "
+  done
+  ref_priv=$(kb_mb "$((V8_REF_HWM - V8_REF_SHMEM))")
+  one_priv=$(kb_mb "$((V8_HWM_ONE - V8_SHMEM_ONE))")
+  all_priv=$(kb_mb "$((V8_HWM_ALL - V8_SHMEM_ALL))")
+  cat <<EOF
+## 8. Verification on every core, and pgAudit as a peer
+
+$V8_WHERE
+
+$(provenance "$V8_STARTED" "$V8_FINISHED")
+
+### (a) \`ledger.verify\` on every core: $VERIFY8_ROWS records ($V8_CHAINS chains, table $V8_MB MB, cached), on $NPROC cores
+
+A ledger with the columns of \`ledger.records\` (section 1's ledger table: \`ledger.enable(tbl, 'anchor_id')\`)
+of $VERIFY8_ROWS records in $V8_CHAINS chains, loaded by \`INSERT ... SELECT\`s of up to $V8_BATCH records, $NPROC
+sessions at once each on its own chains ($V8_LOAD s), then vacuumed, analyzed and read once. \`SELECT count(*) FROM ledger.verify(tbl)\`, each
+run in a fresh session, with \`SET ledger.verify_threads = 1\` (the backend alone, the previous
+behaviour) and at the setting's default (\`RESET\`: \`ledger.verify_threads\` = $V8_DEFAULT_THREADS, one thread
+per core, so $NPROC on this machine's $NPROC cores; the backend reads and encodes the records, the extra
+threads only hash them). $VERIFY8_RUNS rounds, the order alternating, best time; every run reported no
+problem. The SHA3-256 limit, after the rounds: \`bench/sha3_limit --threads N\` over $V8_SAMPLE_N canonical
+records (\`ledger.canonical_bytes\` of $(
+if ((V8_STEP == 1)); then echo "every record"; else echo "every ${V8_STEP}th seq of each chain"; fi
+), mean $V8_LIMIT_BYTES bytes, each checked against its stored \`hash\`; exporting them, $NPROC sessions at
+once, took $V8_EXPORT s), $V8_SAMPLE_N hashes a pass, best of $V8_PASSES passes (one run of the tool for each N);
+with N threads each hashes its own interleaved slice of the records round-robin, and the rate is all
+their hashes over the wall time of the pass.
+
+| what | rows/s | runs |
+|---|---:|---|
+| \`ledger.verify\`, \`ledger.verify_threads = 1\` | $V8_ONE_RPS | $(per_run "${V8_TIMES[1]}") s |
+| **\`ledger.verify\`, default ($NPROC threads)** | **$V8_ALL_RPS** | $(per_run "${V8_TIMES[default]}") s |
+| one-core SHA3-256 limit (\`sha3_limit --threads 1\`, hashes/s) | $V8_LIMIT_ONE | best of $V8_PASSES passes |
+| all-core SHA3-256 limit (\`sha3_limit --threads $NPROC\`, hashes/s) | $V8_LIMIT_ALL | best of $V8_PASSES passes |
+
+| ratio | value | target | |
+|---|---:|---|---|
+| verify, all threads / verify, one thread | **$V8_SPEEDUP** | ≥ 1.7 | $(met "$V8_SPEEDUP" ">=" 1.7) |
+| verify, all threads / all-core SHA3 limit | **$V8_ALL_VS_LIMIT** | ≥ 0.5 | $(met "$V8_ALL_VS_LIMIT" ">=" 0.5) |
+| verify, one thread / one-core SHA3 limit | $V8_ONE_VS_LIMIT | (reported) | |
+| all-core / one-core SHA3 limit (what the machine's cores give) | $V8_LIMIT_SPEEDUP | (reference) | |
+
+The backend's peak memory: \`VmHWM\` of \`/proc/<pid>/status\`, read with \`pg_read_file\` in the same session
+after the verify (the maximum over the runs), against a fresh backend that ran only \`SELECT 1\`. \`VmHWM\`
+counts every page the process touched, including the shared buffers it read (up to the table's
+$V8_MB MB, the same for one thread and all); \`RssShmem\` (read at the same time) is that shared part,
+so peak minus shared is about the backend's own memory.
+
+| backend | peak RSS (\`VmHWM\`) | shared (\`RssShmem\`) | peak − shared |
+|---|---:|---:|---:|
+| fresh, \`SELECT 1\` only (reference) | $(kb_mb "$V8_REF_HWM") MB | $(kb_mb "$V8_REF_SHMEM") MB | $ref_priv MB |
+| \`ledger.verify\`, one thread | $(kb_mb "$V8_HWM_ONE") MB | $(kb_mb "$V8_SHMEM_ONE") MB | $one_priv MB |
+| \`ledger.verify\`, $NPROC threads | $(kb_mb "$V8_HWM_ALL") MB | $(kb_mb "$V8_SHMEM_ALL") MB | $all_priv MB |
+
+### (b) pgAudit as a peer (pgAudit $AUDIT_VERSION)
+
+What Amazon recommends in place of its retired QLDB is audit logging of the database with pgAudit. The
+cluster was restarted with \`shared_preload_libraries = 'ledger,pgaudit'\` (\`ALTER SYSTEM\`, then
+scripts/cluster.sh stop and start), then \`CREATE EXTENSION pgaudit\`; \`pgaudit.log\` stayed \`'none'\` but in
+the sessions writing the audited table. Three tables with the user's columns (\`ledger.records\`' but
+\`seq\`, \`prev_hash\`, \`hash\`: \`rid uuid PRIMARY KEY, anchor_id uuid, slot text, kind text, ts timestamptz,
+payload jsonb, sig bytea, producer text, version text\`) and an index on \`(anchor_id, ts)\`:
+
+- *plain*: no trigger, not audited (the baseline);
+- *audited*: the same table, written only by sessions with \`pgaudit.log = 'write'\` (\`SET\` in the
+  bulk load's session, \`PGOPTIONS='-c pgaudit.log=write'\` for pgbench): every \`INSERT\` is logged;
+- *ledger*: the same table after \`ledger.enable(tbl, 'anchor_id')\` (adds \`seq\`, \`prev_hash\`, \`hash\`,
+  the \`(anchor_id, seq)\` index and the triggers), not audited.
+
+What each guarantees: **pgAudit** writes a log of the statements run (who, when, what) to the server
+log, with no tamper evidence: whoever can write the table or the log can change history and leave no
+trace. **The ledger** chains every record's SHA3-256 hash to the one before in its chain and fixes the
+chains in Merkle checkpoints, so a changed, inserted or removed record is detected, in SQL
+(\`ledger.verify\`, \`ledger.verify_checkpoint\`) and offline from an export.
+
+#### Bulk load: one \`INSERT ... SELECT\` of $BULK_ROWS rows ($BULK_ANCHORS chains), one transaction
+
+As section 1: timed from before \`BEGIN\` to after \`COMMIT\`, after a \`CHECKPOINT\`, fresh table each run,
+$BULK_RUNS runs of the three (the order rotated), best time.
+
+| variant | best time | runs (s) | ratio to plain |
+|---|---:|---|---:|
+| plain | ${AUD_BEST[plain]} s | $(per_run "${AUD_TIMES[plain]}") | 1.00 |
+| audited (pgAudit) | ${AUD_BEST[audited]} s | $(per_run "${AUD_TIMES[audited]}") | $AUD_BULK_AP |
+| **ledger** | ${AUD_BEST[ledger]} s | $(per_run "${AUD_TIMES[ledger]}") | **$AUD_BULK_LP** |
+
+ledger/audited: **$AUD_BULK_LA** (reported, no target). pgAudit logs one line per statement, however
+many rows it writes.
+
+#### Single-row autocommit INSERTs (pgbench)
+
+As section 2: \`pgbench -n -M prepared -T $PGBENCH_SECONDS\`, one INSERT per transaction on a random chain of
+$PGBENCH_ANCHORS, fsync on, -j = min(clients, nproc), a fresh table for each run; $PGBENCH_RUNS8 round(s),
+each running every variant once (every other round in reverse order). The tps columns are the best run
+of each variant; every ratio is the median over the rounds of the ratio within a round.
+
+| clients | plain tps | audited tps | ledger tps | audited/plain | ledger/plain | **ledger/audited** |
+|---:|---:|---:|---:|---:|---:|---:|
+| 1 | $(tps_of "aud plain 1") | $(tps_of "aud audited 1") | $(tps_of "aud ledger 1") | $AUD_PGB_AP_1 | $AUD_PGB_LP_1 | **$AUD_PGB_LA_1** |
+| $AC | $(tps_of "aud plain $AC") | $(tps_of "aud audited $AC") | $(tps_of "aud ledger $AC") | $AUD_PGB_AP_C | $AUD_PGB_LP_C | **$AUD_PGB_LA_C** |
+
+All runs (tps): ${all%; }. The ratios are reported, no target.
+
+The audit really ran: after every audited run the server log held at least one new \`AUDIT: SESSION\`
+line naming the table per statement (one per bulk load, one per pgbench transaction counted), $AUD_LINES
+in all, and none ever named the plain or ledger table (the server log reached $AUD_LOG_MB MB). The first:
+
+\`\`\`
+$AUD_SAMPLE
+\`\`\`
+
+Afterwards pgaudit was dropped and the cluster restarted with \`shared_preload_libraries = 'ledger'\`, as before.
+EOF
+}
+
+# Section 9, the same in a full run and alone (BENCH_ONLY=9), like section 6.
+report_section_9() {
+  local step before ls ps lr pr key label
+  cat <<EOF
+## 9. At scale: $SCALE_ROWS records in $SCALE_CHAINS chains
+
+$SCALE_WHERE
+
+$(provenance "$SCALE_STARTED" "$SCALE_FINISHED")
+
+Two tables with the columns of \`ledger.records\`: *ledger* (section 1's ledger table, after
+\`ledger.enable(tbl, 'anchor_id')\`) and *plain* (section 1's plain table: no triggers, \`seq\`, \`prev_hash\`,
+\`hash\` computed cheaply in the \`SELECT\` with md5, so it stores the same columns). Each was loaded in
+$SCALE_STEPS steps of $SCALE_STEP_ROWS rows, one \`INSERT ... SELECT\` per step (record i on chain
+i % $SCALE_CHAINS + 1, so every chain grows at every step), timed from before \`BEGIN\` to after \`COMMIT\`,
+after a \`CHECKPOINT\`; the two alternate, the order reversed every other step. The 10M-record run:
+\`SCALE_ROWS=10000000 BENCH_ONLY=9 bench/run.sh\`.
+
+### (a) The append rate as the tables grow
+
+| step | rows before | ledger (s) | ledger rows/s | plain (s) | plain rows/s | ledger/plain rows/s |
+|---:|---:|---:|---:|---:|---:|---:|
+EOF
+  for ((step = 1; step <= SCALE_STEPS; step++)); do
+    before=$(((step - 1) * SCALE_STEP_ROWS))
+    ls=${SCALE_SECS[ledger $step]} ps=${SCALE_SECS[plain $step]}
+    lr=$(calc "$SCALE_STEP_ROWS / $ls" 0) pr=$(calc "$SCALE_STEP_ROWS / $ps" 0)
+    echo "| $step | $before | $ls | $lr | $ps | $pr | $(calc "$ps / $ls" 2) |"
+  done
+  cat <<EOF
+
+The last step's rows/s / the first step's: ledger **$SCALE_LEDGER_TREND**, plain $SCALE_PLAIN_TREND (1.00: no slower
+as the table grows); ledger/plain rows/s **$SCALE_FIRST_RATIO** at the first step, **$SCALE_LAST_RATIO** at the last.
+Reported, no target.
+
+### (b) Verify, checkpoint every chain, proofs
+
+On the ledger of $SCALE_ROWS records ($SCALE_MB MB with its indexes), vacuumed and analyzed; in autocommit.
+
+| call | best | runs | rate |
+|---|---:|---|---:|
+| \`SELECT count(*) FROM ledger.verify(tbl)\` (default \`ledger.verify_threads\` = $SCALE_THREADS, $NPROC cores; no problem found) | $SCALE_VERIFY_BEST s | $(per_run "$SCALE_VERIFY_TIMES") s | $SCALE_VERIFY_RPS records/s |
+| \`SELECT ... FROM ledger.checkpoint(tbl)\`: the first checkpoint of each of the $SCALE_CHAINS chains ($SCALE_PER_CHAIN records each), after a \`CHECKPOINT\` | $SCALE_CP_SECS s | (one run) | $SCALE_CP_MS ms per chain |
+| \`ledger.inclusion_proof(cid, $SCALE_PROOF_SEQ)\` on one chain's checkpoint ($SCALE_PER_CHAIN records) | $SCALE_INCL_BEST ms | $(per_run "$SCALE_INCL_TIMES") ms | |
+| \`ledger.consistency_proof\` from that checkpoint to the chain's next ($((SCALE_PER_CHAIN + SCALE_NEW)) records, after $SCALE_NEW more) | $SCALE_CONS_BEST ms | $(per_run "$SCALE_CONS_TIMES") ms | |
+
+Best of $SCALE_VERIFY_RUNS (verify) and of $PROOF_RUNS (proofs); each proof was checked once with
+\`ledger.verify_inclusion\` (with the checkpoint's root and size) and \`ledger.verify_consistency\`.
+
+### (c) Bytes per record
+
+After the load ($SCALE_ROWS rows each) and \`VACUUM (ANALYZE)\`: \`pg_relation_size\` of the heap (main fork)
+and of each index (\`pg_index\`), and \`pg_total_relation_size\` (all of it, with TOAST and the maps),
+divided by the rows.
+
+| relation | ledger bytes/record | plain bytes/record | ledger MB | plain MB |
+|---|---:|---:|---:|---:|
+EOF
+  for key in "${SCALE_SIZE_KEYS[@]}"; do
+    case $key in
+      heap) label="heap" ;;
+      total) label="**total** (\`pg_total_relation_size\`)" ;;
+      index:*) label="index \`${key#index:}\`" ;;
+    esac
+    echo "| $label | $(scale_cell ledger "$key" per) | $(scale_cell plain "$key" per) | $(scale_cell ledger "$key" mb) | $(scale_cell plain "$key" mb) |"
+  done
+  cat <<EOF
+
+ledger/plain in all: **$SCALE_TOTAL_RATIO**. Both tables store the same columns; the ledger adds the unique
+\`(anchor_id, seq)\` index that \`ledger.enable\` makes.
+EOF
+}
+# scale_cell KIND KEY per|mb: bytes per record or MB of one relation of section 9, or "—" if that
+# table has no such index.
+scale_cell() {
+  local b=${SCALE_SIZE[$1 $2]:-}
+  if [[ -z $b ]]; then echo "—"; elif [[ $3 == per ]]; then calc "$b / $SCALE_ROWS" 1; else calc "$b / 1048576" 1; fi
+}
+
 mkdir -p "$(dirname "$BENCH_RESULTS")"
-# section_where N MINUTES: how section N (6 or 7, which can also run alone) was measured; before the
+# section_where N MINUTES: how section N (6 to 9, which can also run alone) was measured; before the
 # results file is written.
 section_where() {
   if [[ -z $ONLY ]]; then
@@ -1861,9 +2531,17 @@ if [[ -z $ONLY || $ONLY == 7 ]]; then
   PART_WHERE=$(section_where 7 "$PART_MINUTES")
   report_section_7 >"$WORK/section7.md"
 fi
+if [[ -z $ONLY || $ONLY == 8 ]]; then
+  V8_WHERE=$(section_where 8 "$V8_MINUTES")
+  report_section_8 >"$WORK/section8.md"
+fi
+if [[ -z $ONLY || $ONLY == 9 ]]; then
+  SCALE_WHERE=$(section_where 9 "$SCALE_MINUTES")
+  report_section_9 >"$WORK/section9.md"
+fi
 if [[ -z $ONLY ]]; then
-  { report_head; echo; report_sections_1_to_5; echo; cat "$WORK/section6.md"; echo; cat "$WORK/section7.md"; } \
-    >"$BENCH_RESULTS.tmp"
+  { report_head; echo; report_sections_1_to_5
+    for n in 6 7 8 9; do echo; cat "$WORK/section$n.md"; done; } >"$BENCH_RESULTS.tmp"
 elif [[ -f $BENCH_RESULTS ]]; then
   # Section ONLY in place of the one there (up to the next "## N." heading), else before the first
   # section after it, else at the end; every other line as it was.
@@ -1903,4 +2581,11 @@ echo "retention: ledger.prune of $RET_HALF records $RET_PRUNE_BEST s ($RET_CP_PR
 fi
 if [[ -z $ONLY || $ONLY == 7 ]]; then
 echo "partitioned ledger/unpartitioned ledger: bulk $PART_BULK_RATIO (<= 1.1; plain $PART_BULK_PLAIN_RATIO), pgbench tps 1 client $PART_PGB_1, $PC clients $PART_PGB_C (>= 0.9; plain $PART_PGB_PLAIN_1, $PART_PGB_PLAIN_C)"
+fi
+if [[ -z $ONLY || $ONLY == 8 ]]; then
+echo "verify on $NPROC cores: $V8_ALL_RPS rows/s, one thread $V8_ONE_RPS: ratio $V8_SPEEDUP (>= 1.7); /all-core limit $V8_LIMIT_ALL = $V8_ALL_VS_LIMIT (>= 0.5); one thread/one-core limit $V8_ONE_VS_LIMIT; peak RSS one thread $(kb_mb "$V8_HWM_ONE") MB, all $(kb_mb "$V8_HWM_ALL") MB, fresh backend $(kb_mb "$V8_REF_HWM") MB"
+echo "pgaudit: bulk ledger/plain $AUD_BULK_LP, audited/plain $AUD_BULK_AP, ledger/audited $AUD_BULK_LA; pgbench ledger/audited 1 client $AUD_PGB_LA_1, $AC clients $AUD_PGB_LA_C (audited/plain $AUD_PGB_AP_1, $AUD_PGB_AP_C; ledger/plain $AUD_PGB_LP_1, $AUD_PGB_LP_C)"
+fi
+if [[ -z $ONLY || $ONLY == 9 ]]; then
+echo "at scale ($SCALE_ROWS records, $SCALE_CHAINS chains): ledger/plain rows/s first step $SCALE_FIRST_RATIO, last $SCALE_LAST_RATIO (ledger last/first step $SCALE_LEDGER_TREND); verify $SCALE_VERIFY_RPS records/s; checkpoint of every chain $SCALE_CP_SECS s ($SCALE_CP_MS ms per chain); inclusion $SCALE_INCL_BEST ms, consistency $SCALE_CONS_BEST ms; bytes ledger/plain $SCALE_TOTAL_RATIO"
 fi

@@ -409,10 +409,12 @@ fn enable_history(tbl: Option<PgRelation>, history: Option<&str>) -> pg_sys::Oid
     // No CHECK constraints (histories before 0.6.0 had two, on op and on row being NULL exactly for
     // a delete): only record_version appends, and PostgreSQL rebuilds a table's checks from their
     // stored text at every statement's start, a tenth of a tracked UPDATE's time in the backend.
+    // The key in byte order (as every order the extension reports): each version's head lookup
+    // descends the (key, seq) index, which then needs no collation calls.
     run(
         &format!(
             "CREATE TABLE {history_name} (\
-               key text NOT NULL, \
+               key text COLLATE \"C\" NOT NULL, \
                op text NOT NULL, \
                at timestamptz NOT NULL, \
                role text NOT NULL, \
