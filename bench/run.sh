@@ -2,19 +2,22 @@
 # bench/run.sh — the ledger extension's performance benchmark, in one run on one throwaway cluster.
 #
 #   bench/run.sh                  full run (roughly 45 minutes on 2 cores, 10 of them section 5,
-#                                 3 section 6, about 7 section 7, 7 section 8, 2 section 9),
+#                                 3 section 6, about 7 section 7, 7 section 8, 1.5 section 9),
 #                                 writes bench/RESULTS.md
-#   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (a few minutes), writes
+#   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (about 2 minutes), writes
 #                                 bench/out/RESULTS-quick.md so it never clobbers the full results
 #   BENCH_ONLY=6 bench/run.sh     section 6 alone (on its own fresh cluster): replaces section 6 of
 #                                 the existing results file (or adds it), leaves the other sections
 #                                 as they are; the section records its own command, time and build.
 #                                 Works with BENCH_QUICK=1 (then in bench/out/RESULTS-quick.md).
 #   BENCH_ONLY=7 bench/run.sh     section 7 alone, the same way (replaces or adds section 7).
-#   BENCH_ONLY=8 bench/run.sh     section 8 alone, the same way (about 7 minutes on 2 cores).
-#   BENCH_ONLY=9 bench/run.sh     section 9 alone, the same way (about 2 minutes at the default
-#                                 SCALE_ROWS=1000000; SCALE_ROWS=10000000 BENCH_ONLY=9 bench/run.sh is
-#                                 the 10M-record run, roughly 15 minutes).
+#   BENCH_ONLY=8 bench/run.sh     section 8 alone, the same way (about 7 minutes on 2 cores: 4.8 of
+#                                 them the 18 pgbench runs of (b), 1.3 (a), 0.7 the bulk loads of (b);
+#                                 estimated from quick runs and a 1M-record run of (a); 30 s quick).
+#   BENCH_ONLY=9 bench/run.sh     section 9 alone, the same way (about 1.5 minutes on 2 cores at the
+#                                 default SCALE_ROWS=1000000, estimated from a 200000-record run;
+#                                 10 s quick); SCALE_ROWS=10000000 BENCH_ONLY=9 bench/run.sh is the
+#                                 10M-record run, roughly 12 minutes.
 #
 # What it measures (every number is compared with a baseline measured in the same run, because the
 # machines this runs on are noisy; the report gives ratios and says whether each target is met):
@@ -118,7 +121,7 @@
 #            ledger partitioned / ledger unpartitioned tps >= 0.9; plain partitioned / plain reported.
 #      After every load both ledgers verify (ledger.verify finds nothing), every chain's seqs are
 #      1 to its count, and every row is in the current month's partition.
-#   8. Verification on every core, and pgAudit as a peer (about 7 minutes on 2 cores):
+#   8. Verification on every core, and pgAudit as a peer (about 7 minutes on 2 cores, see above):
 #        (a) ledger.verify of a ledger with the columns of ledger.records, 64 chains, VERIFY8_ROWS
 #            records (loaded by INSERT ... SELECTs in batches, NPROC sessions at once on disjoint
 #            chains; vacuumed, cached), with
@@ -149,7 +152,7 @@
 #      (default threads, best of SCALE_VERIFY_RUNS), ledger.checkpoint of every chain (total and per
 #      chain), ledger.inclusion_proof and ledger.consistency_proof on one chain's checkpoint (best of
 #      PROOF_RUNS), and bytes per record of the heap and each index, ledger and plain side by side.
-#      Reported, no target. About 2 minutes at the default 1M records.
+#      Reported, no target. About 1.5 minutes at the default 1M records.
 #
 # Environment (defaults in brackets; quick-mode defaults after the slash):
 #   BENCH_QUICK [0]            1 = small sizes, for smoke-testing this script
@@ -159,15 +162,15 @@
 #   BENCH_RESULTS [bench/RESULTS.md / bench/out/RESULTS-quick.md]
 #   BENCH_KEEP [0]             1 = keep the cluster's data directory after the run
 #   BULK_ROWS [200000/20000]  BULK_ANCHORS [100]  BULK_RUNS [3/2]
-#   PGBENCH_SECONDS [15/3]  PGBENCH_CLIENTS [8]  PGBENCH_ANCHORS [1000]  PGBENCH_RUNS [5/1]
-#   VERIFY_ROWS [1000000/50000]  VERIFY_CHAINS [100]  VERIFY_RUNS [6/2]
+#   PGBENCH_SECONDS [10/3]  PGBENCH_CLIENTS [8]  PGBENCH_ANCHORS [1000]  PGBENCH_RUNS [3/1]
+#   VERIFY_ROWS [1000000/50000]  VERIFY_CHAINS [100]  VERIFY_RUNS [3/2]
 #   LIMIT_SAMPLE [VERIFY_ROWS]  LIMIT_HASHES [VERIFY_ROWS]
 #   MERKLE_ROWS [1000000/50000]  MERKLE_RUNS [3/2]  CP_NEW [10000/2000]  CP_RUNS [3]
 #   PROOF_RUNS [3]             sections 4 (c) and 9
 #   STATS_RUNS [5]  RETRY_ROWS [100000/20000]  RETRY_RUNS [3]
 #   HIST_ROWS [100000/5000]  HIST_RUNS [3/1]  HIST_VERIFY_ROWS [1000000/20000]  HIST_VERSIONS [5]
-#   HIST_VERIFY_RUNS [2]
-#   RET_ROWS [2000000/40000] (a multiple of 2 x RET_CHAINS)  RET_CHAINS [100]  RET_RUNS [2]
+#   HIST_VERIFY_RUNS [1]
+#   RET_ROWS [1000000/40000] (a multiple of 2 x RET_CHAINS)  RET_CHAINS [100]  RET_RUNS [2]
 #   RET_VERIFY_RUNS [3/2]
 #   PART_PARTITIONS [24/4] (past months)  PART_ROWS [200000/10000]  PART_RUNS [3/2]
 #   PART_PGBENCH_RUNS [3/1]    section 7's pgbench rounds
@@ -214,13 +217,13 @@ BENCH_KEEP=${BENCH_KEEP:-0}
 BULK_ROWS=${BULK_ROWS:-$(q 200000 20000)}
 BULK_ANCHORS=${BULK_ANCHORS:-100}
 BULK_RUNS=${BULK_RUNS:-$(q 3 2)}
-PGBENCH_SECONDS=${PGBENCH_SECONDS:-$(q 15 3)}
+PGBENCH_SECONDS=${PGBENCH_SECONDS:-$(q 10 3)}
 PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-8}
 PGBENCH_ANCHORS=${PGBENCH_ANCHORS:-1000}
-PGBENCH_RUNS=${PGBENCH_RUNS:-$(q 5 1)}
+PGBENCH_RUNS=${PGBENCH_RUNS:-$(q 3 1)}
 VERIFY_ROWS=${VERIFY_ROWS:-$(q 1000000 50000)}
 VERIFY_CHAINS=${VERIFY_CHAINS:-100}
-VERIFY_RUNS=${VERIFY_RUNS:-$(q 6 2)}
+VERIFY_RUNS=${VERIFY_RUNS:-$(q 3 2)}
 LIMIT_SAMPLE=${LIMIT_SAMPLE:-$VERIFY_ROWS}
 LIMIT_HASHES=${LIMIT_HASHES:-$VERIFY_ROWS}
 MERKLE_ROWS=${MERKLE_ROWS:-$(q 1000000 50000)}
@@ -235,8 +238,8 @@ HIST_ROWS=${HIST_ROWS:-$(q 100000 5000)}
 HIST_RUNS=${HIST_RUNS:-$(q 3 1)}
 HIST_VERIFY_ROWS=${HIST_VERIFY_ROWS:-$(q 1000000 20000)}
 HIST_VERSIONS=${HIST_VERSIONS:-5}
-HIST_VERIFY_RUNS=${HIST_VERIFY_RUNS:-2}
-RET_ROWS=${RET_ROWS:-$(q 2000000 40000)}
+HIST_VERIFY_RUNS=${HIST_VERIFY_RUNS:-1}
+RET_ROWS=${RET_ROWS:-$(q 1000000 40000)}
 RET_CHAINS=${RET_CHAINS:-100}
 RET_RUNS=${RET_RUNS:-2}
 RET_VERIFY_RUNS=${RET_VERIFY_RUNS:-$(q 3 2)}
@@ -1524,14 +1527,15 @@ V8_DEFAULT_THREADS=$(psql_ -c "RESET ledger.verify_threads" -c "SELECT current_s
 
 log "exporting up to $LIMIT8_SAMPLE canonical records of verify8 for bench/sha3_limit"
 V8_STEP=$(((VERIFY8_ROWS / LIMIT8_SAMPLE) > 1 ? VERIFY8_ROWS / LIMIT8_SAMPLE : 1))
-# NPROC sessions at once, each exporting the chains the same session loaded, then the first
-# LIMIT8_SAMPLE lines of all.
+# NPROC sessions at once, each exporting the chains the same session loaded (COPY, which streams:
+# psql would hold a SELECT's result of most of a gigabyte in memory), then the first LIMIT8_SAMPLE
+# lines of all.
 t0=$(date +%s.%N)
 pids=()
 for ((s = 0; s < NPROC; s++)); do
-  psql_ -c "SELECT encode(ledger.canonical_bytes('verify8', anchor_id::text, seq), 'hex') || ' ' || hash
+  psql_ -c "COPY (SELECT encode(ledger.canonical_bytes('verify8', anchor_id::text, seq), 'hex') || ' ' || hash
             FROM verify8 WHERE seq % $V8_STEP = 0 AND (right(anchor_id::text, 12)::int - 1) % $NPROC = $s
-            ORDER BY anchor_id, seq LIMIT $LIMIT8_SAMPLE" >"$WORK/canonical8.$s.hex" &
+            ORDER BY anchor_id, seq LIMIT $LIMIT8_SAMPLE) TO STDOUT" >"$WORK/canonical8.$s.hex" &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid" || die "exporting the canonical records of verify8 failed"; done

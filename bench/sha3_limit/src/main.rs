@@ -31,6 +31,7 @@
 
 use sha3::{Digest, Sha3_256};
 use std::hint::black_box;
+use std::io::{BufRead, BufReader};
 use std::process::exit;
 use std::time::Instant;
 
@@ -202,24 +203,40 @@ fn main() {
     };
     let hashes: usize = args.get(2).map_or(1_000_000, |s| s.parse().expect("HASHES must be a number"));
     let passes: usize = args.get(3).map_or(3, |s| s.parse().expect("PASSES must be a number"));
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+    // Read line by line (a million records are most of a gigabyte of hex: not held all at once).
+    let file = std::fs::File::open(path).unwrap_or_else(|e| {
         eprintln!("cannot read {path}: {e}");
         exit(1);
     });
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = String::new();
+    let mut n = 0usize;
 
     let mut records: Vec<Vec<u8>> = Vec::new();
     let mut checked = 0usize;
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line).unwrap_or_else(|e| {
+            eprintln!("cannot read {path}: {e}");
+            exit(1);
+        });
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
         let mut fields = line.split_whitespace();
         let bytes_hex = fields.next().unwrap_or_default();
         let bytes = hex::decode(bytes_hex.trim_start_matches("\\x")).unwrap_or_else(|e| {
-            eprintln!("line {}: not hex: {e}", n + 1);
+            eprintln!("line {n}: not hex: {e}");
             exit(1);
         });
         if let Some(expected) = fields.next() {
             let actual = hex::encode(Sha3_256::digest(&bytes));
             if actual != expected {
-                eprintln!("line {}: the bytes hash to {actual}, the stored hash is {expected}", n + 1);
+                eprintln!("line {n}: the bytes hash to {actual}, the stored hash is {expected}");
                 exit(1);
             }
             checked += 1;
