@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh — the ledger extension's performance benchmark, in one run on one throwaway cluster.
 #
-#   bench/run.sh                  full run (roughly 45 minutes on 2 cores, 10 of them section 5,
-#                                 3 section 6, about 7 section 7, 7 section 8, 1.5 section 9),
-#                                 writes bench/RESULTS.md
+#   bench/run.sh                  full run (28 minutes on 2 cores at d6f065a's defaults: sections 1-5
+#                                 15, section 6 2.4, 7 4.7, 8 4.8, 9 1.0), writes bench/RESULTS.md
 #   BENCH_QUICK=1 bench/run.sh    smoke test with small sizes (about 2 minutes), writes
 #                                 bench/out/RESULTS-quick.md so it never clobbers the full results
 #   BENCH_ONLY=6 bench/run.sh     section 6 alone (on its own fresh cluster): replaces section 6 of
