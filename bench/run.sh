@@ -460,7 +460,7 @@ cargo_build() { cargo build --release --locked --quiet --manifest-path bench/sha
                   --target-dir "$LIMIT_TARGET_DIR" "$@"; }
 build_sha3_limit() { cargo_build --offline 2>/dev/null || cargo_build || die "cannot build bench/sha3_limit"; }
 
-# pgbench results, shared by sections 2, 5 and 7: PGB_TPS[config] holds a config's tps of every
+# pgbench results, shared by sections 2, 5, 7 and 8: PGB_TPS[config] holds a config's tps of every
 # round ("tps tps ..."), PGB_BEST[config] its best.
 declare -A PGB_TPS=() PGB_BEST=()
 tps_of() { printf '%.0f' "${PGB_BEST[$1]}"; }
@@ -476,6 +476,34 @@ paired_ratios() {
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 paired_median() { paired_ratios "$1" "$2" | median; }
+# pgbench_rounds PREFIX RUNS RUNNER LABEL CONFIG...: RUNS rounds, each running `RUNNER CONFIG`
+# (the config's words are its arguments; it prints the tps) for every config, every other round in
+# reverse so neither side of a ratio always goes first. A config's tps go to PGB_TPS[PREFIX CONFIG]
+# (PGB_TPS[CONFIG] with an empty prefix), its best to PGB_BEST.
+pgbench_rounds() {
+  local prefix=$1 runs=$2 runner=$3 label=$4 run i config key tps
+  shift 4
+  local -a configs=("$@") order
+  for ((run = 1; run <= runs; run++)); do
+    order=("${configs[@]}")
+    if ((run % 2 == 0)); then
+      order=()
+      for ((i = ${#configs[@]} - 1; i >= 0; i--)); do order+=("${configs[$i]}"); done
+    fi
+    for config in "${order[@]}"; do
+      # shellcheck disable=SC2086  # word splitting wanted: the config's words are the arguments
+      tps=$("$runner" $config)
+      key=${prefix:+$prefix }$config
+      PGB_TPS[$key]+="$tps "
+      log "$label run $run/$runs: $config: $tps tps"
+    done
+  done
+  for config in "${configs[@]}"; do
+    key=${prefix:+$prefix }$config
+    # shellcheck disable=SC2086
+    PGB_BEST[$key]=$(max_of ${PGB_TPS[$key]})
+  done
+}
 
 # Sections 1 to 5 (not indented) run only all together; BENCH_ONLY=6 or 7 skips them.
 if [[ -z $ONLY ]]; then
@@ -647,27 +675,8 @@ PGB_CONFIGS=("plain random 1" "ledger random 1" "hand random 1"
              "plain random $PGBENCH_CLIENTS" "ledger random $PGBENCH_CLIENTS" "hand random $PGBENCH_CLIENTS"
              "ledger one $PGBENCH_CLIENTS" "hand one $PGBENCH_CLIENTS"
              "plain random $PGBENCH_CLIENTS async" "ledger random $PGBENCH_CLIENTS async")
-declare -A PGB_TPS=()
-for ((run = 1; run <= PGBENCH_RUNS; run++)); do
-  # Every other round runs the variants in reverse, so neither side of a ratio always goes first.
-  order=("${PGB_CONFIGS[@]}")
-  if ((run % 2 == 0)); then
-    order=()
-    for ((i = ${#PGB_CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${PGB_CONFIGS[$i]}"); done
-  fi
-  for config in "${order[@]}"; do
-    read -r kind chains clients commit <<<"$config"
-    tps=$(run_pgbench "$kind" "$chains" "$clients" "$commit")
-    PGB_TPS[$config]+="$tps "
-    log "pgbench run $run/$PGBENCH_RUNS: $kind, $chains chain(s), $clients client(s) ${commit:-sync}: $tps tps"
-  done
-done
+pgbench_rounds "" "$PGBENCH_RUNS" run_pgbench "pgbench" "${PGB_CONFIGS[@]}"
 psql_ -c "DROP TABLE IF EXISTS pgb_plain, pgb_ledger, pgb_hand" >/dev/null
-declare -A PGB_BEST=()
-for config in "${PGB_CONFIGS[@]}"; do
-  # shellcheck disable=SC2086
-  PGB_BEST[$config]=$(max_of ${PGB_TPS[$config]})
-done
 C=$PGBENCH_CLIENTS
 PAIRED_1=$(paired_ratios "ledger random 1" "plain random 1" | paste -sd' ')
 PAIRED_C=$(paired_ratios "ledger random $C" "plain random $C" | paste -sd' ')
@@ -1011,19 +1020,7 @@ hist_pgbench() {
 }
 HIST_CONFIGS=("untracked 1" "tracked 1" "hand 1"
               "untracked $PGBENCH_CLIENTS" "tracked $PGBENCH_CLIENTS" "hand $PGBENCH_CLIENTS")
-for ((run = 1; run <= HIST_RUNS; run++)); do
-  order=("${HIST_CONFIGS[@]}")
-  if ((run % 2 == 0)); then
-    order=()
-    for ((i = ${#HIST_CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${HIST_CONFIGS[$i]}"); done
-  fi
-  for config in "${order[@]}"; do
-    read -r kind clients <<<"$config"
-    tps=$(hist_pgbench "$kind" "$clients")
-    PGB_TPS[hist $config]+="$tps "
-    log "history pgbench run $run/$HIST_RUNS: $kind, $clients client(s): $tps tps"
-  done
-done
+pgbench_rounds hist "$HIST_RUNS" hist_pgbench "history pgbench" "${HIST_CONFIGS[@]}"
 # Every UPDATE was recorded: the tracked table verifies (its chains and the table against their
 # replay), the hand-written chains link up, and both histories hold one version per row change.
 check_ledger hist_tracked
@@ -1035,10 +1032,6 @@ for kind in tracked hand; do
 done
 no_crash "the history pgbench runs"
 psql_ -c "DROP TABLE hist_untracked, hist_tracked, hist_tracked_history, hist_hand, hist_hand_history" >/dev/null
-for config in "${HIST_CONFIGS[@]}"; do
-  # shellcheck disable=SC2086
-  PGB_BEST[hist $config]=$(max_of ${PGB_TPS[hist $config]})
-done
 HIST_R1=$(paired_median "hist tracked 1" "hist untracked 1")
 HIST_RC=$(paired_median "hist tracked $C" "hist untracked $C")
 HIST_H1=$(paired_median "hist hand 1" "hist untracked 1")
@@ -1438,24 +1431,7 @@ PART_CONFIGS=()
 for clients in 1 "$PGBENCH_CLIENTS"; do
   for kind in "${PART_KINDS[@]}"; do PART_CONFIGS+=("$kind $clients"); done
 done
-for ((run = 1; run <= PART_PGBENCH_RUNS; run++)); do
-  # Every other round in reverse, so neither side of a ratio always goes first.
-  order=("${PART_CONFIGS[@]}")
-  if ((run % 2 == 0)); then
-    order=()
-    for ((i = ${#PART_CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${PART_CONFIGS[$i]}"); done
-  fi
-  for config in "${order[@]}"; do
-    read -r kind clients <<<"$config"
-    tps=$(part_pgbench "$kind" "$clients")
-    PGB_TPS[part $config]+="$tps "
-    log "partitioned pgbench run $run/$PART_PGBENCH_RUNS: $kind, $clients client(s): $tps tps"
-  done
-done
-for config in "${PART_CONFIGS[@]}"; do
-  # shellcheck disable=SC2086
-  PGB_BEST[part $config]=$(max_of ${PGB_TPS[part $config]})
-done
+pgbench_rounds part "$PART_PGBENCH_RUNS" part_pgbench "partitioned pgbench" "${PART_CONFIGS[@]}"
 PC=$PGBENCH_CLIENTS
 PART_PGB_1=$(paired_median "part ledger_part 1" "part ledger 1")
 PART_PGB_C=$(paired_median "part ledger_part $PC" "part ledger $PC")
@@ -1721,24 +1697,7 @@ AUD_CONFIGS=()
 for clients in 1 "$PGBENCH_CLIENTS"; do
   for kind in "${AUDIT_KINDS[@]}"; do AUD_CONFIGS+=("$kind $clients"); done
 done
-for ((run = 1; run <= PGBENCH_RUNS8; run++)); do
-  # Every other round in reverse, so neither side of a ratio always goes first.
-  order=("${AUD_CONFIGS[@]}")
-  if ((run % 2 == 0)); then
-    order=()
-    for ((i = ${#AUD_CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${AUD_CONFIGS[$i]}"); done
-  fi
-  for config in "${order[@]}"; do
-    read -r kind clients <<<"$config"
-    tps=$(aud_pgbench "$kind" "$clients")
-    PGB_TPS[aud $config]+="$tps "
-    log "pgaudit pgbench run $run/$PGBENCH_RUNS8: $kind, $clients client(s): $tps tps"
-  done
-done
-for config in "${AUD_CONFIGS[@]}"; do
-  # shellcheck disable=SC2086
-  PGB_BEST[aud $config]=$(max_of ${PGB_TPS[aud $config]})
-done
+pgbench_rounds aud "$PGBENCH_RUNS8" aud_pgbench "pgaudit pgbench" "${AUD_CONFIGS[@]}"
 AC=$PGBENCH_CLIENTS
 AUD_PGB_LP_1=$(paired_median "aud ledger 1" "aud plain 1")
 AUD_PGB_LP_C=$(paired_median "aud ledger $AC" "aud plain $AC")
