@@ -1580,7 +1580,7 @@ kb_mb() { calc "$1 / 1024" 1; }
 
 # (b) pgAudit as a peer: the same user table plain, audited by pgAudit, and a ledger.
 AUDIT_SO=$("$PG_CONFIG" --pkglibdir)/pgaudit.so
-[[ -f $AUDIT_SO ]] || die "pgAudit is not installed in $("$PG_CONFIG" --pkglibdir) (apt-get install postgresql-15-pgaudit)"
+[[ -f $AUDIT_SO ]] || die "pgAudit is not installed in $("$PG_CONFIG" --pkglibdir) (scripts/setup.sh installs postgresql-15-pgaudit)"
 # restart_cluster: scripts/cluster.sh applies its conf lines only at initdb, so a changed setting is
 # set with ALTER SYSTEM (postgresql.auto.conf) and takes effect at this restart; the server log
 # (pg_ctl -l) is appended to, so no_crash still sees all of it.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing ledger needs, idempotently: fast when all is present.
 # Debian packages (PostgreSQL 15 server + headers, clang for bindgen, sudo for pgrx's --runas, locales,
-# pg_partman for the partitioned-ledger tests),
+# pg_partman for the partitioned-ledger tests, pgAudit for the benchmark's peer),
 # cargo-pgrx at the exact version the crate pins, and pgrx's config pointed at the system pg_config.
 set -euo pipefail
 
@@ -15,7 +15,7 @@ command -v cargo >/dev/null || {
 }
 
 need_apt=()
-for pkg in "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" "postgresql-$PG_MAJOR-partman" libclang-dev clang sudo locales; do
+for pkg in "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" "postgresql-$PG_MAJOR-partman" "postgresql-$PG_MAJOR-pgaudit" libclang-dev clang sudo locales; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
