@@ -476,6 +476,25 @@ paired_ratios() {
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 paired_median() { paired_ratios "$1" "$2" | median; }
+# timed_pgbench WHAT SCRIPT CLIENTS [PGOPTIONS]: `pgbench -n -M prepared -T PGBENCH_SECONDS` of SCRIPT
+# from CLIENTS clients (-j min(CLIENTS, nproc)); its output goes to the pgbench log, and a failure,
+# an error it reports or a crash dies naming WHAT. Sets PGB_RUN_TPS and PGB_RUN_COUNT (transactions).
+timed_pgbench() {
+  local what=$1 script=$2 clients=$3 options=${4:-$PGOPTIONS} jobs out
+  jobs=$((clients < NPROC ? clients : NPROC))
+  out=$WORK/pgbench_${what// /_}.log
+  PGOPTIONS=$options "$PG_BIN/pgbench" -h "$SOCK" -p "$BENCH_PORT" -U postgres -n -M prepared -c "$clients" -j "$jobs" \
+    -T "$PGBENCH_SECONDS" -f "$script" postgres >"$out" 2>&1 || {
+    cat "$out" >&2
+    die "pgbench failed: $what"
+  }
+  cat "$out" >>"$OUT/pgbench.log"
+  no_crash "pgbench $what"
+  if grep -qiE "aborted|error" "$out"; then cat "$out" >&2; die "pgbench reported errors: $what"; fi
+  PGB_RUN_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
+  PGB_RUN_COUNT=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+  [[ -n $PGB_RUN_TPS && -n $PGB_RUN_COUNT ]] || { cat "$out" >&2; die "no tps or transaction count in pgbench output: $what"; }
+}
 # pgbench_rounds PREFIX RUNS RUNNER LABEL CONFIG...: RUNS rounds, each running `RUNNER CONFIG`
 # (the config's words are its arguments; it prints the tps) for every config, every other round in
 # reverse so neither side of a ratio always goes first. A config's tps go to PGB_TPS[PREFIX CONFIG]
@@ -647,27 +666,16 @@ done
 # run_pgbench KIND CHAINS CLIENTS [async] -> tps; async: synchronous_commit = off, so no commit
 # waits for its WAL flush and the run measures CPU cost alone.
 run_pgbench() {
-  local kind=$1 chains=$2 clients=$3 commit=${4:-sync} jobs out tps options=$PGOPTIONS
-  jobs=$((clients < NPROC ? clients : NPROC))
+  local kind=$1 chains=$2 clients=$3 commit=${4:-sync} options=$PGOPTIONS
   [[ $commit == async ]] && options+=" -c synchronous_commit=off"
   create_table "$kind" "pgb_$kind"
   psql_ -c "CHECKPOINT" >/dev/null
-  out=$WORK/pgbench_${kind}_${chains}_c${clients}_$commit.log
-  PGOPTIONS=$options "$PG_BIN/pgbench" -h "$SOCK" -p "$BENCH_PORT" -U postgres -n -M prepared -c "$clients" -j "$jobs" \
-    -T "$PGBENCH_SECONDS" -f "$WORK/pgb_${kind}_$chains.sql" postgres >"$out" 2>&1 || {
-    cat "$out" >&2
-    die "pgbench failed: $kind $chains c$clients"
-  }
-  cat "$out" >>"$OUT/pgbench.log"
-  no_crash "pgbench $kind $chains c$clients"
-  if grep -qiE "aborted|error" "$out"; then cat "$out" >&2; die "pgbench reported errors: $kind $chains c$clients"; fi
-  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
-  [[ -n $tps ]] || { cat "$out" >&2; die "no tps in pgbench output"; }
+  timed_pgbench "$kind $chains c$clients $commit" "$WORK/pgb_${kind}_$chains.sql" "$clients" "$options"
   case $kind in
     ledger) check_ledger "pgb_ledger" ;;
     hand) check_hand_chain "pgb_hand" "$(psql_ -c "SELECT count(*) FROM pgb_hand")" 0 ;;
   esac
-  echo "$tps"
+  echo "$PGB_RUN_TPS"
 }
 
 : >"$OUT/pgbench.log"
@@ -1002,21 +1010,10 @@ psql_ -c "VACUUM (ANALYZE) hist_tracked_history" -c "VACUUM (ANALYZE) hist_hand_
 
 # hist_pgbench KIND CLIENTS -> tps
 hist_pgbench() {
-  local kind=$1 clients=$2 jobs out tps
-  jobs=$((clients < NPROC ? clients : NPROC))
+  local kind=$1 clients=$2
   psql_ -c "CHECKPOINT" >/dev/null
-  out=$WORK/pgbench_hist_${kind}_c$clients.log
-  "$PG_BIN/pgbench" -h "$SOCK" -p "$BENCH_PORT" -U postgres -n -M prepared -c "$clients" -j "$jobs" \
-    -T "$PGBENCH_SECONDS" -f "$WORK/hist_$kind.sql" postgres >"$out" 2>&1 || {
-    cat "$out" >&2
-    die "pgbench failed: hist $kind c$clients"
-  }
-  cat "$out" >>"$OUT/pgbench.log"
-  no_crash "pgbench hist $kind c$clients"
-  if grep -qiE "aborted|error" "$out"; then cat "$out" >&2; die "pgbench reported errors: hist $kind c$clients"; fi
-  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
-  [[ -n $tps ]] || { cat "$out" >&2; die "no tps in pgbench output"; }
-  echo "$tps"
+  timed_pgbench "hist $kind c$clients" "$WORK/hist_$kind.sql" "$clients"
+  echo "$PGB_RUN_TPS"
 }
 HIST_CONFIGS=("untracked 1" "tracked 1" "hand 1"
               "untracked $PGBENCH_CLIENTS" "tracked $PGBENCH_CLIENTS" "hand $PGBENCH_CLIENTS")
@@ -1407,25 +1404,13 @@ for kind in "${PART_KINDS[@]}"; do
 done
 # part_pgbench KIND CLIENTS -> tps; the table then holds every insert pgbench counted, and is checked.
 part_pgbench() {
-  local kind=$1 clients=$2 jobs out tps n
-  jobs=$((clients < NPROC ? clients : NPROC))
+  local kind=$1 clients=$2
   part_table "$kind" "part_$kind"
   psql_ -c "CHECKPOINT" >/dev/null
-  out=$WORK/pgbench_part_${kind}_c$clients.log
-  "$PG_BIN/pgbench" -h "$SOCK" -p "$BENCH_PORT" -U postgres -n -M prepared -c "$clients" -j "$jobs" \
-    -T "$PGBENCH_SECONDS" -f "$WORK/part_$kind.sql" postgres >"$out" 2>&1 || {
-    cat "$out" >&2
-    die "pgbench failed: part_$kind c$clients"
-  }
-  cat "$out" >>"$OUT/pgbench.log"
-  no_crash "pgbench part_$kind c$clients"
-  if grep -qiE "aborted|error" "$out"; then cat "$out" >&2; die "pgbench reported errors: part_$kind c$clients"; fi
-  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
-  n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
-  [[ -n $tps && -n $n ]] || { cat "$out" >&2; die "no tps or transaction count in pgbench output"; }
-  part_check "$kind" "part_$kind" "$n"
+  timed_pgbench "part_$kind c$clients" "$WORK/part_$kind.sql" "$clients"
+  part_check "$kind" "part_$kind" "$PGB_RUN_COUNT"
   psql_ -c "DROP TABLE part_$kind" >/dev/null
-  echo "$tps"
+  echo "$PGB_RUN_TPS"
 }
 PART_CONFIGS=()
 for clients in 1 "$PGBENCH_CLIENTS"; do
@@ -1669,29 +1654,18 @@ for kind in "${AUDIT_KINDS[@]}"; do
 done
 # aud_pgbench KIND CLIENTS -> tps, into a fresh aud_KIND; the audited one with pgaudit.log = 'write'.
 aud_pgbench() {
-  local kind=$1 clients=$2 jobs out tps n before options=$PGOPTIONS
-  jobs=$((clients < NPROC ? clients : NPROC))
+  local kind=$1 clients=$2 n before options=$PGOPTIONS
   [[ $kind != audited ]] || options=$AUDIT_PGOPTIONS
   user_table "$kind" "aud_$kind"
   psql_ -c "CHECKPOINT" >/dev/null
   before=$(log_size)
-  out=$WORK/pgbench_aud_${kind}_c$clients.log
-  PGOPTIONS=$options "$PG_BIN/pgbench" -h "$SOCK" -p "$BENCH_PORT" -U postgres -n -M prepared -c "$clients" -j "$jobs" \
-    -T "$PGBENCH_SECONDS" -f "$WORK/aud_$kind.sql" postgres >"$out" 2>&1 || {
-    cat "$out" >&2
-    die "pgbench failed: aud_$kind c$clients"
-  }
-  cat "$out" >>"$OUT/pgbench.log"
-  no_crash "pgbench aud_$kind c$clients"
-  if grep -qiE "aborted|error" "$out"; then cat "$out" >&2; die "pgbench reported errors: aud_$kind c$clients"; fi
-  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
-  n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
-  [[ -n $tps && -n $n ]] || { cat "$out" >&2; die "no tps or transaction count in pgbench output"; }
+  timed_pgbench "aud_$kind c$clients" "$WORK/aud_$kind.sql" "$clients" "$options"
+  n=$PGB_RUN_COUNT
   [[ $(psql_ -c "SELECT count(*) FROM aud_$kind") == "$n" ]] || die "aud_$kind does not hold the $n rows pgbench inserted"
   audit_check "$kind" "$before" "$n"
   if [[ $kind == ledger ]]; then check_ledger aud_ledger; fi
   psql_ -c "DROP TABLE aud_$kind" >/dev/null
-  echo "$tps"
+  echo "$PGB_RUN_TPS"
 }
 AUD_CONFIGS=()
 for clients in 1 "$PGBENCH_CLIENTS"; do
