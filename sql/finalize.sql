@@ -10,7 +10,7 @@ SELECT ledger.enable('ledger.pruned', 'ledger');
 -- table's layout there, and the event triggers its definition). The registry and the audit chains
 -- are written only by the extension's functions.
 GRANT USAGE ON SCHEMA ledger TO PUBLIC;
-REVOKE ALL ON ledger.ledgers, ledger.events, ledger.checkpoints, ledger.verify_runs, ledger.pruned FROM PUBLIC;
+REVOKE ALL ON ledger.ledgers, ledger.events, ledger.checkpoints, ledger.subtrees, ledger.verify_runs, ledger.pruned FROM PUBLIC;
 GRANT SELECT ON ledger.ledgers TO PUBLIC;
 REVOKE ALL ON ledger.tracked FROM PUBLIC;
 GRANT SELECT ON ledger.tracked TO PUBLIC;
@@ -29,7 +29,7 @@ END
 $$;
 GRANT USAGE ON SCHEMA ledger TO ledger_writer, ledger_auditor;
 GRANT SELECT, INSERT ON ledger.records TO ledger_writer;
-GRANT SELECT ON ledger.records, ledger.checkpoints, ledger.events, ledger.verify_runs, ledger.pruned TO ledger_auditor;
+GRANT SELECT ON ledger.records, ledger.checkpoints, ledger.subtrees, ledger.events, ledger.verify_runs, ledger.pruned TO ledger_auditor;
 -- Dashboards (sql/stats.sql) are for auditors and for PostgreSQL's own monitoring role.
 GRANT EXECUTE ON FUNCTION ledger.chain_summary(regclass), ledger.counters(), ledger.refusal_counters()
     TO ledger_auditor, pg_monitor;
@@ -40,6 +40,7 @@ GRANT SELECT ON ledger.stats, ledger.refusals TO ledger_auditor, pg_monitor;
 -- link of its chain: a restored ledger has been re-verified on the way in.
 SELECT pg_catalog.pg_extension_config_dump('ledger.records', 'WHERE true ORDER BY anchor_id, seq');
 SELECT pg_catalog.pg_extension_config_dump('ledger.checkpoints', 'WHERE true ORDER BY seq');
+SELECT pg_catalog.pg_extension_config_dump('ledger.subtrees', '');
 SELECT pg_catalog.pg_extension_config_dump('ledger.verify_runs', 'WHERE true ORDER BY ledger, seq');
 -- Restored before ledger.records (pg_dump orders a schema's tables by name): a pruned chain of it
 -- continues from what ledger.pruned kept.

@@ -76,6 +76,21 @@ CREATE TABLE ledger.checkpoints (
 CREATE INDEX checkpoints_ledger_chain_idx ON ledger.checkpoints (ledger, chain, created_at);
 COMMENT ON TABLE ledger.checkpoints IS 'Merkle checkpoints of ledger chains; itself a ledger';
 
+-- The roots of checkpointed chains' perfect subtrees of height 8, 16, 24, ... (subtree `height`
+-- covers seqs first_seq .. first_seq + 2^height - 1), written by checkpoints so that a proof reads
+-- a few tiles of 256 hashes rather than the whole chain. Derived data: a proof made from them is
+-- returned only if it verifies against its checkpoint, and is otherwise made from the records.
+CREATE TABLE ledger.subtrees (
+    ledger    text NOT NULL,
+    chain     text,
+    height    smallint NOT NULL,
+    first_seq bigint NOT NULL,
+    root      bytea NOT NULL
+);
+CREATE UNIQUE INDEX subtrees_chain_idx ON ledger.subtrees (ledger, chain, height, first_seq);
+CREATE UNIQUE INDEX subtrees_unchained_idx ON ledger.subtrees (ledger, height, first_seq) WHERE chain IS NULL;
+COMMENT ON TABLE ledger.subtrees IS 'roots of checkpointed subtrees, for proofs in logarithmic time';
+
 -- The audit chain of ledgers' lives: one chain per ledger (enabled, columns added, retention set,
 -- pruned, columns made erasable, values erased, retired, dropped by a superuser), written only by
 -- the extension. Itself a ledger.

@@ -10,6 +10,7 @@ use crate::guc;
 use crate::layout::{self, quote_ident, Layout};
 use crate::lifecycle;
 use crate::retention;
+use crate::subtrees::{StoredTiles, Subtree, Unread};
 use crate::verify::{canonical_chain_text, chain_condition};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
@@ -18,6 +19,7 @@ use ledger_core::hash::{parse_hex, to_hex, Digest};
 use ledger_core::merkle::{self, Frontier};
 use ledger_core::note::{self, Note, Statement};
 use ledger_core::proof::{ConsistencyProof, InclusionProof};
+use ledger_core::tiles::{self, TiledTree};
 use ledger_core::{LedgerError, SqlState};
 use pgrx::datum::DatumWithOid;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -79,7 +81,7 @@ fn public_key() -> Option<String> {
 }
 
 /// The record hashes of seqs `from..=to` of one chain, in order; an error names the first gap.
-fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Result<Vec<Digest>, LedgerError> {
+pub fn record_hashes(layout: &Layout, chain: Option<&str>, from: i64, to: i64) -> Result<Vec<Digest>, LedgerError> {
     let (condition, chain_arg) = chain_condition(layout, chain, 3)?;
     if to < from {
         return Ok(Vec::new());
@@ -443,10 +445,7 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
             .hint("Run ledger.verify_checkpoint() on the chain's checkpoints."),
         );
     }
-    let from = frontier.size() as i64 + 1;
-    for hash in record_hashes(layout, chain, from, head).or_raise() {
-        frontier.push(&hash);
-    }
+    let subtrees = completed_subtrees(layout, chain, &mut frontier, head);
     let size = frontier.size();
     let record_count = i32::try_from(size)
         .map_err(|_| LedgerError::new(SqlState::InvalidParameterValue, "chain too long for record_count"))
@@ -467,6 +466,9 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
     };
     let sig = key.map(|k| note::sign(&statement.body(), k).to_vec());
     let frontier_bytes: Vec<u8> = frontier.subtrees().concat();
+    if let Some(subtrees) = subtrees {
+        crate::subtrees::store(&ledger, chain, &subtrees).or_raise();
+    }
     // Anyone who can read the ledger may checkpoint it; only the extension writes ledger.checkpoints.
     lifecycle::as_extension_owner(|| {
         Spi::connect_mut(|client| {
@@ -496,6 +498,40 @@ fn checkpoint_chain(layout: &Layout, chain: Option<&str>, key: Option<&SigningKe
     .map_err(|e| spi_error("cannot store the checkpoint", e))
     .or_raise()
     .expect("INSERT ... RETURNING returns the row")
+}
+
+/// Extends `frontier` with the chain's records up to `head`, and returns the subtree roots to
+/// store for proofs (tiles.rs): those the new records complete, and if the chain's stored ones do
+/// not reach the previous checkpoint (made by 0.6.0 or earlier, or deleted), all of them again from
+/// the records. `None` when the records before the previous checkpoint no longer give its frontier:
+/// that checkpoint's chain is broken, proofs are made from the records and fail as they should.
+fn completed_subtrees(
+    layout: &Layout,
+    chain: Option<&str>,
+    frontier: &mut Frontier,
+    head: i64,
+) -> Option<Vec<Subtree>> {
+    let ledger = layout.qualified_name.as_str();
+    let mut subtrees = Vec::new();
+    let mut keep = |height: u32, index: u64, root: &Digest| {
+        if tiles::is_stored_height(height) {
+            subtrees.push((height, index, *root));
+        }
+    };
+    let mut intact = true;
+    // A chain's first checkpoint clears what a dropped ledger of the same name may have left.
+    if frontier.size() == 0 || !crate::subtrees::cover(ledger, chain, frontier.size()).or_raise() {
+        let mut rebuilt = Frontier::default();
+        for hash in record_hashes(layout, chain, 1, frontier.size() as i64).or_raise() {
+            rebuilt.push_reporting(&hash, &mut keep);
+        }
+        intact = rebuilt == *frontier;
+        crate::subtrees::forget(ledger, chain).or_raise();
+    }
+    for hash in record_hashes(layout, chain, frontier.size() as i64 + 1, head).or_raise() {
+        frontier.push_reporting(&hash, &mut keep);
+    }
+    intact.then_some(subtrees)
 }
 
 pub type CheckRow = (String, Option<bool>, String);
@@ -711,23 +747,84 @@ fn inclusion_proof(cid: pgrx::Uuid, seq: i64) -> JsonB {
         );
     }
     let layout = layout_by_name(&cp.ledger).or_raise();
-    let hashes = record_hashes(&layout, cp.chain.as_deref(), 1, cp.size).or_raise();
-    let leaves = leaves(&hashes);
-    if to_hex(&merkle::root_of_leaves(&leaves)) != cp.root {
-        raise(no_longer_matches(&cp));
-    }
-    let proof = InclusionProof {
-        seq: seq as u64,
-        tree_size: cp.size as u64,
-        path: merkle::inclusion_proof(&leaves, seq as u64 - 1).expect("seq is in range"),
-    };
+    let root = parse_hex(&cp.root, "merkle_root").or_raise();
+    let (index, size) = (seq as u64 - 1, cp.size as u64);
+    let tiled = tiled_proof(&layout, &cp, |tree| {
+        let record_hash = record_hashes(&layout, cp.chain.as_deref(), seq, seq).map_err(|_| Unread)?;
+        let record_hash = *record_hash.first().ok_or(Unread)?;
+        let path = tree.inclusion_proof(index)?;
+        let ok = merkle::verify_inclusion(&merkle::leaf_hash(&record_hash), index, size, &path, &root);
+        Ok(((record_hash, path), ok))
+    });
+    let (record_hash, path) = tiled.unwrap_or_else(|stored_mismatch| {
+        let hashes = record_hashes(&layout, cp.chain.as_deref(), 1, cp.size).or_raise();
+        let leaves = leaves(&hashes);
+        if to_hex(&merkle::root_of_leaves(&leaves)) != cp.root {
+            raise(no_longer_matches(&cp));
+        }
+        warn_if_stored_mismatch(stored_mismatch, &cp);
+        let path = merkle::inclusion_proof(&leaves, index).expect("seq is in range");
+        (hashes[index as usize], path)
+    });
+    let proof = InclusionProof { seq: seq as u64, tree_size: size, path };
     let mut info = Map::new();
     info.insert("ledger".into(), json!(cp.ledger));
     info.insert("chain".into(), json!(cp.chain));
     info.insert("checkpoint".into(), json!(cp.cid));
-    info.insert("record_hash".into(), json!(to_hex(&hashes[seq as usize - 1])));
+    info.insert("record_hash".into(), json!(to_hex(&record_hash)));
     info.insert("root".into(), json!(cp.root));
     JsonB(proof.to_json(info))
+}
+
+/// A proof made from the tiles of a checkpoint's tree (ledger.subtrees above the records): `make`
+/// returns it with whether it verifies against the checkpoint. The checkpoint's newest record must
+/// also still be there and fit the root, so that deleting the newest records (what checkpoints
+/// catch) fails every proof, as it did when proofs read the whole chain. `Err(true)` when what the
+/// tiles made did not verify, `Err(false)` when they are not all stored or a record cannot be read;
+/// either way the caller makes the proof from the records, which reports a broken chain.
+fn tiled_proof<T>(
+    layout: &Layout,
+    cp: &Checkpoint,
+    make: impl FnOnce(&mut TiledTree<StoredTiles>) -> Result<(T, bool), Unread>,
+) -> Result<T, bool> {
+    let size = cp.size as u64;
+    let Ok(root) = parse_hex(&cp.root, "merkle_root") else { return Err(false) };
+    let source = StoredTiles { layout, ledger: &cp.ledger, chain: cp.chain.as_deref() };
+    let mut tree = TiledTree::new(size, source);
+    let newest_fits = |tree: &mut TiledTree<StoredTiles>| -> Result<bool, Unread> {
+        if size == 0 {
+            return Ok(true); // the empty tree of an empty ledger
+        }
+        let newest = record_hashes(layout, cp.chain.as_deref(), cp.size, cp.size).map_err(|_| Unread)?;
+        let newest = newest.first().ok_or(Unread)?;
+        let path = tree.inclusion_proof(size - 1)?;
+        Ok(merkle::verify_inclusion(&merkle::leaf_hash(newest), size - 1, size, &path, &root))
+    };
+    match make(&mut tree).and_then(|(proof, ok)| Ok((proof, ok && newest_fits(&mut tree)?))) {
+        Ok((proof, true)) => Ok(proof),
+        Ok((_, false)) => Err(true),
+        Err(Unread) => Err(false),
+    }
+}
+
+/// Stored subtree roots that made a wrong proof, where the records made a right one.
+fn warn_if_stored_mismatch(stored_mismatch: bool, cp: &Checkpoint) {
+    if stored_mismatch {
+        let whose = match &cp.chain {
+            Some(chain) => format!("chain {chain} of {}", cp.ledger),
+            None => cp.ledger.clone(),
+        };
+        crate::error::warn(
+            LedgerError::new(
+                SqlState::DataCorrupted,
+                format!("the stored subtrees of {whose} do not match its records"),
+            )
+            .detail("The proof was made from the records.")
+            .hint(
+                "Delete the chain's rows from ledger.subtrees: its next checkpoint stores them again from the records.",
+            ),
+        );
+    }
 }
 
 fn no_longer_matches(cp: &Checkpoint) -> LedgerError {
@@ -789,17 +886,27 @@ fn consistency_proof(old_cid: pgrx::Uuid, new_cid: pgrx::Uuid) -> JsonB {
         );
     }
     let layout = layout_by_name(&new.ledger).or_raise();
-    let leaves = leaves(&record_hashes(&layout, new.chain.as_deref(), 1, new.size).or_raise());
-    if to_hex(&merkle::root_of_leaves(&leaves)) != new.root {
-        raise(no_longer_matches(&new));
-    }
-    let proof = ConsistencyProof {
-        old_size: old.size as u64,
-        new_size: new.size as u64,
-        old_root: parse_hex(&old.root, "merkle_root").or_raise(),
-        new_root: parse_hex(&new.root, "merkle_root").or_raise(),
-        path: merkle::consistency_proof(&leaves, old.size as u64).expect("old size is within the new"),
-    };
+    let old_root = parse_hex(&old.root, "merkle_root").or_raise();
+    let new_root = parse_hex(&new.root, "merkle_root").or_raise();
+    let (old_size, new_size) = (old.size as u64, new.size as u64);
+    let tiled = tiled_proof(&layout, &new, |tree| {
+        let path = tree.consistency_proof(old_size)?;
+        let ok = merkle::verify_consistency(old_size, new_size, &old_root, &new_root, &path);
+        Ok((path, ok))
+    });
+    let path = tiled.unwrap_or_else(|stored_mismatch| {
+        let leaves = leaves(&record_hashes(&layout, new.chain.as_deref(), 1, new.size).or_raise());
+        if to_hex(&merkle::root_of_leaves(&leaves)) != new.root {
+            raise(no_longer_matches(&new));
+        }
+        let path = merkle::consistency_proof(&leaves, old_size).expect("old size is within the new");
+        // An old checkpoint that no longer matches makes a proof that fails, from any source.
+        if merkle::verify_consistency(old_size, new_size, &old_root, &new_root, &path) {
+            warn_if_stored_mismatch(stored_mismatch, &new);
+        }
+        path
+    });
+    let proof = ConsistencyProof { old_size, new_size, old_root, new_root, path };
     let mut info = Map::new();
     info.insert("ledger".into(), json!(new.ledger));
     info.insert("chain".into(), json!(new.chain));

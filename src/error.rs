@@ -9,8 +9,7 @@ fn make_sqlstate(code: &str) -> i32 {
     code.bytes().enumerate().fold(0, |acc, (i, c)| acc | ((((c - b'0') & 0x3F) as i32) << (6 * i)))
 }
 
-/// Reports the error at ERROR level; never returns.
-pub fn raise(error: LedgerError) -> ! {
+fn report(error: LedgerError, level: PgLogLevel) {
     let code = PgSqlErrorCode::from(make_sqlstate(error.state.code()));
     let mut report = ErrorReport::new(code, error.message, "ledger");
     if let Some(detail) = error.detail {
@@ -19,8 +18,18 @@ pub fn raise(error: LedgerError) -> ! {
     if let Some(hint) = error.hint {
         report = report.set_hint(hint);
     }
-    report.report(PgLogLevel::ERROR);
+    report.report(level);
+}
+
+/// Reports the error at ERROR level; never returns.
+pub fn raise(error: LedgerError) -> ! {
+    report(error, PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
+}
+
+/// Reports the problem at WARNING level, with its SQLSTATE, and goes on.
+pub fn warn(problem: LedgerError) {
+    report(problem, PgLogLevel::WARNING);
 }
 
 /// `result.unwrap_or_raise()`: the value, or the error raised in PostgreSQL.

@@ -22,6 +22,7 @@ mod metrics;
 mod partition;
 mod retention;
 mod scheduled;
+mod subtrees;
 mod trigger;
 mod verify;
 

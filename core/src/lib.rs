@@ -14,5 +14,6 @@ pub mod note;
 pub mod numeric;
 pub mod parallel;
 pub mod proof;
+pub mod tiles;
 
 pub use error::{LedgerError, SqlState};

@@ -12,6 +12,7 @@
 
 use crate::hash::{sha3_256, Digest};
 use sha3::{Digest as _, Sha3_256};
+use std::convert::Infallible;
 
 pub fn leaf_hash(record_hash: &Digest) -> Digest {
     let mut h = Sha3_256::new();
@@ -33,7 +34,7 @@ pub fn empty_root() -> Digest {
 }
 
 /// The largest power of two strictly below `n` (n >= 2).
-fn split(n: u64) -> u64 {
+pub(crate) fn split(n: u64) -> u64 {
     debug_assert!(n >= 2);
     1 << (63 - (n - 1).leading_zeros())
 }
@@ -73,17 +74,27 @@ impl Frontier {
         self.push_leaf(leaf_hash(record_hash));
     }
 
+    /// As [`Frontier::push`], telling `completed` of every perfect subtree above the leaves that the
+    /// record completes, as (height, index among the subtrees of that height, root), lowest first.
+    pub fn push_reporting(&mut self, record_hash: &Digest, completed: impl FnMut(u32, u64, &Digest)) {
+        self.push_leaf_reporting(leaf_hash(record_hash), completed);
+    }
+
     fn push_leaf(&mut self, leaf: Digest) {
+        self.push_leaf_reporting(leaf, |_, _, _| {});
+    }
+
+    fn push_leaf_reporting(&mut self, leaf: Digest, mut completed: impl FnMut(u32, u64, &Digest)) {
         let mut node = leaf;
+        let size = self.size + 1;
         // Each trailing one bit of the old size is a subtree the new leaf completes.
-        let mut carries = self.size.trailing_ones();
-        while carries > 0 {
+        for height in 1..=self.size.trailing_ones() {
             let left = self.subtrees.pop().expect("one subtree per set bit");
             node = node_hash(&left, &node);
-            carries -= 1;
+            completed(height, (size >> height) - 1, &node);
         }
         self.subtrees.push(node);
-        self.size += 1;
+        self.size = size;
     }
 
     /// MTH of the tree so far.
@@ -102,26 +113,35 @@ fn subtree_root(leaves: &[Digest]) -> Digest {
 /// PATH(m, D[n]) of RFC 9162 2.1.3.1: the audit path of leaf `index` in a tree of `leaves`.
 pub fn inclusion_proof(leaves: &[Digest], index: u64) -> Option<Vec<Digest>> {
     let n = leaves.len() as u64;
-    if index >= n {
-        return None;
-    }
+    let all = |lo: u64, hi: u64| Ok::<_, Infallible>(subtree_root(&leaves[lo as usize..hi as usize]));
+    (index < n).then(|| inclusion_path(n, index, all).unwrap_or_else(|never| match never {}))
+}
+
+/// PATH(m, D[n]) with the MTH of each range `lo..hi` it needs from `range_root`, so that a tree
+/// whose subtree roots are stored need not be read whole. `index` must be below `size`.
+pub fn inclusion_path<E>(
+    size: u64,
+    index: u64,
+    mut range_root: impl FnMut(u64, u64) -> Result<Digest, E>,
+) -> Result<Vec<Digest>, E> {
+    debug_assert!(index < size);
     let mut path = Vec::new();
-    let (mut lo, mut hi, mut m) = (0usize, leaves.len(), index);
+    let (mut lo, mut hi, mut m) = (0u64, size, index);
     // Walk down from the root, collecting the sibling of each subtree containing the leaf; the
     // RFC lists them leaf first, so reverse at the end.
     while hi - lo > 1 {
-        let k = split((hi - lo) as u64) as usize;
-        if (m as usize) < k {
-            path.push(subtree_root(&leaves[lo + k..hi]));
+        let k = split(hi - lo);
+        if m < k {
+            path.push(range_root(lo + k, hi)?);
             hi = lo + k;
         } else {
-            path.push(subtree_root(&leaves[lo..lo + k]));
+            path.push(range_root(lo, lo + k)?);
             lo += k;
-            m -= k as u64;
+            m -= k;
         }
     }
     path.reverse();
-    Some(path)
+    Ok(path)
 }
 
 /// RFC 9162 2.1.3.2: does `path` prove leaf `index` (a leaf hash) is in the tree of `size` with `root`?
@@ -153,35 +173,44 @@ pub fn verify_inclusion(leaf: &Digest, index: u64, size: u64, path: &[Digest], r
 /// PROOF(m, D[n]) of RFC 9162 2.1.4.1: that the tree of the first `old_size` leaves is a prefix.
 pub fn consistency_proof(leaves: &[Digest], old_size: u64) -> Option<Vec<Digest>> {
     let n = leaves.len() as u64;
-    if old_size > n {
-        return None;
-    }
-    if old_size == 0 || old_size == n {
-        return Some(Vec::new());
+    let all = |lo: u64, hi: u64| Ok::<_, Infallible>(subtree_root(&leaves[lo as usize..hi as usize]));
+    (old_size <= n).then(|| consistency_path(n, old_size, all).unwrap_or_else(|never| match never {}))
+}
+
+/// PROOF(m, D[n]) with the MTH of each range it needs from `range_root`, as [`inclusion_path`].
+/// `old_size` must not exceed `size`.
+pub fn consistency_path<E>(
+    size: u64,
+    old_size: u64,
+    mut range_root: impl FnMut(u64, u64) -> Result<Digest, E>,
+) -> Result<Vec<Digest>, E> {
+    debug_assert!(old_size <= size);
+    if old_size == 0 || old_size == size {
+        return Ok(Vec::new());
     }
     let mut proof = Vec::new();
-    let (mut lo, mut hi, mut m, mut complete) = (0usize, leaves.len(), old_size as usize, true);
+    let (mut lo, mut hi, mut m, mut complete) = (0u64, size, old_size, true);
     loop {
-        let size = hi - lo;
-        if m == size {
+        let n = hi - lo;
+        if m == n {
             if !complete {
-                proof.push(subtree_root(&leaves[lo..hi]));
+                proof.push(range_root(lo, hi)?);
             }
             break;
         }
-        let k = split(size as u64) as usize;
+        let k = split(n);
         if m <= k {
-            proof.push(subtree_root(&leaves[lo + k..hi]));
+            proof.push(range_root(lo + k, hi)?);
             hi = lo + k;
         } else {
-            proof.push(subtree_root(&leaves[lo..lo + k]));
+            proof.push(range_root(lo, lo + k)?);
             lo += k;
             m -= k;
             complete = false;
         }
     }
     proof.reverse();
-    Some(proof)
+    Ok(proof)
 }
 
 /// RFC 9162 2.1.4.2: does `proof` show the tree (`old_size`, `old_root`) is a prefix of

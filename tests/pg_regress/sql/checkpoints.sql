@@ -87,3 +87,54 @@ SELECT ledger.merkle_root('mr', NULL, 1, 4);
 DELETE FROM mr WHERE id IN (2, 10);
 SELECT ledger.merkle_root('mr', NULL, 1, 4);
 ALTER TABLE mr ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
+
+-- Proofs read tiles: a checkpoint stores the root of every 256 records (and of every 65,536, ...)
+-- in ledger.subtrees, and a proof reads those and at most two tiles of records.
+CREATE TABLE big (id int PRIMARY KEY, body text);
+SELECT ledger.enable('big');
+INSERT INTO big SELECT i, 'b' || i FROM generate_series(1, 1000) i;
+SELECT record_count FROM ledger.checkpoint('big');
+INSERT INTO big SELECT i, 'b' || i FROM generate_series(1001, 1500) i;
+SELECT record_count FROM ledger.checkpoint('big');
+SELECT chain, height, first_seq, length(root) FROM ledger.subtrees WHERE ledger = 'public.big' ORDER BY first_seq;
+CREATE TABLE big_cps AS SELECT record_count AS size, cid, merkle_root AS root FROM ledger.checkpoints WHERE ledger = 'public.big';
+CREATE TABLE big_proofs AS
+SELECT s, ledger.inclusion_proof(c.cid, s) AS inclusion,
+       ledger.consistency_proof((SELECT cid FROM big_cps WHERE size = 1000), c.cid) AS consistency
+FROM big_cps c, unnest(ARRAY[1, 256, 257, 700, 1024, 1500]) s WHERE c.size = 1500;
+SELECT s, ledger.verify_inclusion(b.hash, inclusion, c.root, 1500) AS valid,
+       jsonb_array_length(inclusion->'path') AS path_length
+FROM big_proofs p JOIN big b ON b.seq = p.s, big_cps c WHERE c.size = 1500 ORDER BY s;
+SELECT DISTINCT ledger.verify_consistency(consistency, 1000, o.root, 1500, n.root) AS valid
+FROM big_proofs, big_cps o, big_cps n WHERE o.size = 1000 AND n.size = 1500;
+
+-- A superuser changes a stored root: the proof is made from the records instead, with a warning,
+-- and is the same proof.
+UPDATE ledger.subtrees SET root = decode(ledger.sha3_256('forged'), 'hex') WHERE ledger = 'public.big' AND first_seq = 257;
+SELECT ledger.inclusion_proof(c.cid, 700) = inclusion AS same_proof
+FROM big_cps c, big_proofs WHERE c.size = 1500 AND s = 700;
+-- Deleted: made from the records, silently, and the next checkpoint stores them all again.
+DELETE FROM ledger.subtrees WHERE ledger = 'public.big';
+SELECT bool_and(ledger.inclusion_proof(c.cid, s) = inclusion) AS same_proofs,
+       bool_and(ledger.consistency_proof((SELECT cid FROM big_cps WHERE size = 1000), c.cid) = consistency) AS same_consistency
+FROM big_cps c, big_proofs WHERE c.size = 1500;
+INSERT INTO big VALUES (1501, 'b1501');
+SELECT record_count FROM ledger.checkpoint('big');
+SELECT count(*) FROM ledger.subtrees WHERE ledger = 'public.big';
+
+-- ... rewrites record 300 and re-hashes it: its proof fails, as does verify_checkpoint. Another
+-- record's proof shows where it is in the checkpointed tree without reading record 300's tile.
+ALTER TABLE big DISABLE TRIGGER ALL;
+UPDATE big SET body = 'rewritten', hash = ledger.sha3_256('rewritten') WHERE seq = 300;
+ALTER TABLE big ENABLE ALWAYS TRIGGER zz_ledger_append, ENABLE ALWAYS TRIGGER ledger_refuse_change, ENABLE ALWAYS TRIGGER ledger_refuse_truncate;
+DO $$
+BEGIN
+    PERFORM ledger.inclusion_proof(cid, 300) FROM big_cps WHERE size = 1500;
+EXCEPTION WHEN data_corrupted THEN
+    RAISE NOTICE '%', regexp_replace(SQLERRM, '[0-9a-f-]{36}', '<cid>');
+END
+$$;
+SELECT ledger.verify_inclusion(b.hash, ledger.inclusion_proof(c.cid, 1024), c.root, 1500) AS valid
+FROM big b, big_cps c WHERE b.seq = 1024 AND c.size = 1500;
+SELECT v.item, v.ok FROM big_cps c, ledger.verify_checkpoint(c.cid) v WHERE c.size = 1500 AND v.item = 'merkle_root';
+DROP TABLE big, big_cps, big_proofs;
