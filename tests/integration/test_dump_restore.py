@@ -33,6 +33,11 @@ def fill(db: Database) -> None:
     db.execute("ALTER TABLE pay ADD COLUMN memo text")
     db.execute("INSERT INTO pay (id, account, amount, memo) SELECT i, substr('abc', 1 + i % 3, 1), i, 'm' || i "
                "FROM generate_series(301, 330) i")
+    # A chain long enough for stored subtrees (ledger.subtrees: one root per 256 records).
+    db.execute("CREATE TABLE long_log (id int PRIMARY KEY)")
+    db.execute("SELECT ledger.enable('long_log')")
+    db.execute("INSERT INTO long_log SELECT generate_series(1, 600)")
+    db.execute("SELECT count(*) FROM ledger.checkpoint('long_log')")
     db.execute("SELECT count(*) FROM ledger.checkpoint('pay')")
     db.execute("SELECT count(*) FROM ledger.checkpoint()")
     db.execute("SELECT count(*) FROM ledger.verify_all()")  # its run history is dumped too
@@ -46,6 +51,7 @@ def fingerprint(db: Database) -> tuple:
         db.fetchall("SELECT ledger, seq, hash, problems FROM ledger.verify_runs ORDER BY ledger, seq"),
         db.fetchall("SELECT tbl::text, chain_by::text, columns::text[], base_columns, earlier_definitions "
                     "FROM ledger.ledgers ORDER BY 1"),
+        db.fetchall("SELECT ledger, chain, height, first_seq, root FROM ledger.subtrees ORDER BY 1, 2, 3, 4"),
     )
 
 
@@ -67,8 +73,11 @@ def test_dump_and_restore_keep_every_hash(cluster, db, target, tmp_path, fmt):
         run(cluster, "pg_dump", "-Fc", "-d", db.name, "-f", str(dump))
         run(cluster, "pg_restore", "--exit-on-error", "-d", target.name, str(dump))
     assert fingerprint(target) == before
-    for tbl in ("pay", "ledger.records", "ledger.checkpoints"):
+    assert len(before[-1]) == 2  # long_log's two subtrees of 256 records
+    for tbl in ("pay", "ledger.records", "ledger.checkpoints", "long_log"):
         assert_clean(target, tbl)
+    proof = "SELECT ledger.inclusion_proof(cid, 300) FROM ledger.checkpoints WHERE ledger = 'public.long_log'"
+    assert target.scalar(proof) == db.scalar(proof)
     failed = target.fetchall(
         "SELECT c.cid, v.item FROM ledger.checkpoints c, ledger.verify_checkpoint(c.cid) v WHERE v.ok IS FALSE")
     assert failed == []
