@@ -1797,7 +1797,7 @@ done
 SCALE_INCL_BEST=$(min_of $SCALE_INCL_TIMES)
 # shellcheck disable=SC2086
 SCALE_CONS_BEST=$(min_of $SCALE_CONS_TIMES)
-# (d) Proofs on one chain of SCALE_ROWS records (in the 10M run, a 10,000,000-record chain), against
+# (c) Proofs on one chain of SCALE_ROWS records (in the 10M run, a 10,000,000-record chain), against
 # the same proofs on chain 1 above: both read a few tiles (ledger.subtrees), so they grow with log n.
 psql_ -c "DROP TABLE scale_plain" >/dev/null
 log "scale: loading $SCALE_ROWS records on one chain into scale_one"
@@ -2048,7 +2048,7 @@ then times the ledger checkpoint; the big chain ends at $CP_LAST_N records. Best
 ### (c) Proofs and \`ledger.verify_checkpoint\` on the $MERKLE_ROWS-record checkpoint
 
 They read the tiles of the tree they need: the subtree roots the checkpoints stored in
-\`ledger.subtrees\` and at most two runs of 256 record hashes (section 9 (d) has them on a chain of
+\`ledger.subtrees\` and at most two runs of 256 record hashes (section 9 (c) has them on a chain of
 SCALE_ROWS records). Best of $PROOF_RUNS; no target here. Each proof was checked
 once with \`ledger.verify_inclusion\` / \`ledger.verify_consistency\`, and \`verify_checkpoint\` reported no
 failed check.
@@ -2455,7 +2455,7 @@ On the ledger of $SCALE_ROWS records ($SCALE_MB MB with its indexes), vacuumed a
 Best of $SCALE_VERIFY_RUNS (verify) and of $PROOF_RUNS (proofs); each proof was checked once with
 \`ledger.verify_inclusion\` (with the checkpoint's root and size) and \`ledger.verify_consistency\`.
 
-### (d) Proofs on one chain of $SCALE_ROWS records
+### (c) Proofs on one chain of $SCALE_ROWS records
 
 A ledger of the same shape with every record on one chain (one \`INSERT ... SELECT\`, $SCALE_ONE_LOAD s),
 checkpointed ($SCALE_ONE_CP_SECS s; the checkpoint stored $SCALE_ONE_SUBTREES subtree roots in
@@ -2468,7 +2468,7 @@ records, $SCALE_LOG_GROWTH times their logarithm. Best of $PROOF_RUNS; each proo
 | \`ledger.inclusion_proof(cid, $SCALE_ONE_SEQ)\` | $SCALE_ONE_INCL_BEST ms | $(per_run "$SCALE_ONE_INCL_TIMES") ms | $SCALE_ONE_INCL_GROWTH | < 10 ms | $(met "$SCALE_ONE_INCL_BEST" "<" 10) |
 | \`ledger.consistency_proof\` ($SCALE_ROWS to $((SCALE_ROWS + SCALE_NEW)) records) | $SCALE_ONE_CONS_BEST ms | $(per_run "$SCALE_ONE_CONS_TIMES") ms | $SCALE_ONE_CONS_GROWTH | < 10 ms | $(met "$SCALE_ONE_CONS_BEST" "<" 10) |
 
-### (c) Bytes per record
+### (d) Bytes per record
 
 After the load ($SCALE_ROWS rows each) and \`VACUUM (ANALYZE)\`: \`pg_relation_size\` of the heap (main fork)
 and of each index (\`pg_index\`), and \`pg_total_relation_size\` (all of it, with TOAST and the maps),
