@@ -3,7 +3,8 @@
 //!
 //! This backend reads and encodes the records (that needs PostgreSQL); helper threads only hash
 //! batches of the encoded bytes ([`ledger_core::parallel`]). The links are checked here, in record
-//! order, once a batch's digests are back, so the findings are those of hashing on one thread.
+//! order, once a batch's digests are back (while the threads hash the next batch), so the findings
+//! are those of hashing on one thread.
 
 use crate::retention::PrunedChain;
 use ledger_core::chain::ChainStream;
@@ -36,8 +37,9 @@ fn thread_count() -> usize {
     }
 }
 
-/// Batches are handed over at this many records or bytes, whichever comes first: two batches are
-/// all the memory the pass needs beside the chains' heads.
+/// Batches are handed over at this many records or bytes, whichever comes first: three batches (one
+/// filling, one hashing, one having its links checked) are all the memory the pass needs beside the
+/// chains' heads.
 const BATCH_RECORDS: usize = 1024;
 const BATCH_BYTES: usize = 4 << 20;
 
@@ -111,21 +113,23 @@ impl<'p> Confirmer<'p> {
         }
     }
 
-    /// Checks the batch in flight, then hands the filled one to the threads.
+    /// Hands the filled batch to the threads, then checks the links of the one they hashed before:
+    /// the threads hash the new batch while this backend checks the old one's links.
     fn hand_over(&mut self) {
-        self.check_in_flight();
         let hashers = self.hashers.get_or_insert_with(|| start_hashers(self.threads));
+        let hashed = self.in_flight.take().map(|(submitted, batch)| (hashers.finish(submitted), batch));
         let batch = std::mem::take(&mut self.filling);
         let submitted = hashers.submit(batch.records);
         self.in_flight = Some((submitted, Batch { records: RecordBatch::default(), ..batch }));
+        if let Some((digests, batch)) = hashed {
+            self.check_links(&batch, &digests);
+        }
     }
 
-    fn check_in_flight(&mut self) {
-        let Some((submitted, batch)) = self.in_flight.take() else { return };
-        let hashers = self.hashers.as_ref().expect("a batch in flight has its hashers");
-        let digests = hashers.finish(submitted);
+    /// Checks a hashed batch's links, record by record, in the order they were read.
+    fn check_links(&mut self, batch: &Batch, digests: &[hash::Digest]) {
         let mut computed_hex = [0u8; 64];
-        for (pending, digest) in batch.pending.iter().zip(&digests) {
+        for (pending, digest) in batch.pending.iter().zip(digests) {
             hash::hex_into(digest, &mut computed_hex);
             let text = |r: &Range<usize>| &batch.text[r.clone()];
             let key = text(&pending.chain_key);
@@ -154,7 +158,11 @@ impl<'p> Confirmer<'p> {
             }
             self.hand_over();
         }
-        self.check_in_flight();
+        if let Some((submitted, batch)) = self.in_flight.take() {
+            let hashers = self.hashers.as_ref().expect("a batch in flight has its hashers");
+            let digests = hashers.finish(submitted);
+            self.check_links(&batch, &digests);
+        }
         self.streams
     }
 }

@@ -4,7 +4,7 @@
 //! must stay on the thread that runs PostgreSQL. So the reader fills a [`RecordBatch`] with canonical
 //! records, [`Hashers::submit`]s it, and fills the next while the helper threads hash; at the next
 //! [`Hashers::finish`] it hashes what is left of the submitted batch itself and takes its digests.
-//! Memory is two batches, whatever the table's size.
+//! Memory is the batches in hand (the caller's and the one submitted), whatever the table's size.
 //!
 //! The threads touch nothing but the batch's bytes: no allocator or state of the host process.
 
