@@ -116,14 +116,21 @@ impl<'p> Confirmer<'p> {
     /// Hands the filled batch to the threads, then checks the links of the one they hashed before:
     /// the threads hash the new batch while this backend checks the old one's links.
     fn hand_over(&mut self) {
+        let hashed = self.take_hashed();
         let hashers = self.hashers.get_or_insert_with(|| start_hashers(self.threads));
-        let hashed = self.in_flight.take().map(|(submitted, batch)| (hashers.finish(submitted), batch));
         let batch = std::mem::take(&mut self.filling);
         let submitted = hashers.submit(batch.records);
         self.in_flight = Some((submitted, Batch { records: RecordBatch::default(), ..batch }));
         if let Some((digests, batch)) = hashed {
             self.check_links(&batch, &digests);
         }
+    }
+
+    /// The batch in flight, once hashed, with its digests.
+    fn take_hashed(&mut self) -> Option<(Vec<hash::Digest>, Batch)> {
+        let (submitted, batch) = self.in_flight.take()?;
+        let hashers = self.hashers.as_ref().expect("a batch in flight has its hashers");
+        Some((hashers.finish(submitted), batch))
     }
 
     /// Checks a hashed batch's links, record by record, in the order they were read.
@@ -158,9 +165,7 @@ impl<'p> Confirmer<'p> {
             }
             self.hand_over();
         }
-        if let Some((submitted, batch)) = self.in_flight.take() {
-            let hashers = self.hashers.as_ref().expect("a batch in flight has its hashers");
-            let digests = hashers.finish(submitted);
+        if let Some((digests, batch)) = self.take_hashed() {
             self.check_links(&batch, &digests);
         }
         self.streams
