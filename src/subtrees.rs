@@ -10,7 +10,7 @@ use crate::layout::Layout;
 use crate::lifecycle;
 use ledger_core::hash::Digest;
 use ledger_core::merkle;
-use ledger_core::tiles::{TileSource, TILE_HEIGHT};
+use ledger_core::tiles::{self, TileSource, TILE_HEIGHT};
 use ledger_core::LedgerError;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -26,23 +26,27 @@ fn chain_condition(chain: Option<&str>) -> &'static str {
     }
 }
 
-/// Whether the stored subtrees of a chain cover its first `size` records. Checkpoints store them
-/// in order, so the last subtree of height 8 that the size completes stands for all of them.
+/// Whether the stored subtrees of a chain are exactly those of its first `size` records: one row for
+/// each perfect subtree of a stored height they complete, and no other. Counted, not read: a row
+/// deleted or added anywhere (not only the last) makes the caller store them all again, and a
+/// wrong root is found by the proof that reads it.
 pub fn cover(ledger: &str, chain: Option<&str>, size: u64) -> Result<bool, LedgerError> {
-    let blocks = size >> TILE_HEIGHT;
-    if blocks == 0 {
+    if size >> TILE_HEIGHT == 0 {
         return Ok(true);
     }
+    let expected: u64 = (1..64).filter(|h| tiles::is_stored_height(*h)).map(|h| size >> h).sum();
     let query = format!(
-        "SELECT EXISTS (SELECT FROM ledger.subtrees WHERE {} AND height = {TILE_HEIGHT} AND first_seq = $3)",
+        "SELECT count(*) = $3 AND coalesce(bool_and(CASE WHEN height % {TILE_HEIGHT} = 0 AND height BETWEEN {TILE_HEIGHT} AND 56 \
+                THEN (first_seq - 1) % (1::bigint << height) = 0 AND first_seq >= 1 \
+                     AND first_seq - 1 + (1::bigint << height) <= $4 \
+                ELSE false END), true) \
+           FROM ledger.subtrees WHERE {}",
         chain_condition(chain)
     );
-    let last = first_seq(TILE_HEIGHT, blocks - 1);
-    lifecycle::as_extension_owner(|| {
-        crate::datum::select_one::<bool>(&query, &[ledger.into(), chain.into(), last.into()])
-    })
-    .map(|found| found.unwrap_or(false))
-    .map_err(|e| spi_error("cannot read ledger.subtrees", e))
+    let args: [DatumWithOid; 4] = [ledger.into(), chain.into(), (expected as i64).into(), (size as i64).into()];
+    lifecycle::as_extension_owner(|| crate::datum::select_one::<bool>(&query, &args))
+        .map(|found| found.unwrap_or(false))
+        .map_err(|e| spi_error("cannot read ledger.subtrees", e))
 }
 
 /// The first record (seq) under subtree `index` of `height`.

@@ -121,6 +121,16 @@ FROM big_cps c, big_proofs WHERE c.size = 1500;
 INSERT INTO big VALUES (1501, 'b1501');
 SELECT record_count FROM ledger.checkpoint('big');
 SELECT count(*) FROM ledger.subtrees WHERE ledger = 'public.big';
+-- One deleted from the middle, or one added: the next checkpoint counts them and stores them all
+-- again (a wrong root is the proof's to find, above).
+DELETE FROM ledger.subtrees WHERE ledger = 'public.big' AND first_seq = 513;
+INSERT INTO big VALUES (1502, 'b1502');
+SELECT record_count FROM ledger.checkpoint('big');
+SELECT string_agg(first_seq::text, ' ' ORDER BY first_seq) FROM ledger.subtrees WHERE ledger = 'public.big';
+INSERT INTO ledger.subtrees VALUES ('public.big', NULL, 8, 1281, decode(ledger.sha3_256('surplus'), 'hex'));
+INSERT INTO big VALUES (1503, 'b1503');
+SELECT record_count FROM ledger.checkpoint('big');
+SELECT string_agg(first_seq::text, ' ' ORDER BY first_seq) FROM ledger.subtrees WHERE ledger = 'public.big';
 
 -- ... rewrites record 300 and re-hashes it: its proof fails, as does verify_checkpoint. Another
 -- record's proof shows where it is in the checkpointed tree without reading record 300's tile.
