@@ -8,6 +8,14 @@
 //! INSERT (DO NOTHING skips it, a plain INSERT fails on it, DO UPDATE is refused by the ledger), so
 //! it is given the chain's next link without becoming the chain's head.
 //!
+//! A row that conflicts with a committed row (or one of this transaction's) needs no link at all,
+//! since the executor's check will find the same row: [`conflicts_with_stored`] finds it before the
+//! chain is locked, so a retried batch of rows already stored takes no chain lock, reads no head and
+//! hashes nothing. That holds only while the row stays, and what could remove a ledger's row (or
+//! its key) behind the triggers is `ledger.prune` and `ledger.erase`: each first waits for the
+//! transactions that skip rows so ([`lock_out_skipping`]), which hold the ledger's removal lock
+//! in share mode from their first probe on.
+//!
 //! Which statements those are is seen by an ExecutorStart hook. The library can be loaded by the
 //! first append of a session, in the middle of such a statement and after its start: the rest of
 //! that transaction probes every row.
@@ -76,6 +84,38 @@ pub fn skipping_inserts() -> bool {
 /// The transaction ended.
 pub fn forget() {
     SKIPPING_INSERTS.with(|s| s.set(false));
+}
+
+/// `locktag_field4` of the lock that keeps a ledger's rows where they are while rows found to
+/// conflict with them are skipped ([`crate::head::ledger_lock_tag`]).
+const REMOVAL_LOCK_SPACE: u16 = 0x4C48;
+
+/// Whether a row with these values conflicts with a row that is committed or this transaction's, on
+/// one of the table's unique keys, so that the executor will skip it (or fail on it) whatever link
+/// it gets. A transaction in progress holding the key is waited for: if it commits, the row
+/// conflicts; if it aborts, it does not. From here on, until this transaction ends, nothing removes
+/// the row found (see the module comment).
+///
+/// # Safety
+/// As for [`conflicts`].
+pub unsafe fn conflicts_with_stored(layout: &Layout, heap: pg_sys::Relation, values: &[Datum], nulls: &[bool]) -> bool {
+    if layout.unique_keys.is_empty() {
+        return false;
+    }
+    let tag = crate::head::ledger_lock_tag(layout.relid, 0, REMOVAL_LOCK_SPACE);
+    pg_sys::LockAcquire(&tag, pg_sys::ShareLock as i32, false, false);
+    conflicts(layout, heap, values, nulls)
+}
+
+/// Waits for the transactions that skip rows conflicting with this ledger's stored rows, and keeps
+/// new ones from starting to until this transaction ends: called before a row of the ledger, or a
+/// value of one of its unique keys, is removed.
+///
+/// # Safety
+/// Must run inside a transaction.
+pub unsafe fn lock_out_skipping(relid: pg_sys::Oid) {
+    let tag = crate::head::ledger_lock_tag(relid, 0, REMOVAL_LOCK_SPACE);
+    pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
 }
 
 /// Whether a row with these values conflicts with a stored or in-flight row on one of the table's

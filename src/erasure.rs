@@ -522,6 +522,10 @@ fn erase_record(storage: Oid, mut tid: pg_sys::ItemPointerData) -> Vec<String> {
         sets.join(", "),
         quote_ident(ERASURE_COLUMN)
     );
+    // An erased value of a unique key frees the key, and rows being skipped as conflicting with
+    // this one rely on it staying (src/conflict.rs).
+    // SAFETY: inside the caller's transaction.
+    unsafe { crate::conflict::lock_out_skipping(layout.relid) };
     REDACTING.with(|r| *r.borrow_mut() = Some((storage, tid)));
     let _cleared = OnDrop(|| {
         REDACTING.with(|r| r.borrow_mut().take());

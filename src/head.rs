@@ -33,8 +33,8 @@ use pgrx::pg_sys::{self, CommandId, Datum, Oid};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// `locktag_field4` of ledger chain locks, so they never collide with users' advisory locks.
-/// Shows in pg_locks as an advisory lock with objsubid 19527.
+/// `locktag_field4` of ledger chain locks ([`ledger_lock_tag`]). Shows in pg_locks as an advisory
+/// lock with objsubid 19527.
 const CHAIN_LOCK_SPACE: u16 = 0x4C47;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -202,7 +202,7 @@ pub unsafe fn next_link(
     // unique check) already orders the writers of one key, each appending after the previous one
     // committed. A statement changing many rows would otherwise hold a lock per row.
     if layout.history_of.is_none() {
-        lock_chain(layout.relid, chain_key);
+        lock_chain_to_append(layout, chain_key);
     }
     let hint = hint_for(layout.relid, chain_key);
     let latest = lookup(layout, heap, chain_datum, pg_sys::GetLatestSnapshot(), hint);
@@ -303,15 +303,60 @@ unsafe fn copy_to_transaction_memory(layout: &Layout, datum: Datum) -> Datum {
 /// # Safety
 /// Must run inside a transaction.
 pub unsafe fn lock_chain(relid: Oid, chain_key: &[u8]) {
-    let tag = pg_sys::LOCKTAG {
-        locktag_field1: pg_sys::MyDatabaseId.to_u32(),
+    pg_sys::LockAcquire(
+        &ledger_lock_tag(relid, fnv1a(chain_key), CHAIN_LOCK_SPACE),
+        pg_sys::ExclusiveLock as i32,
+        false,
+        false,
+    );
+}
+
+/// Takes the lock of a chain about to be appended to. Two transactions that reach the same chains
+/// in different orders can each wait for a chain the other holds: PostgreSQL's deadlock report then
+/// says which ledger, and how writers avoid it.
+///
+/// # Safety
+/// Must run inside a transaction.
+unsafe fn lock_chain_to_append(layout: &Layout, chain_key: &[u8]) {
+    let tag = ledger_lock_tag(layout.relid, fnv1a(chain_key), CHAIN_LOCK_SPACE);
+    let mode = pg_sys::ExclusiveLock as i32;
+    if pg_sys::LockAcquire(&tag, mode, false, true) != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+        return;
+    }
+    pgrx::PgTryBuilder::new(|| {
+        pg_sys::LockAcquire(&tag, mode, false, false);
+    })
+    .catch_when(pgrx::PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED, |caught| {
+        let report = match &caught {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(r) | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r,
+            _ => caught.rethrow(),
+        };
+        let mut error = LedgerError::new(SqlState::DeadlockDetected, report.message().to_string()).hint(format!(
+            "Transactions appending to several chains of ledger {} wait for each other when they reach \
+             the chains in different orders: insert each transaction's rows in chain order (for example \
+             ORDER BY the chain column), or retry the transaction.",
+            layout.qualified_name
+        ));
+        if let Some(detail) = report.detail() {
+            error = error.detail(detail.to_string());
+        }
+        raise(error)
+    })
+    .execute();
+}
+
+/// The tag of one of the ledger's own locks of a table: an advisory lock in a space of its own
+/// (`locktag_field4`), so that it never collides with users' advisory locks.
+pub fn ledger_lock_tag(relid: Oid, key: u32, space: u16) -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
+        // SAFETY: a backend's database is set before it runs any query.
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
         locktag_field2: relid.to_u32(),
-        locktag_field3: fnv1a(chain_key),
-        locktag_field4: CHAIN_LOCK_SPACE,
+        locktag_field3: key,
+        locktag_field4: space,
         locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
         locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
-    };
-    pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
+    }
 }
 
 /// 32-bit FNV-1a: stable across builds, cheap, and a collision only makes two chains share a lock.

@@ -476,6 +476,9 @@ fn prune_ledger(relid: Oid) -> Vec<(Option<String>, i64, i64)> {
     // One prune of a ledger at a time, so each starts where the previous one ended.
     // SAFETY: inside the caller's transaction.
     unsafe { crate::head::lock_chain(pruned_relid, format!("prune\n{name}").as_bytes()) };
+    // Rows being skipped as conflicting with stored ones rely on those staying (src/conflict.rs).
+    // SAFETY: as above.
+    unsafe { crate::conflict::lock_out_skipping(relid) };
     // Under READ COMMITTED, read with a snapshot taken after the lock: it sees what the prune that
     // held the lock before did. (Under REPEATABLE READ this is the transaction's snapshot, and the
     // deletions fail with a serialization error if another prune got there first.)

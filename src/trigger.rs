@@ -160,6 +160,20 @@ fn append_row<'a>(
             let chain_datum = scratch.chain_key(&layout, &values, &nulls);
             let chain_key = scratch.chain_key.clone();
             let supplied = Supplied::read(&layout, &values, &nulls);
+            let skipping = conflict::skipping_inserts();
+            // A row that conflicts with a stored one is skipped by the executor: it locks no chain
+            // and gets no link of its own (src/conflict.rs), only values that pass NOT NULL.
+            if skipping && supplied.is_empty() && conflict::conflicts_with_stored(&layout, rel, &values, &nulls) {
+                values[layout.seq] = Datum::from(1i64);
+                nulls[layout.seq] = false;
+                nulls[layout.prev_hash] = true;
+                values[layout.hash] = text_datum(&to_hex(&[0u8; 32]));
+                nulls[layout.hash] = false;
+                if let Some(i) = layout.erasure {
+                    nulls[i] = true;
+                }
+                return pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            }
             let (seq, prev_hash) = head::next_link(&layout, rel, &chain_key, chain_datum, supplied.seq);
             supplied.check_seq(&layout, seq);
             supplied.check_prev_hash(&layout, prev_hash.as_ref());
@@ -187,7 +201,7 @@ fn append_row<'a>(
 
             // A row ON CONFLICT will skip gets the next link too (it must pass NOT NULL), but the
             // chain's head stays where it is.
-            if !(conflict::skipping_inserts() && conflict::conflicts(&layout, rel, &values, &nulls)) {
+            if !(skipping && conflict::conflicts(&layout, rel, &values, &nulls)) {
                 head::appended(&layout, &chain_key, chain_datum, seq, hash);
             }
             pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr())
@@ -257,6 +271,11 @@ impl Supplied {
             prev_hash: text(layout.prev_hash),
             hash: text(layout.hash),
         }
+    }
+
+    /// Whether the row left every link column to the ledger.
+    fn is_empty(&self) -> bool {
+        self.seq.is_none() && self.prev_hash.is_none() && self.hash.is_none()
     }
 
     fn check_seq(&self, layout: &Layout, seq: i64) {

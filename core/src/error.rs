@@ -34,6 +34,8 @@ pub enum SqlState {
     FeatureNotSupported,
     /// 40001: a concurrent append under REPEATABLE READ or SERIALIZABLE.
     SerializationFailure,
+    /// 40P01: appends to several chains that waited for each other in a cycle.
+    DeadlockDetected,
     /// XX001: stored ledger data that cannot be read back, or no longer matches a checkpoint.
     DataCorrupted,
     /// F0000: the signing key file is missing, unreadable, too widely readable or not a key.
@@ -70,6 +72,7 @@ impl SqlState {
             SqlState::UndefinedObject => "42704",
             SqlState::FeatureNotSupported => "0A000",
             SqlState::SerializationFailure => "40001",
+            SqlState::DeadlockDetected => "40P01",
             SqlState::DataCorrupted => "XX001",
             SqlState::ConfigFileError => "F0000",
             SqlState::InsufficientPrivilege => "42501",

@@ -11,7 +11,7 @@ import threading
 import pytest
 from psycopg import errors
 
-from ledgertest import assert_clean, assert_dense
+from ledgertest import assert_clean, assert_dense, behind_the_triggers, wait_until
 
 EVENTS = """
     CREATE TABLE events (
@@ -180,6 +180,122 @@ def test_concurrent_writers_retrying_overlapping_batches(events):
     assert_dense(db, {f"s{k}": len(range(k, total, 6)) for k in range(6)}, tbl="events", chain_col="stream")
     assert_clean(db, "events")
     print(f"retries: {retried}")
+
+
+CHAIN_LOCKS_HELD = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 19527 "
+                    "AND pid = pg_backend_pid()")
+
+
+def test_a_retry_of_stored_rows_takes_no_chain_lock(events):
+    """A batch whose rows are all stored does not wait for a writer of their chains, nor lock them:
+    each row only probes its keys, as the executor then does, and is skipped."""
+    db = events
+    insert(db.conn, [event(i) for i in range(1, 9)])
+    writer = db.connect()
+    insert(writer, [event(100)], conflict="")          # chain s0 locked until the writer commits
+    retry = db.connect(settings={"lock_timeout": "1s"})
+    assert insert(retry, [event(i) for i in range(1, 9)], returning="RETURNING id").fetchall() == []
+    assert retry.execute(CHAIN_LOCKS_HELD).fetchone()[0] == 0
+    # A new row of the locked chain in the same batch does wait for it.
+    with pytest.raises(errors.LockNotAvailable):
+        insert(retry, [event(i) for i in (1, 2, 104)])
+    retry.rollback()
+    writer.commit()
+    insert(retry, [event(i) for i in (1, 2, 104)])
+    retry.commit()
+    assert stored_ids(db) == set(range(1, 9)) | {100, 104}
+    assert_dense(db, tbl="events", chain_col="stream")
+    assert_clean(db, "events")
+
+
+def test_prune_waits_for_a_transaction_skipping_stored_rows(db):
+    """A row skipped as a duplicate relies on the stored row staying until the executor checks it:
+    ledger.prune, which removes stored rows, waits until the skipping transaction ends."""
+    db.execute("""
+        CREATE TABLE ev (id int PRIMARY KEY, account text NOT NULL, at timestamptz NOT NULL);
+        SELECT ledger.enable('ev', chain_by => 'account');
+        INSERT INTO ev SELECT i, 'a', now() - (20 - i) * interval '1 day' FROM generate_series(1, 10) i;
+        SELECT ledger.set_retention('ev', '15 days', 'at');
+    """)
+    retry = db.connect()
+    retry.execute("INSERT INTO ev VALUES (1, 'a', now()), (2, 'a', now()) ON CONFLICT DO NOTHING")
+    pruner = db.connect(settings={"lock_timeout": "300ms"})
+    with pytest.raises(errors.LockNotAvailable):
+        pruner.execute("SELECT * FROM ledger.prune('ev')")
+    pruner.rollback()
+    retry.commit()
+    assert pruner.execute("SELECT chain, pruned, through_seq FROM ledger.prune('ev')").fetchall() == [("a", 5, 5)]
+    pruner.commit()
+    assert db.fetchall("SELECT id, seq FROM ev ORDER BY seq") == [(i, i) for i in range(6, 11)]
+    assert db.verify("ev") == []
+
+
+def test_erasure_waits_for_a_transaction_skipping_a_row_on_the_erased_key(db):
+    """Erasing a value of a unique key frees the key: a row skipped because of that value must not
+    be stored after all, so ledger.redact waits until the skipping transaction ends."""
+    db.execute("""
+        CREATE TABLE users (id int PRIMARY KEY, account text NOT NULL, email text UNIQUE);
+        SELECT ledger.enable('users', chain_by => 'account');
+        SELECT ledger.set_erasable('users', '{email}');
+        INSERT INTO users VALUES (1, 'a', 'one@example.org'), (2, 'a', 'two@example.org');
+    """)
+    retry = db.connect()
+    retry.execute("INSERT INTO users VALUES (3, 'a', 'one@example.org') ON CONFLICT DO NOTHING")
+    eraser = db.connect(settings={"lock_timeout": "300ms"})
+    with pytest.raises(errors.LockNotAvailable):
+        eraser.execute("SELECT ledger.redact('users', 'a', 1, 'erasure request')")
+    eraser.rollback()
+    retry.commit()
+    assert eraser.execute("SELECT ledger.redact('users', 'a', 1, 'erasure request')").fetchone()[0] == 1
+    eraser.commit()
+    assert db.fetchall("SELECT id, seq, email FROM users ORDER BY seq") == [(1, 1, None), (2, 2, "two@example.org")]
+    assert db.verify("users") == []
+
+
+def test_a_deadlock_between_batches_names_the_ledger_and_the_way_out(events):
+    """Two transactions reaching two chains in opposite orders: PostgreSQL detects the deadlock,
+    and the error (40P01, retried by clients as such) says which ledger and how to avoid it."""
+    db = events
+    first, second = db.connect(), db.connect()
+    insert(first, [event(1)])                          # s1
+    insert(second, [event(2)])                         # s2
+    caught: list[BaseException] = []
+
+    def append(conn, e):
+        try:
+            insert(conn, [e])
+        except errors.DeadlockDetected as error:
+            caught.append(error)
+            conn.rollback()
+
+    waiting = threading.Thread(target=append, args=(first, event(6)))   # s2: waits for second
+    waiting.start()
+    wait_until(lambda: db.scalar("SELECT count(*) FROM pg_locks WHERE NOT granted AND objsubid = 19527") == 1,
+               what="the first transaction waiting for chain s2")
+    append(second, event(5))                           # s1: a cycle
+    waiting.join(10)
+    assert len(caught) == 1
+    error = caught[0]
+    assert error.sqlstate == "40P01"
+    assert error.diag.message_primary == "deadlock detected"
+    assert "waits for ExclusiveLock on advisory lock" in error.diag.message_detail
+    assert "ledger public.events" in error.diag.message_hint and "ORDER BY the chain column" in error.diag.message_hint
+    for conn in (first, second):
+        conn.commit()
+    assert_dense(db, tbl="events", chain_col="stream")
+    assert_clean(db, "events")
+
+
+def test_a_retry_after_a_superuser_deleted_a_record_chains_it_again_and_verify_reports_the_hole(events):
+    """A stored record deleted behind the triggers no longer makes its retry a duplicate: the retry
+    is chained anew at the end of its chain, and verify still names the hole the deletion left."""
+    db = events
+    insert(db.conn, [event(i) for i in range(1, 13)])  # s1: ids 1, 5, 9 at seqs 1, 2, 3
+    behind_the_triggers(db, "events", "DELETE FROM events WHERE id = 5")
+    insert(db.conn, [event(i) for i in range(1, 13)])
+    assert stored_ids(db) == set(range(1, 13))
+    assert db.fetchall("SELECT id, seq FROM events WHERE stream = 's1' ORDER BY seq") == [(1, 1), (9, 3), (5, 4)]
+    assert [p[:3] for p in db.verify("events")] == [("s1", 3, "seq_gap"), ("s1", 3, "prev_hash_mismatch")]
 
 
 def test_superuser_tampering_after_retries_is_caught(events):
