@@ -12,7 +12,7 @@
 //! since the executor's check will find the same row: [`conflicts_with_stored`] finds it before the
 //! chain is locked, so a retried batch of rows already stored takes no chain lock, reads no head and
 //! hashes nothing. That holds only while the row stays, and what could remove a ledger's row (or
-//! its key) behind the triggers is `ledger.prune` and `ledger.erase`: each first waits for the
+//! its key) behind the triggers is `ledger.prune` and `ledger.redact`: each first waits for the
 //! transactions that skip rows so ([`lock_out_skipping`]), which hold the ledger's removal lock
 //! in share mode from their first probe on.
 //!
