@@ -208,6 +208,21 @@ def test_a_retry_of_stored_rows_takes_no_chain_lock(events):
     assert_clean(db, "events")
 
 
+def removal_after_skipping(db, skipping_insert: str, removal: str) -> list[tuple]:
+    """Runs `removal` while a transaction that ran `skipping_insert` is open (it must wait: with a
+    lock_timeout it fails), then again after that transaction committed; returns its rows."""
+    retry = db.connect()
+    retry.execute(skipping_insert)
+    remover = db.connect(settings={"lock_timeout": "300ms"})
+    with pytest.raises(errors.LockNotAvailable):
+        remover.execute(removal)
+    remover.rollback()
+    retry.commit()
+    rows = remover.execute(removal).fetchall()
+    remover.commit()
+    return rows
+
+
 def test_prune_waits_for_a_transaction_skipping_stored_rows(db):
     """A row skipped as a duplicate relies on the stored row staying until the executor checks it:
     ledger.prune, which removes stored rows, waits until the skipping transaction ends."""
@@ -217,15 +232,9 @@ def test_prune_waits_for_a_transaction_skipping_stored_rows(db):
         INSERT INTO ev SELECT i, 'a', now() - (20 - i) * interval '1 day' FROM generate_series(1, 10) i;
         SELECT ledger.set_retention('ev', '15 days', 'at');
     """)
-    retry = db.connect()
-    retry.execute("INSERT INTO ev VALUES (1, 'a', now()), (2, 'a', now()) ON CONFLICT DO NOTHING")
-    pruner = db.connect(settings={"lock_timeout": "300ms"})
-    with pytest.raises(errors.LockNotAvailable):
-        pruner.execute("SELECT * FROM ledger.prune('ev')")
-    pruner.rollback()
-    retry.commit()
-    assert pruner.execute("SELECT chain, pruned, through_seq FROM ledger.prune('ev')").fetchall() == [("a", 5, 5)]
-    pruner.commit()
+    pruned = removal_after_skipping(db, "INSERT INTO ev VALUES (1, 'a', now()), (2, 'a', now()) ON CONFLICT DO NOTHING",
+                                    "SELECT chain, pruned, through_seq FROM ledger.prune('ev')")
+    assert pruned == [("a", 5, 5)]
     assert db.fetchall("SELECT id, seq FROM ev ORDER BY seq") == [(i, i) for i in range(6, 11)]
     assert db.verify("ev") == []
 
@@ -239,15 +248,9 @@ def test_erasure_waits_for_a_transaction_skipping_a_row_on_the_erased_key(db):
         SELECT ledger.set_erasable('users', '{email}');
         INSERT INTO users VALUES (1, 'a', 'one@example.org'), (2, 'a', 'two@example.org');
     """)
-    retry = db.connect()
-    retry.execute("INSERT INTO users VALUES (3, 'a', 'one@example.org') ON CONFLICT DO NOTHING")
-    eraser = db.connect(settings={"lock_timeout": "300ms"})
-    with pytest.raises(errors.LockNotAvailable):
-        eraser.execute("SELECT ledger.redact('users', 'a', 1, 'erasure request')")
-    eraser.rollback()
-    retry.commit()
-    assert eraser.execute("SELECT ledger.redact('users', 'a', 1, 'erasure request')").fetchone()[0] == 1
-    eraser.commit()
+    erased = removal_after_skipping(db, "INSERT INTO users VALUES (3, 'a', 'one@example.org') ON CONFLICT DO NOTHING",
+                                    "SELECT ledger.redact('users', 'a', 1, 'erasure request')")
+    assert erased == [(1,)]
     assert db.fetchall("SELECT id, seq, email FROM users ORDER BY seq") == [(1, 1, None), (2, 2, "two@example.org")]
     assert db.verify("users") == []
 
