@@ -102,8 +102,7 @@ pub unsafe fn conflicts_with_stored(layout: &Layout, heap: pg_sys::Relation, val
     if layout.unique_keys.is_empty() {
         return false;
     }
-    let tag = crate::head::ledger_lock_tag(layout.relid, 0, REMOVAL_LOCK_SPACE);
-    pg_sys::LockAcquire(&tag, pg_sys::ShareLock as i32, false, false);
+    pg_sys::LockAcquire(&removal_lock_tag(layout.relid), pg_sys::ShareLock as i32, false, false);
     conflicts(layout, heap, values, nulls)
 }
 
@@ -114,8 +113,11 @@ pub unsafe fn conflicts_with_stored(layout: &Layout, heap: pg_sys::Relation, val
 /// # Safety
 /// Must run inside a transaction.
 pub unsafe fn lock_out_skipping(relid: pg_sys::Oid) {
-    let tag = crate::head::ledger_lock_tag(relid, 0, REMOVAL_LOCK_SPACE);
-    pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
+    pg_sys::LockAcquire(&removal_lock_tag(relid), pg_sys::ExclusiveLock as i32, false, false);
+}
+
+fn removal_lock_tag(relid: pg_sys::Oid) -> pg_sys::LOCKTAG {
+    crate::head::ledger_lock_tag(relid, 0, REMOVAL_LOCK_SPACE)
 }
 
 /// Whether a row with these values conflicts with a stored or in-flight row on one of the table's

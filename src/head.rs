@@ -303,12 +303,11 @@ unsafe fn copy_to_transaction_memory(layout: &Layout, datum: Datum) -> Datum {
 /// # Safety
 /// Must run inside a transaction.
 pub unsafe fn lock_chain(relid: Oid, chain_key: &[u8]) {
-    pg_sys::LockAcquire(
-        &ledger_lock_tag(relid, fnv1a(chain_key), CHAIN_LOCK_SPACE),
-        pg_sys::ExclusiveLock as i32,
-        false,
-        false,
-    );
+    pg_sys::LockAcquire(&chain_lock_tag(relid, chain_key), pg_sys::ExclusiveLock as i32, false, false);
+}
+
+fn chain_lock_tag(relid: Oid, chain_key: &[u8]) -> pg_sys::LOCKTAG {
+    ledger_lock_tag(relid, fnv1a(chain_key), CHAIN_LOCK_SPACE)
 }
 
 /// Takes the lock of a chain about to be appended to. Two transactions that reach the same chains
@@ -318,7 +317,7 @@ pub unsafe fn lock_chain(relid: Oid, chain_key: &[u8]) {
 /// # Safety
 /// Must run inside a transaction.
 unsafe fn lock_chain_to_append(layout: &Layout, chain_key: &[u8]) {
-    let tag = ledger_lock_tag(layout.relid, fnv1a(chain_key), CHAIN_LOCK_SPACE);
+    let tag = chain_lock_tag(layout.relid, chain_key);
     let mode = pg_sys::ExclusiveLock as i32;
     if pg_sys::LockAcquire(&tag, mode, false, true) != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
         return;

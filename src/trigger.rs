@@ -199,7 +199,8 @@ fn append_row<'a>(
             values[layout.hash] = text_datum(&to_hex(&hash));
             nulls[layout.hash] = false;
 
-            // A row ON CONFLICT will skip gets the next link too (it must pass NOT NULL), but the
+            // A row found to conflict only now (its key stored while this one waited for the chain,
+            // or it supplied its own link) gets the next link too (it must pass NOT NULL), but the
             // chain's head stays where it is.
             if !(skipping && conflict::conflicts(&layout, rel, &values, &nulls)) {
                 head::appended(&layout, &chain_key, chain_datum, seq, hash);
