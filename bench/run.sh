@@ -21,15 +21,21 @@
 # What it measures (every number is compared with a baseline measured in the same run, because the
 # machines this runs on are noisy; the report gives ratios and says whether each target is met):
 #
-#   1. Bulk load: one `INSERT ... SELECT` of BULK_ROWS rows in one transaction (commit included) into
-#      three tables with the columns of ledger.records:
-#        plain   no triggers; seq/prev_hash/hash computed cheaply in the SELECT (md5);
-#        ledger  the same table after `ledger.enable(tbl, 'anchor_id')`;
-#        hand    the best hand-written alternative: a PL/pgSQL BEFORE INSERT trigger taking
-#                pg_advisory_xact_lock(hashtext(anchor_id::text)), reading the head with an index
-#                lookup on a unique (anchor_id, seq) index and hashing with pgcrypto digest(sha256).
+#   1. Bulk load: one `INSERT ... SELECT` of BULK_ROWS rows in one transaction (commit included); the
+#      user_* variants compute the values in the statement (load_sql), the builtin_* ones read them from
+#      a table built before the runs (untimed), where the evidence is precomputed:
+#        user_plain     the user's table (ledger.records' columns but seq, prev_hash and hash; primary
+#                       key and (anchor_id, ts) index) as it was, without the ledger;
+#        user_ledger    the same after `ledger.enable(tbl, 'anchor_id')`;
+#        user_evidence  the same with the ledger's three columns and unique (anchor_id, seq) index,
+#                       storing constant values, no trigger (reference: the storage alone);
+#        user_hand      the same columns and index with the best hand-written alternative: a PL/pgSQL
+#                       BEFORE INSERT trigger taking pg_advisory_xact_lock(hashtext(anchor_id::text)),
+#                       reading the head with an index lookup and hashing with pgcrypto digest(sha256);
+#        builtin_plain  the columns of ledger.records (unique hash), storing the precomputed evidence;
+#        builtin_ledger the same after ledger.enable (reference).
 #      Fresh tables for every run; BULK_RUNS runs each (interleaved, order rotated); best time wins.
-#      Targets: ledger/plain time <= 1.5.
+#      Target: user_ledger/user_plain time <= 1.3.
 #   1b. An idempotent retry: one INSERT ... SELECT ... ON CONFLICT DO NOTHING of RETRY_ROWS events
 #      (64 chains), every tenth already stored, into an event table with a bigint primary key, with
 #      the ledger and as the user had it without the ledger; fresh tables, best of RETRY_RUNS.
@@ -39,10 +45,10 @@
 #      events from random offsets, deadlocks retried): in id order, in chain order, and into a table
 #      already holding every event; ledger/plain tps, target >= 1/1.3.
 #   2. Single-row autocommit INSERTs with pgbench (-n -M prepared -T PGBENCH_SECONDS), 1 client and
-#      PGBENCH_CLIENTS clients on random chains (random anchor among PGBENCH_ANCHORS), on plain, ledger
-#      and hand tables, plus PGBENCH_CLIENTS clients all on ONE chain (reported), and plain and
-#      ledger again with synchronous_commit = off (the CPU cost alone, reported). PGBENCH_RUNS
-#      rounds; each ratio is the median of the per-round ratios. Target: ledger/plain tps >= 0.9
+#      PGBENCH_CLIENTS clients on random chains (random anchor among PGBENCH_ANCHORS), into section 1's
+#      user table as it was (plain), with the ledger and with the hand-written trigger, plus
+#      PGBENCH_CLIENTS clients all on ONE chain (reported), and plain and ledger again with
+#      synchronous_commit = off (the CPU cost alone, reported). PGBENCH_RUNS rounds; each ratio is the median of the per-round ratios. Target: ledger/plain tps >= 0.95
 #      on random chains.
 #   3. ledger.verify over VERIFY_ROWS records in VERIFY_CHAINS chains: rows/s, against
 #        (i)  the one-core physical limit: bench/sha3_limit (Rust, sha3 =0.10.8, the extension's
@@ -146,7 +152,7 @@
 #            ledger/plain, audited/plain, ledger/audited reported, no target. Afterwards pgaudit is
 #            dropped and the cluster restarted as before.
 #   9. At scale: a ledger with the columns of ledger.records (create_table's ledger kind) over
-#      SCALE_CHAINS chains and the plain table (section 1's plain kind), each loaded in SCALE_STEPS
+#      SCALE_CHAINS chains and the plain table (create_table's plain kind), each loaded in SCALE_STEPS
 #      INSERT ... SELECTs of SCALE_ROWS / SCALE_STEPS rows (interleaved, the order alternating):
 #      rows/s of each step and ledger/plain, as the tables grow. Then on the ledger: ledger.verify
 #      (default threads, best of SCALE_VERIFY_RUNS), ledger.checkpoint of every chain (total and per
@@ -374,8 +380,17 @@ SQL
     case $kind in
       plain) ;;
       ledger) echo "SELECT ledger.enable('$t', 'anchor_id');" ;;
-      hand)
-        cat <<SQL
+      hand) hand_trigger_sql "$t" ;;
+      *) die "unknown table kind $kind" ;;
+    esac
+  } | psql_ >/dev/null
+}
+
+# hand_trigger_sql TABLE: the hand-written alternative on a table with seq, prev_hash and hash columns:
+# a unique (anchor_id, seq) index and a PL/pgSQL BEFORE INSERT trigger that chains each row.
+hand_trigger_sql() {
+  local t=$1
+  cat <<SQL
 CREATE UNIQUE INDEX ON $t (anchor_id, seq);
 CREATE OR REPLACE FUNCTION ${t}_append() RETURNS trigger LANGUAGE plpgsql AS \$fn\$
 DECLARE
@@ -394,23 +409,55 @@ END
 \$fn\$;
 CREATE TRIGGER zz_hand_append BEFORE INSERT ON $t FOR EACH ROW EXECUTE FUNCTION ${t}_append();
 SQL
-        ;;
-      *) die "unknown table kind $kind" ;;
+}
+
+# user_table KIND NAME: a fresh table with the user's columns (ledger.records' but seq, prev_hash and
+# hash), its primary key and (anchor_id, ts) index: the table as the user had it before the ledger.
+#   plain, audited  as it is (audited differs only in the sessions writing it);
+#   ledger          then ledger.enable(tbl, 'anchor_id') (adding seq, prev_hash, hash, the unique
+#                   (anchor_id, seq) index and the triggers);
+#   evidence        with the ledger's three columns and unique (anchor_id, seq) index but no trigger,
+#                   filled by the load with evidence_values: what storing the evidence costs before
+#                   anything is hashed;
+#   hand            with those columns, the index and the hand-written trigger.
+user_table() {
+  {
+    echo "DROP TABLE IF EXISTS $2;"
+    echo "CREATE TABLE $2 (rid uuid PRIMARY KEY DEFAULT gen_random_uuid(), anchor_id uuid NOT NULL, slot text,"
+    echo "  kind text, ts timestamptz DEFAULT now(), payload jsonb, sig bytea, producer text, version text DEFAULT 'v1');"
+    echo "CREATE INDEX ON $2 (anchor_id, ts);"
+    case $1 in
+      plain | audited) ;;
+      ledger) echo "SELECT ledger.enable('$2', 'anchor_id');" ;;
+      evidence) echo "ALTER TABLE $2 ADD COLUMN seq bigint, ADD COLUMN prev_hash char(64), ADD COLUMN hash char(64);"
+                echo "CREATE UNIQUE INDEX ON $2 (anchor_id, seq);" ;;
+      hand) echo "ALTER TABLE $2 ADD COLUMN seq bigint, ADD COLUMN prev_hash char(64), ADD COLUMN hash char(64);"
+            hand_trigger_sql "$2" ;;
+      *) die "unknown user table kind $1" ;;
     esac
   } | psql_ >/dev/null
 }
 
 anchor_expr() { echo "('00000000-0000-0000-0000-' || lpad(($1)::text, 12, '0'))::uuid"; }
 
+# evidence_values SEQ: the evidence columns' values for a table storing them without a trigger:
+# SEQ and constant hex strings (so nothing is hashed or computed per row).
+evidence_values() { echo "$1, repeat('a', 64), repeat('b', 64)"; }
+
 # load_sql KIND TABLE ROWS CHAINS [FIRST [FILTER]]: one INSERT ... SELECT, timed from before BEGIN to
 # after COMMIT, of rows i = FIRST (default 1) to FIRST + ROWS - 1 (record i on chain i % CHAINS + 1),
-# only those for which the condition FILTER on i holds, if given.
+# only those for which the condition FILTER on i holds, if given. KIND plain also stores seq, prev_hash
+# and hash computed cheaply (md5), evidence stores evidence_values, any other kind leaves them out.
 load_sql() {
   local kind=$1 t=$2 rows=$3 chains=$4 first=${5:-1} where=${6:+ WHERE $6} cols="" vals=""
-  if [[ $kind == plain ]]; then
-    cols=", seq, prev_hash, hash"
-    vals=", i, md5((i - 1)::text) || md5((i - 1)::text), md5(i::text) || md5(i::text)"
-  fi
+  case $kind in
+    plain)
+      cols=", seq, prev_hash, hash"
+      vals=", i, md5((i - 1)::text) || md5((i - 1)::text), md5(i::text) || md5(i::text)" ;;
+    evidence)
+      cols=", seq, prev_hash, hash"
+      vals=", $(evidence_values i)" ;;
+  esac
   cat <<SQL
 CHECKPOINT;
 SELECT clock_timestamp() AS t0 \\gset
@@ -530,35 +577,75 @@ if [[ -z $ONLY ]]; then
 # ------------------------------------------------------------------------------------------------
 # 1. Bulk INSERT ... SELECT
 # ------------------------------------------------------------------------------------------------
+# The built-in schema's variants load their rows from one table built before the runs (untimed), so
+# the plain one stores evidence precomputed outside the timed statement: seq per chain and md5s.
+psql_ >/dev/null <<SQL
+DROP TABLE IF EXISTS bulk_source;
+CREATE TABLE bulk_source AS
+SELECT i, $(anchor_expr "i % $BULK_ANCHORS + 1") AS anchor_id, 'slot-' || (i % 10) AS slot, 'payment' AS kind,
+       jsonb_build_object('i', i, 'note', 'payment ' || i) AS payload, decode(md5(i::text), 'hex') AS sig,
+       'bench' AS producer, (i / $BULK_ANCHORS + 1)::bigint AS seq,
+       md5((i - 1)::text) || md5((i - 1)::text) AS prev_hash, md5(i::text) || md5(i::text) AS hash
+FROM generate_series(1, $BULK_ROWS) AS i;
+VACUUM (ANALYZE) bulk_source;
+SQL
+# source_load_sql TABLE WITH_EVIDENCE: as load_sql, one INSERT ... SELECT of every bulk_source row;
+# WITH_EVIDENCE (yes/no) also stores the precomputed seq, prev_hash and hash.
+source_load_sql() {
+  local cols="anchor_id, slot, kind, payload, sig, producer"
+  [[ $2 == yes ]] && cols+=", seq, prev_hash, hash"
+  cat <<SQL
+CHECKPOINT;
+SELECT clock_timestamp() AS t0 \\gset
+BEGIN;
+INSERT INTO $1 ($cols) SELECT $cols FROM bulk_source;
+COMMIT;
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 4);
+SQL
+}
+# Variants: user_* is the user's table (user_table), loaded as load_sql does (the values computed in
+# the statement, the evidence variant storing constants); builtin_* the columns of ledger.records
+# (create_table), loaded from bulk_source.
 declare -A BULK_TIMES=()
-KINDS=(plain ledger hand)
+KINDS=(user_plain user_ledger user_evidence user_hand builtin_plain builtin_ledger)
 for ((run = 1; run <= BULK_RUNS; run++)); do
-  for ((k = 0; k < 3; k++)); do
-    kind=${KINDS[$(((k + run - 1) % 3))]}   # rotate the order from run to run
-    psql_ -c "DROP TABLE IF EXISTS bulk_plain, bulk_ledger, bulk_hand" >/dev/null
-    create_table "$kind" "bulk_$kind"
-    secs=$(load_sql "$kind" "bulk_$kind" "$BULK_ROWS" "$BULK_ANCHORS" | psql_ | tail -1)
-    no_crash "bulk load into bulk_$kind"
-    rows=$(psql_ -c "SELECT count(*) FROM bulk_$kind")
-    [[ $rows == "$BULK_ROWS" ]] || die "bulk_$kind holds $rows rows, not $BULK_ROWS"
+  for ((k = 0; k < ${#KINDS[@]}; k++)); do
+    variant=${KINDS[$(((k + run - 1) % ${#KINDS[@]}))]}   # rotate the order from run to run
+    schema=${variant%%_*} kind=${variant#*_} t=bulk_$variant evidence=no
+    psql_ -c "DROP TABLE IF EXISTS $(printf 'bulk_%s, ' "${KINDS[@]}" | sed 's/, $//')" >/dev/null
+    if [[ $schema == user ]]; then user_table "$kind" "$t"; else create_table "$kind" "$t"; fi
+    if [[ $schema == user ]]; then
+      load=user
+      [[ $kind == evidence ]] && load=evidence
+      secs=$(load_sql "$load" "$t" "$BULK_ROWS" "$BULK_ANCHORS" | psql_ | tail -1)
+    else
+      [[ $kind == plain ]] && evidence=yes
+      secs=$(source_load_sql "$t" "$evidence" | psql_ | tail -1)
+    fi
+    no_crash "bulk load into $t"
+    rows=$(psql_ -c "SELECT count(*) FROM $t")
+    [[ $rows == "$BULK_ROWS" ]] || die "$t holds $rows rows, not $BULK_ROWS"
     if ((run == BULK_RUNS)); then
       case $kind in
-        ledger) check_ledger bulk_ledger ;;
-        hand) check_hand_chain bulk_hand "$BULK_ROWS" "$BULK_ANCHORS" ;;
+        ledger) check_ledger "$t" ;;
+        hand) check_hand_chain "$t" "$BULK_ROWS" "$BULK_ANCHORS" ;;
       esac
     fi
-    BULK_TIMES[$kind]+="$secs "
-    log "bulk run $run/$BULK_RUNS: $kind $BULK_ROWS rows in ${secs}s"
+    BULK_TIMES[$variant]+="$secs "
+    log "bulk run $run/$BULK_RUNS: $variant $BULK_ROWS rows in ${secs}s"
   done
 done
-psql_ -c "DROP TABLE IF EXISTS bulk_plain, bulk_ledger, bulk_hand" >/dev/null
+psql_ -c "DROP TABLE IF EXISTS bulk_source, $(printf 'bulk_%s, ' "${KINDS[@]}" | sed 's/, $//')" >/dev/null
 declare -A BULK_BEST=()
-for kind in "${KINDS[@]}"; do
+for variant in "${KINDS[@]}"; do
   # shellcheck disable=SC2086
-  BULK_BEST[$kind]=$(min_of ${BULK_TIMES[$kind]})
+  BULK_BEST[$variant]=$(min_of ${BULK_TIMES[$variant]})
 done
-BULK_LEDGER_RATIO=$(calc "${BULK_BEST[ledger]} / ${BULK_BEST[plain]}" 2)
-BULK_HAND_RATIO=$(calc "${BULK_BEST[hand]} / ${BULK_BEST[plain]}" 2)
+BULK_LEDGER_RATIO=$(calc "${BULK_BEST[user_ledger]} / ${BULK_BEST[user_plain]}" 2)
+BULK_EVIDENCE_RATIO=$(calc "${BULK_BEST[user_evidence]} / ${BULK_BEST[user_plain]}" 2)
+BULK_LEDGER_VS_EVIDENCE=$(calc "${BULK_BEST[user_ledger]} / ${BULK_BEST[user_evidence]}" 2)
+BULK_HAND_RATIO=$(calc "${BULK_BEST[user_hand]} / ${BULK_BEST[user_plain]}" 2)
+BULK_BUILTIN_RATIO=$(calc "${BULK_BEST[builtin_ledger]} / ${BULK_BEST[builtin_plain]}" 2)
 
 # 1b. An idempotent retry: INSERT ... SELECT ... ON CONFLICT DO NOTHING of RETRY_ROWS events over 64
 # chains, every tenth already stored (spread through the batch and across the chains), into an event
@@ -567,7 +654,6 @@ BULK_HAND_RATIO=$(calc "${BULK_BEST[hand]} / ${BULK_BEST[plain]}" 2)
 # index that ledger.enable adds, filled with constant values (no trigger, no hashing), so the cost of
 # storing the evidence is told apart from the cost of computing it.
 EVIDENCE_COLUMNS="seq bigint NOT NULL, prev_hash char(64), hash char(64) NOT NULL"
-evidence_values() { echo "$1, repeat('a', 64), repeat('b', 64)"; }
 retry_select() {  # KIND STEP: the events' SELECT
   local extra=""
   if [[ $1 == evidence ]]; then extra=", $(evidence_values i)"; fi
@@ -652,25 +738,16 @@ psql_ -c "DROP TABLE retry_plain, retry_ledger" >/dev/null
 # ------------------------------------------------------------------------------------------------
 # 2. pgbench: single-row autocommit INSERTs
 # ------------------------------------------------------------------------------------------------
-for kind in plain ledger hand; do
-  for chains in random one; do
-    if [[ $chains == random ]]; then a="\\set a random(1, $PGBENCH_ANCHORS)"; else a="\\set a 1"; fi
-    if [[ $kind == plain ]]; then
-      {
-        echo "$a"
-        echo "\\set s random(1, 1000000000)"
-        echo "INSERT INTO pgb_plain (anchor_id, slot, kind, payload, producer, seq, prev_hash, hash)" \
-             "VALUES ($(anchor_expr ":a"), 'slot-1', 'payment', jsonb_build_object('a', (:a)::int, 'note', 'payment'), 'bench'," \
-             "(:s)::bigint, md5((:s)::text) || md5((:s)::text), md5(random()::text) || md5(random()::text));"
-      } >"$WORK/pgb_${kind}_$chains.sql"
-    else
-      {
-        echo "$a"
-        echo "INSERT INTO pgb_$kind (anchor_id, slot, kind, payload, producer)" \
-             "VALUES ($(anchor_expr ":a"), 'slot-1', 'payment', jsonb_build_object('a', (:a)::int, 'note', 'payment'), 'bench');"
-      } >"$WORK/pgb_${kind}_$chains.sql"
-    fi
-  done
+# Every variant runs the same INSERT of the user's columns: plain is the user's table as it was, ledger
+# and hand fill seq, prev_hash and hash themselves (user_table).
+for chains in random one; do
+  if [[ $chains == random ]]; then a="\\set a random(1, $PGBENCH_ANCHORS)"; else a="\\set a 1"; fi
+  {
+    echo "$a"
+    echo "INSERT INTO pgb_KIND (anchor_id, slot, kind, payload, producer)" \
+         "VALUES ($(anchor_expr ":a"), 'slot-1', 'payment', jsonb_build_object('a', (:a)::int, 'note', 'payment'), 'bench');"
+  } >"$WORK/pgb_$chains.sql"
+  for kind in plain ledger hand; do sed "s/pgb_KIND/pgb_$kind/" "$WORK/pgb_$chains.sql" >"$WORK/pgb_${kind}_$chains.sql"; done
 done
 
 # run_pgbench KIND CHAINS CLIENTS [async] -> tps; async: synchronous_commit = off, so no commit
@@ -678,7 +755,7 @@ done
 run_pgbench() {
   local kind=$1 chains=$2 clients=$3 commit=${4:-sync} options=$PGOPTIONS
   [[ $commit == async ]] && options+=" -c synchronous_commit=off"
-  create_table "$kind" "pgb_$kind"
+  user_table "$kind" "pgb_$kind"
   psql_ -c "CHECKPOINT" >/dev/null
   timed_pgbench "$kind $chains c$clients $commit" "$WORK/pgb_${kind}_$chains.sql" "$clients" "$options"
   case $kind in
@@ -1592,19 +1669,6 @@ AUDIT_VERSION=$(psql_ -c "SELECT extversion FROM pg_extension WHERE extname = 'p
 [[ $(psql_ -c "SHOW pgaudit.log") == none ]] || die "pgaudit.log is not 'none' by default"
 AUDIT_PGOPTIONS="$PGOPTIONS -c pgaudit.log=write"
 AUDIT_KINDS=(plain audited ledger)
-# user_table KIND NAME: a fresh table with the user's columns (ledger.records' but seq, prev_hash and
-# hash), its primary key and (anchor_id, ts) index; plain and audited alike (audited differs only in
-# the sessions writing it), ledger then ledger.enable(tbl, 'anchor_id') (adding seq, prev_hash, hash,
-# the (anchor_id, seq) index and the triggers).
-user_table() {
-  {
-    echo "DROP TABLE IF EXISTS $2;"
-    echo "CREATE TABLE $2 (rid uuid PRIMARY KEY DEFAULT gen_random_uuid(), anchor_id uuid NOT NULL, slot text,"
-    echo "  kind text, ts timestamptz DEFAULT now(), payload jsonb, sig bytea, producer text, version text DEFAULT 'v1');"
-    echo "CREATE INDEX ON $2 (anchor_id, ts);"
-    if [[ $1 == ledger ]]; then echo "SELECT ledger.enable('$2', 'anchor_id');"; fi
-  } | psql_ >/dev/null
-}
 # audit_lines TABLE [OFFSET] -> the number of pgAudit session lines naming TABLE in the server log
 # (from byte OFFSET on, default all of it); log_size -> the log's size now, an OFFSET.
 audit_lines() {
@@ -1912,16 +1976,32 @@ report_sections_1_to_5() {
   cat <<EOF
 ## 1. Bulk load: one \`INSERT ... SELECT\` of $BULK_ROWS rows ($BULK_ANCHORS chains), one transaction
 
-Time from before \`BEGIN\` to after \`COMMIT\`, fresh table each run, best of $BULK_RUNS.
+Time from before \`BEGIN\` to after \`COMMIT\`, fresh table each run, best of $BULK_RUNS, the six variants
+interleaved, the order rotated from run to run.
+
+A user's table (\`ledger.records\`' columns but \`seq\`, \`prev_hash\` and \`hash\`, with its primary key
+and \`(anchor_id, ts)\` index), as it was and with the ledger; the \`SELECT\` computes each row's values
+(\`jsonb_build_object\`, \`md5\`) over \`generate_series\`:
 
 | variant | best time | runs (s) | ratio to plain | target | |
 |---|---:|---|---:|---|---|
-| plain (no trigger) | ${BULK_BEST[plain]} s | $(per_run ${BULK_TIMES[plain]}) | 1.00 | | |
-| **ledger** | ${BULK_BEST[ledger]} s | $(per_run ${BULK_TIMES[ledger]}) | **$BULK_LEDGER_RATIO** | ledger/plain ≤ 1.5 | $(met "$BULK_LEDGER_RATIO" "<=" 1.5) |
-| hand-written trigger | ${BULK_BEST[hand]} s | $(per_run ${BULK_TIMES[hand]}) | $BULK_HAND_RATIO | (reference) | |
+| plain (the table as it was, without the ledger) | ${BULK_BEST[user_plain]} s | $(per_run ${BULK_TIMES[user_plain]}) | 1.00 | | |
+| **ledger** (after \`ledger.enable(tbl, 'anchor_id')\`) | ${BULK_BEST[user_ledger]} s | $(per_run ${BULK_TIMES[user_ledger]}) | **$BULK_LEDGER_RATIO** | ledger/plain ≤ 1.3 | $(met "$BULK_LEDGER_RATIO" "<=" 1.3) |
+| evidence (the ledger's columns and unique \`(anchor_id, seq)\` index, constant values, no trigger) | ${BULK_BEST[user_evidence]} s | $(per_run ${BULK_TIMES[user_evidence]}) | $BULK_EVIDENCE_RATIO | (reference) | |
+| hand-written trigger (the same columns and index) | ${BULK_BEST[user_hand]} s | $(per_run ${BULK_TIMES[user_hand]}) | $BULK_HAND_RATIO | (reference) | |
 
-The ledger table also carries the unique \`(anchor_id, seq)\` index that \`ledger.enable\` adds (the
-hand-written table has the same index); the plain table does not.
+The evidence row is what storing the ledger's columns and index costs before anything is hashed
+(each row grows by a bigint and two 64-character hex strings, and every insert updates one more
+index): ledger/evidence is **$BULK_LEDGER_VS_EVIDENCE**, the part of the ratio the trigger adds.
+
+The built-in schema (the columns of \`ledger.records\`, with a unique \`hash\`), against the same
+table without the trigger storing the same evidence precomputed; both read their rows from a table
+built before the runs (seq per chain, \`prev_hash\` and \`hash\` from md5s):
+
+| variant | best time | runs (s) | ratio to plain | |
+|---|---:|---|---:|---|
+| plain (evidence precomputed) | ${BULK_BEST[builtin_plain]} s | $(per_run ${BULK_TIMES[builtin_plain]}) | 1.00 | |
+| **ledger** | ${BULK_BEST[builtin_ledger]} s | $(per_run ${BULK_TIMES[builtin_ledger]}) | **$BULK_BUILTIN_RATIO** | (reference) |
 
 ### 1b. An idempotent retry: \`INSERT ... SELECT ... ON CONFLICT DO NOTHING\` of $RETRY_ROWS events, every tenth already stored
 
@@ -1969,7 +2049,9 @@ variant speeds up as its table fills.
 
 ## 2. Single-row autocommit INSERTs (pgbench)
 
-\`pgbench -n -M prepared -T $PGBENCH_SECONDS\`, one INSERT per transaction, fsync on; *random* picks one of
+The user's table of section 1: *plain* as it was, *ledger* after \`ledger.enable(tbl, 'anchor_id')\`, *hand*
+with the ledger's columns and index and the hand-written trigger; every variant runs the same INSERT of
+the user's columns. \`pgbench -n -M prepared -T $PGBENCH_SECONDS\`, one INSERT per transaction, fsync on; *random* picks one of
 $PGBENCH_ANCHORS chains per transaction, *one* puts every insert on the same chain. $PGBENCH_RUNS
 round(s), each running every variant once, back to back (every other round in reverse order); -j = min(clients, nproc). The tps columns
 are the best run of each variant; every ratio is the **median over the rounds of the ratio within a
@@ -1978,8 +2060,8 @@ minutes: a ratio of bests would be decided by whichever side had one lucky run.
 
 | clients | chains | plain tps | ledger tps | ledger/plain | target | | hand tps | hand/plain |
 |---:|---|---:|---:|---:|---|---|---:|---:|
-| 1 | random | $(tps_of "plain random 1") | $(tps_of "ledger random 1") | **$PGB_R1** | ≥ 0.9 | $(met "$PGB_R1" ">=" 0.9) | $(tps_of "hand random 1") | $PGB_H1 |
-| $C | random | $(tps_of "plain random $C") | $(tps_of "ledger random $C") | **$PGB_RC** | ≥ 0.9 | $(met "$PGB_RC" ">=" 0.9) | $(tps_of "hand random $C") | $PGB_HC |
+| 1 | random | $(tps_of "plain random 1") | $(tps_of "ledger random 1") | **$PGB_R1** | ≥ 0.95 | $(met "$PGB_R1" ">=" 0.95) | $(tps_of "hand random 1") | $PGB_H1 |
+| $C | random | $(tps_of "plain random $C") | $(tps_of "ledger random $C") | **$PGB_RC** | ≥ 0.95 | $(met "$PGB_RC" ">=" 0.95) | $(tps_of "hand random $C") | $PGB_HC |
 | $C | one | (random: $(tps_of "plain random $C")) | $(tps_of "ledger one $C") | $PGB_RONE | (reported) | | $(tps_of "hand one $C") | $PGB_HONE |
 
 Per-round ledger/plain, 1 client: $(per_run $PAIRED_1); $C clients: $(per_run $PAIRED_C). For comparison,
@@ -2331,7 +2413,7 @@ $(provenance "$V8_STARTED" "$V8_FINISHED")
 
 ### (a) \`ledger.verify\` on every core: $VERIFY8_ROWS records ($V8_CHAINS chains, table $V8_MB MB, cached), on $NPROC cores
 
-A ledger with the columns of \`ledger.records\` (section 1's ledger table: \`ledger.enable(tbl, 'anchor_id')\`)
+A ledger with the columns of \`ledger.records\` (section 1's built-in-schema ledger table: \`ledger.enable(tbl, 'anchor_id')\`)
 of $VERIFY8_ROWS records in $V8_CHAINS chains, loaded by \`INSERT ... SELECT\`s of up to $V8_BATCH records, $NPROC
 sessions at once each on its own chains ($V8_LOAD s), then vacuumed, analyzed and read once. \`SELECT count(*) FROM ledger.verify(tbl)\`, each
 run in a fresh session, with \`SET ledger.verify_threads = 1\` (the backend alone, the previous
@@ -2443,8 +2525,8 @@ $SCALE_WHERE
 
 $(provenance "$SCALE_STARTED" "$SCALE_FINISHED")
 
-Two tables with the columns of \`ledger.records\`: *ledger* (section 1's ledger table, after
-\`ledger.enable(tbl, 'anchor_id')\`) and *plain* (section 1's plain table: no triggers, \`seq\`, \`prev_hash\`,
+Two tables with the columns of \`ledger.records\`: *ledger* (the built-in schema of section 1, after
+\`ledger.enable(tbl, 'anchor_id')\`) and *plain* (the same table with no triggers, \`seq\`, \`prev_hash\`,
 \`hash\` computed cheaply in the \`SELECT\` with md5, so it stores the same columns). Each was loaded in
 $SCALE_STEPS steps of $SCALE_STEP_ROWS rows, one \`INSERT ... SELECT\` per step (record i on chain
 i % $SCALE_CHAINS + 1, so every chain grows at every step), timed from before \`BEGIN\` to after \`COMMIT\`,
@@ -2578,10 +2660,10 @@ mv "$BENCH_RESULTS.tmp" "$BENCH_RESULTS"
 log "done: $BENCH_RESULTS"
 echo
 if [[ -z $ONLY ]]; then
-echo "bulk ledger/plain $BULK_LEDGER_RATIO (<= 1.5), hand/plain $BULK_HAND_RATIO"
+echo "bulk ledger/plain $BULK_LEDGER_RATIO (<= 1.3), evidence/plain $BULK_EVIDENCE_RATIO, hand/plain $BULK_HAND_RATIO; built-in schema ledger/plain $BULK_BUILTIN_RATIO"
 echo "retry ON CONFLICT DO NOTHING ledger/plain $RETRY_RATIO (<= 1.3), evidence/plain $RETRY_EVIDENCE_RATIO, ledger/evidence $RETRY_LEDGER_VS_EVIDENCE"
 echo "concurrent retries ($PGBENCH_CLIENTS writers) ledger/plain tps: id order ${RETRY_TPS_RATIO[unordered]}, chain order ${RETRY_TPS_RATIO[ordered]}, all stored ${RETRY_TPS_RATIO[stored]} (>= 0.77)"
-echo "pgbench ledger/plain: 1 client $PGB_R1, $C clients $PGB_RC (>= 0.9); $C clients one chain $PGB_RONE, CPU alone $PGB_ASYNC (reported); ratios of best runs $BEST_R1, $BEST_RC"
+echo "pgbench ledger/plain: 1 client $PGB_R1, $C clients $PGB_RC (>= 0.95); $C clients one chain $PGB_RONE, CPU alone $PGB_ASYNC (reported); ratios of best runs $BEST_R1, $BEST_RC"
 echo "verify $VERIFY_RPS rows/s; limit $LIMIT_HPS (ratio $VERIFY_LIMIT_RATIO, >= 0.5); hand SQL $HAND_VERIFY_RPS (ratio $VERIFY_HAND_RATIO, > 1)"
 echo "ledger.stats on $VERIFY_ROWS records: $STATS_MS ms; count(*) $COUNT_MS ms; ratio $STATS_RATIO"
 echo "merkle_root $MERKLE_RPS rows/s; /record-hash limit $MERKLE_VS_SHA3, /Merkle limit $MERKLE_LIMIT_LPS = $MERKLE_VS_MLIMIT"
