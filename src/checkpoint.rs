@@ -773,6 +773,7 @@ fn inclusion_proof(cid: pgrx::Uuid, seq: i64) -> JsonB {
     info.insert("checkpoint".into(), json!(cp.cid));
     info.insert("record_hash".into(), json!(to_hex(&record_hash)));
     info.insert("root".into(), json!(cp.root));
+    crate::durability::flush_visible_commits();
     JsonB(proof.to_json(info))
 }
 
@@ -912,6 +913,7 @@ fn consistency_proof(old_cid: pgrx::Uuid, new_cid: pgrx::Uuid) -> JsonB {
     info.insert("chain".into(), json!(new.chain));
     info.insert("old_checkpoint".into(), json!(old.cid));
     info.insert("new_checkpoint".into(), json!(new.cid));
+    crate::durability::flush_visible_commits();
     JsonB(proof.to_json(info))
 }
 
@@ -960,6 +962,7 @@ AS $$ SELECT ledger.verify_consistency(proof::pg_catalog.text, old_size, old_roo
 fn digest(cid: pgrx::Uuid) -> String {
     let cp = load_checkpoint(cid);
     let statement = cp.statement().or_raise();
+    crate::durability::flush_visible_commits();
     note::render(&statement, cp.signature().as_ref())
 }
 

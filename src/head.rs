@@ -310,15 +310,17 @@ fn chain_lock_tag(relid: Oid, chain_key: &[u8]) -> pg_sys::LOCKTAG {
     ledger_lock_tag(relid, fnv1a(chain_key), CHAIN_LOCK_SPACE)
 }
 
-/// Takes the lock of a chain about to be appended to. Two transactions that reach the same chains
-/// in different orders can each wait for a chain the other holds: PostgreSQL's deadlock report then
-/// says which ledger, and how writers avoid it.
+/// Takes the lock of a chain about to be appended to, to be released before the commit's flush
+/// (src/durability.rs). Two transactions that reach the same chains in different orders can each
+/// wait for a chain the other holds: PostgreSQL's deadlock report then says which ledger, and how
+/// writers avoid it.
 ///
 /// # Safety
 /// Must run inside a transaction.
 unsafe fn lock_chain_to_append(layout: &Layout, chain_key: &[u8]) {
     let tag = chain_lock_tag(layout.relid, chain_key);
     let mode = pg_sys::ExclusiveLock as i32;
+    crate::durability::release_locks_before_flush();
     if pg_sys::LockAcquire(&tag, mode, false, true) != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
         return;
     }
@@ -599,11 +601,13 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
             forget_transaction();
         }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
+            crate::durability::forget();
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
             forget_transaction();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            crate::durability::forget();
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
             forget_transaction();

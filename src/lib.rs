@@ -10,6 +10,7 @@ mod checkpoint;
 mod confirm;
 mod conflict;
 mod datum;
+mod durability;
 mod enable;
 mod erasure;
 mod error;
@@ -47,12 +48,14 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     checkpoint::register_settings();
     confirm::register_settings();
+    durability::register_settings();
     metrics::init();
     conflict::init();
     // SAFETY: registering process-lifetime callbacks once, at library load.
     unsafe {
         pg_sys::RegisterXactCallback(Some(head::on_xact), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(head::on_subxact), std::ptr::null_mut());
+        pg_sys::RegisterResourceReleaseCallback(Some(durability::after_locks), std::ptr::null_mut());
         pg_sys::CacheRegisterRelcacheCallback(Some(layout::invalidate), pg_sys::Datum::from(0));
     }
 }
