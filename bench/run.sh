@@ -2042,7 +2042,7 @@ $(for variant in "${RETRY_VARIANTS[@]}"; do
 done)
 
 In (a) and (b) every batch appends to all 64 chains, and a chain's lock is held until its appender
-commits, so batches that both store rows run one after another, and in (a) two of them that reach
+commits (until its commit record is written), so batches that both store rows run one after another, and in (a) two of them that reach
 the chains in different orders deadlock, again and again while most rows are new; a plain table's
 batches only wait for each other on a shared id. Rows already stored take no chain lock, so each
 variant speeds up as its table fills.
@@ -2062,18 +2062,20 @@ minutes: a ratio of bests would be decided by whichever side had one lucky run.
 |---:|---|---:|---:|---:|---|---|---:|---:|
 | 1 | random | $(tps_of "plain random 1") | $(tps_of "ledger random 1") | **$PGB_R1** | ≥ 0.95 | $(met "$PGB_R1" ">=" 0.95) | $(tps_of "hand random 1") | $PGB_H1 |
 | $C | random | $(tps_of "plain random $C") | $(tps_of "ledger random $C") | **$PGB_RC** | ≥ 0.95 | $(met "$PGB_RC" ">=" 0.95) | $(tps_of "hand random $C") | $PGB_HC |
-| $C | one | (random: $(tps_of "plain random $C")) | $(tps_of "ledger one $C") | $PGB_RONE | (reported) | | $(tps_of "hand one $C") | $PGB_HONE |
+| $C | one | (random: $(tps_of "plain random $C")) | $(tps_of "ledger one $C") | **$PGB_RONE** | ≥ 0.8 | $(met "$PGB_RONE" ">=" 0.8) | $(tps_of "hand one $C") | $PGB_HONE |
 
 Per-round ledger/plain, 1 client: $(per_run $PAIRED_1); $C clients: $(per_run $PAIRED_C). For comparison,
 the ratio of the best runs: 1 client $BEST_R1, $C clients $BEST_RC.
 
 All runs (tps): $(for config in "${PGB_CONFIGS[@]}"; do printf '%s: %s; ' "$config" "$(per_run $(printf '%.0f ' ${PGB_TPS[$config]}))"; done | sed 's/; $/./')
 
-On one chain the appends are serialized: the ledger and the hand-written trigger both hold a per-chain
-lock from the append to the end of the transaction (including its commit and WAL flush), so the next
-append to that chain waits; the one-chain row measures that serialization, not hashing, so it is
-reported without a target; compare it with the hand-written trigger: ledger/hand on one chain =
-$PGB_LH_ONE.
+On one chain the appends are serialized by the chain's lock. The ledger releases it once the
+appender's commit record is written, before the record is flushed (early lock release, README
+"Concurrency"), so the next append waits for the previous one's execution only and the flushes are
+shared as a plain table's writers share them; the hand-written trigger's advisory lock is held
+through the flush, one commit per flush. The one-chain ratio is against plain on random chains
+(a plain table has no chains); the performance issue's target 3 is ≥ 0.8. Ledger/hand on one
+chain = $PGB_LH_ONE.
 
 The CPU cost alone (no target): with \`synchronous_commit = off\` no commit waits for its WAL flush,
 and $C clients on random chains give plain $(tps_of "plain random $C async") tps, ledger
