@@ -14,8 +14,8 @@
 //!
 //! The difference others can see: the rows of such a commit are visible to other sessions for the
 //! moment of that flush before they are durable, as with any asynchronous commit; a crash in that
-//! moment loses them together with every commit after them (never a part of a chain). What the
-//! ledger itself attests (digests, proofs) is flushed before it is returned
+//! moment loses them together with every later commit (what survives of a chain is a prefix).
+//! What the ledger itself attests (digests, proofs) is flushed before it is returned
 //! ([`flush_visible_commits`]). Applied only when the commit would otherwise wait for the local
 //! flush alone: with synchronous standbys the locks are held until they confirm, as before.
 
@@ -98,13 +98,30 @@ pub fn forget() {
     FLUSH_AFTER_RELEASE.with(|f| f.set(false));
 }
 
-/// Flushes the WAL as far as it is written: every commit this backend's snapshots could see is then
-/// durable, so what it returns attests no record a crash could still take back.
+/// Flushes the WAL as far as it is inserted: every commit this backend's snapshots could see is
+/// then durable, so what it returns attests no record a crash could still take back.
 pub fn flush_visible_commits() {
     // SAFETY: plain calls into the WAL machinery; a standby has nothing of its own to flush.
     unsafe {
         if !pg_sys::RecoveryInProgress() {
-            pg_sys::XLogFlush(pg_sys::GetXLogInsertRecPtr());
+            pg_sys::XLogFlush(inserted_end(pg_sys::GetXLogInsertRecPtr(), pg_sys::wal_segment_size as u64));
         }
+    }
+}
+
+/// The end of the WAL inserted so far, from the insert position. At a page boundary the position
+/// points past the next page's header, which no record has reached: a flush request that far would
+/// be past the WAL generated (PostgreSQL logs such a request), so the boundary itself is the end.
+pub(crate) fn inserted_end(position: u64, segment_size: u64) -> u64 {
+    let page = u64::from(pg_sys::XLOG_BLCKSZ);
+    let header = if position % segment_size < page {
+        std::mem::size_of::<pg_sys::XLogLongPageHeaderData>()
+    } else {
+        std::mem::size_of::<pg_sys::XLogPageHeaderData>()
+    } as u64;
+    if position % page == header {
+        position - header
+    } else {
+        position
     }
 }

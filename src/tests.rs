@@ -25,6 +25,20 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_insert_position_past_a_page_header_ends_at_the_boundary() {
+        use crate::durability::inserted_end;
+        let segment = 16 << 20;
+        assert_eq!(inserted_end(segment + 40, segment), segment);
+        assert_eq!(inserted_end(segment + 8192 + 24, segment), segment + 8192);
+        // Positions inside a page, past its header, are ends as they are.
+        assert_eq!(inserted_end(segment + 8192 + 40, segment), segment + 8192 + 40);
+        assert_eq!(inserted_end(segment + 24, segment), segment + 24);
+        assert_eq!(inserted_end(segment + 8192 + 25, segment), segment + 8192 + 25);
+        // Flushing as far as inserted asks for no WAL that was not generated.
+        crate::durability::flush_visible_commits();
+    }
+
+    #[pg_test]
     fn jsonb_is_read_in_canonical_form() {
         let expected: Vec<u8> = [
             &[0x06, 0, 0, 0, 2][..],
