@@ -75,8 +75,10 @@ pub unsafe fn release_locks_before_flush() {
 
 /// Registered in _PG_init as a resource release callback: after a committing transaction's locks
 /// are released, flushes its commit record if [`release_locks_before_flush`] made it asynchronous.
-/// (Flushing a record that is already flushed, because something reverted the setting, costs a
-/// comparison.)
+/// Every top-level transaction end passes here, so this is also where the flag is cleared. Flushing
+/// a record that is already flushed costs a comparison: so it is when something reverted the
+/// setting, and after PREPARE TRANSACTION (which flushes its own record, as COMMIT PREPARED does,
+/// so the last commit's end is behind it).
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn after_locks(
     phase: pg_sys::ResourceReleasePhase::Type,
@@ -90,12 +92,6 @@ pub unsafe extern "C-unwind" fn after_locks(
     if FLUSH_AFTER_RELEASE.with(|f| f.replace(false)) && is_commit {
         pg_sys::XLogFlush(pg_sys::XactLastCommitEnd);
     }
-}
-
-/// A prepared transaction's commit always flushes (COMMIT PREPARED), and an aborted one has
-/// nothing to flush.
-pub fn forget() {
-    FLUSH_AFTER_RELEASE.with(|f| f.set(false));
 }
 
 /// Flushes the WAL as far as it is inserted: every commit this backend's snapshots could see is

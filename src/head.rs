@@ -601,13 +601,11 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
             forget_transaction();
         }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
-            crate::durability::forget();
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
             forget_transaction();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            crate::durability::forget();
             STATE.with(|s| *s.borrow_mut() = State::default());
             STORED_APPENDS.with(|s| s.take());
             forget_transaction();

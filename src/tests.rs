@@ -34,7 +34,7 @@ mod tests {
         assert_eq!(inserted_end(segment + 8192 + 40, segment), segment + 8192 + 40);
         assert_eq!(inserted_end(segment + 24, segment), segment + 24);
         assert_eq!(inserted_end(segment + 8192 + 25, segment), segment + 8192 + 25);
-        // Flushing as far as inserted asks for no WAL that was not generated.
+        // And a flush as far as inserted runs in a backend.
         crate::durability::flush_visible_commits();
     }
 

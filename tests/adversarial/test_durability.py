@@ -39,7 +39,7 @@ def test_chain_lock_released_before_the_flush(db, early):
     lock once its commit record is written: C appends and is done while A's COMMIT is still
     flushing. Off, A holds the lock through the flush and C waits for it. Either way C links after
     A's record and the session's synchronous_commit is as it was. (That COMMIT still returns only
-    after the flush: tests/adversarial/test_crash.py.)"""
+    after the flush: test_acknowledged_appends_survive_with_the_wal_writer_asleep.)"""
     x = str(uuid.uuid4())
     head = insert_record(db.conn.cursor(), x)
     a = db.connect(settings={"commit_delay": "100000", "commit_siblings": "0",
