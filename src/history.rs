@@ -43,6 +43,32 @@ struct VersionPlan {
     any: pg_sys::SPIPlanPtr,
     /// The primary-key columns of the tracked table.
     key_columns: Vec<KeyColumn>,
+    /// The insert of one version without SQL, for a history of the columns enable_history makes.
+    direct: Option<DirectAppend>,
+}
+
+/// Where a version's values go in a history's rows, for inserting them directly (`append_version`).
+struct DirectAppend {
+    history: Oid,
+    /// 0-based positions of the columns written (`seq`, `prev_hash` and `hash` are the ledger
+    /// trigger's): key, op, at, role, txid, row.
+    key: usize,
+    op: usize,
+    at: usize,
+    role: usize,
+    txid: usize,
+    row: usize,
+    /// A text[] of the tracked table's columns outside the key: a row's jsonb without them is its key.
+    non_key: pg_sys::Datum,
+    /// Holds `non_key`.
+    memory: pg_sys::MemoryContext,
+}
+
+impl Drop for DirectAppend {
+    fn drop(&mut self) {
+        // SAFETY: a context this module created, deleted once.
+        unsafe { pg_sys::MemoryContextDelete(self.memory) };
+    }
 }
 
 impl Drop for VersionPlan {
@@ -87,33 +113,50 @@ pub fn forget_plan(relid: Oid) {
 ///
 /// # Safety
 /// `rel` is the tracked table, open.
-unsafe fn version_plans(rel: pg_sys::Relation) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, Vec<KeyColumn>) {
+unsafe fn version_plans(rel: pg_sys::Relation) -> Plans {
     let relid = (*rel).rd_id;
-    let cached = VERSION_PLANS.with(|p| p.borrow().get(&relid).map(|p| (p.one, p.any, p.key_columns.clone())));
+    let cached = VERSION_PLANS.with(|p| p.borrow().get(&relid).map(Plans::of));
     if let Some(plans) = cached {
         return plans;
     }
     lifecycle::as_extension_owner(|| Spi::connect(|client| prepare_version_plans(client, relid)))
 }
 
+/// What one row change uses of a table's [`VersionPlan`] (which stays alive to the transaction's
+/// end, retired or not, so the pointers stay valid).
+struct Plans {
+    one: pg_sys::SPIPlanPtr,
+    any: pg_sys::SPIPlanPtr,
+    key_columns: Vec<KeyColumn>,
+    direct: Option<*const DirectAppend>,
+}
+
+impl Plans {
+    fn of(plan: &VersionPlan) -> Plans {
+        Plans {
+            one: plan.one,
+            any: plan.any,
+            key_columns: plan.key_columns.clone(),
+            direct: plan.direct.as_ref().map(|d| d as *const DirectAppend),
+        }
+    }
+}
+
 /// Reads the registry entry of `relid` and prepares and keeps its plans.
 ///
 /// # Safety
 /// Must run inside an SPI connection (`client`'s).
-unsafe fn prepare_version_plans(
-    client: &SpiClient<'_>,
-    relid: Oid,
-) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, Vec<KeyColumn>) {
-    let (history, key_columns) = client
+unsafe fn prepare_version_plans(client: &SpiClient<'_>, relid: Oid) -> Plans {
+    let (history, key_columns, history_oid) = client
         .select(
-            "SELECT history::text, key_columns::text[] FROM ledger.tracked WHERE tbl = $1",
+            "SELECT history::text, key_columns::text[], history::oid FROM ledger.tracked WHERE tbl = $1",
             Some(1),
             &[relid.into()],
         )
-        .and_then(|rows| rows.first().get_two::<String, Vec<String>>())
+        .and_then(|rows| rows.first().get_three::<String, Vec<String>, Oid>())
         .map_err(|e| spi_error("cannot read the registry of tracked tables", e))
         .or_raise();
-    let (Some(history), Some(key_columns)) = (history, key_columns) else {
+    let (Some(history), Some(key_columns), Some(history_oid)) = (history, key_columns, history_oid) else {
         raise(LedgerError::new(
             SqlState::UndefinedObject,
             format!("table {} is not history-tracked", layout::qualified_name(relid)),
@@ -170,8 +213,124 @@ unsafe fn prepare_version_plans(
     );
     let one = prepare(&one, [pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::JSONBOID]);
     let any = prepare(&any, [pg_sys::JSONBOID, pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID]);
-    VERSION_PLANS.with(|p| p.borrow_mut().insert(relid, VersionPlan { one, any, key_columns: key.clone() }));
-    (one, any, key)
+    let direct = direct_append(relid, history_oid, &key_columns);
+    VERSION_PLANS.with(|p| {
+        let mut plans = p.borrow_mut();
+        let plan = plans.entry(relid).or_insert(VersionPlan { one, any, key_columns: key, direct });
+        Plans::of(plan)
+    })
+}
+
+/// How to insert a version of a row of `relid` into its history `history` without SQL, if the
+/// history has the columns and types enable_history gives it (otherwise the kept plan does it).
+///
+/// # Safety
+/// Both tables exist.
+unsafe fn direct_append(relid: Oid, history: Oid, key_columns: &[String]) -> Option<DirectAppend> {
+    let position = |name: &std::ffi::CStr, type_oid: Oid| {
+        let attnum = pg_sys::get_attnum(history, name.as_ptr());
+        (attnum > 0 && pg_sys::get_atttype(history, attnum) == type_oid).then(|| attnum as usize - 1)
+    };
+    let key = position(c"key", pg_sys::TEXTOID)?;
+    let op = position(c"op", pg_sys::TEXTOID)?;
+    let at = position(c"at", pg_sys::TIMESTAMPTZOID)?;
+    let role = position(c"role", pg_sys::TEXTOID)?;
+    let txid = position(c"txid", pg_sys::INT8OID)?;
+    let row = position(c"row", pg_sys::JSONBOID)?;
+    let non_key: Vec<String> = layout::attributes(relid)
+        .into_iter()
+        .map(|(_, name, _)| name)
+        .filter(|name| !key_columns.contains(name))
+        .collect();
+    let memory = pg_sys::AllocSetContextCreateExtended(
+        pg_sys::TopMemoryContext,
+        c"ledger history direct append".as_ptr(),
+        0,
+        1024,
+        8192,
+    );
+    let old = pg_sys::MemoryContextSwitchTo(memory);
+    let mut elements: Vec<pg_sys::Datum> = non_key.iter().map(|name| text_datum(name)).collect();
+    let array = pg_sys::construct_array(
+        elements.as_mut_ptr(),
+        elements.len() as i32,
+        pg_sys::TEXTOID,
+        -1,
+        false,
+        pg_sys::TYPALIGN_INT as std::ffi::c_char,
+    );
+    pg_sys::MemoryContextSwitchTo(old);
+    Some(DirectAppend { history, key, op, at, role, txid, row, non_key: pg_sys::Datum::from(array), memory })
+}
+
+/// `jsonb - text[]` (`jsonb_delete_array`): its pg_proc OID, the same in every release, whose
+/// bindings name it differently (13: F_JSONB_DELETE_ARRAY, later: F_JSONB_DELETE_JSONB__TEXT).
+const JSONB_DELETE_KEYS: u32 = 3343;
+
+/// Inserts one version into the history as the kept plan `one` would (the same values; the
+/// history's own ledger trigger links and hashes it), through the executor's single-row insert
+/// rather than a statement: a tracked UPDATE's time in the backend was a fifth starting and
+/// ending that statement's executor.
+///
+/// # Safety
+/// `keyed` is the jsonb of the row whose key the version has, `row` the version's row (None for a
+/// delete); inside a transaction, with history appends allowed.
+unsafe fn append_version(
+    direct: &DirectAppend,
+    keyed: pg_sys::Datum,
+    op: &str,
+    actor: &str,
+    row: Option<pg_sys::Datum>,
+) {
+    // The key: the row's jsonb without its other columns, as text (jsonb's one spelling of an
+    // object, the same as jsonb_build_object of the key columns).
+    let key_jsonb =
+        pg_sys::OidFunctionCall2Coll(Oid::from(JSONB_DELETE_KEYS), pg_sys::InvalidOid, keyed, direct.non_key);
+    let key_text = pg_sys::OidFunctionCall1Coll(Oid::from(pg_sys::F_JSONB_OUT), pg_sys::InvalidOid, key_jsonb);
+    let key = pg_sys::Datum::from(pg_sys::cstring_to_text(key_text.cast_mut_ptr()));
+
+    let rel = pg_sys::table_open(direct.history, pg_sys::RowExclusiveLock as i32);
+    // As a statement of its own would: it sees what this transaction wrote so far.
+    pg_sys::CommandCounterIncrement();
+    let estate = pg_sys::CreateExecutorState();
+    (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
+    let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
+    (*result).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+    pg_sys::InitResultRelInfo(result, rel, 0, std::ptr::null_mut(), 0);
+    pg_sys::ExecOpenIndices(result, false);
+    let tupdesc = (*rel).rd_att;
+    let slot = pg_sys::ExecInitExtraTupleSlot(estate, tupdesc, &pg_sys::TTSOpsVirtual);
+    pg_sys::ExecClearTuple(slot);
+    let natts = (*tupdesc).natts as usize;
+    let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+    let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+    nulls.fill(true);
+    let mut set = |at: usize, value: pg_sys::Datum| {
+        values[at] = value;
+        nulls[at] = false;
+    };
+    set(direct.key, key);
+    set(direct.op, text_datum(op));
+    set(direct.at, pg_sys::Datum::from(pg_sys::GetCurrentTimestamp()));
+    set(direct.role, text_datum(actor));
+    set(direct.txid, pg_sys::Datum::from(pg_sys::GetTopFullTransactionId().value as i64));
+    if let Some(row) = row {
+        set(direct.row, row);
+    }
+    pg_sys::ExecStoreVirtualTuple(slot);
+    pg_sys::AfterTriggerBeginQuery();
+    #[cfg(feature = "pg13")]
+    {
+        (*estate).es_result_relation_info = result;
+        pg_sys::ExecSimpleRelationInsert(estate, slot);
+    }
+    #[cfg(not(feature = "pg13"))]
+    pg_sys::ExecSimpleRelationInsert(result, estate, slot);
+    pg_sys::AfterTriggerEndQuery(estate);
+    pg_sys::ExecCloseIndices(result);
+    pg_sys::ExecResetTupleTable((*estate).es_tupleTable, false);
+    pg_sys::FreeExecutorState(estate);
+    pg_sys::table_close(rel, pg_sys::NoLock as i32);
 }
 
 /// A kept generic plan: the statement is the same for every row, and a custom plan per execution
@@ -665,19 +824,28 @@ fn record_version<'a>(
                 )
             }
         };
-        let (one, any, key_columns) = version_plans(rel);
+        let Plans { one, any, key_columns, direct } = version_plans(rel);
+        let key_changed = op == "update" && key_bytes_changed(rel, &key_columns, data.tg_trigtuple, data.tg_newtuple);
+        if let (Some(direct), false) = (direct, key_changed) {
+            let keyed = as_jsonb(if op == "update" { data.tg_newtuple } else { data.tg_trigtuple }).0;
+            let row = (op != "delete").then_some(keyed);
+            // As the role that changed the row: a direct insert checks no privileges (the plan
+            // below runs as the extension's owner for its INSERT's), and the history's trigger
+            // takes the rights it needs itself.
+            appending(|| append_version(&*direct, keyed, op, &actor, row));
+            return Ok(None);
+        }
         let present = b' ' as std::ffi::c_char;
-        let (plan, mut values, nulls) =
-            if op == "update" && key_bytes_changed(rel, &key_columns, data.tg_trigtuple, data.tg_newtuple) {
-                let (old, new) = (as_jsonb(data.tg_trigtuple), as_jsonb(data.tg_newtuple));
-                (any, [old.0, new.0, text_datum(op), text_datum(&actor)], [old.1, new.1, present, present])
-            } else {
-                // The common case, one version: the key is that of the new row (of the old one for a
-                // delete, which records no row).
-                let keyed = as_jsonb(if op == "update" { data.tg_newtuple } else { data.tg_trigtuple });
-                let row = if op == "delete" { as_jsonb(std::ptr::null_mut()) } else { keyed };
-                (one, [keyed.0, text_datum(op), text_datum(&actor), row.0], [keyed.1, present, present, row.1])
-            };
+        let (plan, mut values, nulls) = if key_changed {
+            let (old, new) = (as_jsonb(data.tg_trigtuple), as_jsonb(data.tg_newtuple));
+            (any, [old.0, new.0, text_datum(op), text_datum(&actor)], [old.1, new.1, present, present])
+        } else {
+            // The common case, one version: the key is that of the new row (of the old one for a
+            // delete, which records no row).
+            let keyed = as_jsonb(if op == "update" { data.tg_newtuple } else { data.tg_trigtuple });
+            let row = if op == "delete" { as_jsonb(std::ptr::null_mut()) } else { keyed };
+            (one, [keyed.0, text_datum(op), text_datum(&actor), row.0], [keyed.1, present, present, row.1])
+        };
         lifecycle::as_extension_owner(|| {
             appending(|| {
                 Spi::connect_mut(|_| {
