@@ -222,7 +222,7 @@ unsafe fn prepare_version_plans(client: &SpiClient<'_>, relid: Oid) -> Plans {
 }
 
 /// How to insert a version of a row of `relid` into its history `history` without SQL, if the
-/// history has the columns and types enable_history gives it (otherwise the kept plan does it).
+/// history has exactly the columns and types enable_history gives it (otherwise the kept plan does).
 ///
 /// # Safety
 /// Both tables exist.
@@ -231,6 +231,13 @@ unsafe fn direct_append(relid: Oid, history: Oid, key_columns: &[String]) -> Opt
         let attnum = pg_sys::get_attnum(history, name.as_ptr());
         (attnum > 0 && pg_sys::get_atttype(history, attnum) == type_oid).then(|| attnum as usize - 1)
     };
+    // Only the columns enable_history makes today: histories of older releases have more (0.3.0's
+    // had a `vid` with a default), which a direct insert would leave NULL (it applies no defaults).
+    let mut columns: Vec<String> = layout::attributes(history).into_iter().map(|(_, name, _)| name).collect();
+    columns.sort();
+    if columns != ["at", "hash", "key", "op", "prev_hash", "role", "row", "seq", "txid"] {
+        return None;
+    }
     let key = position(c"key", pg_sys::TEXTOID)?;
     let op = position(c"op", pg_sys::TEXTOID)?;
     let at = position(c"at", pg_sys::TIMESTAMPTZOID)?;
