@@ -61,13 +61,24 @@ struct DirectAppend {
     /// A text[] of the tracked table's columns outside the key: a row's jsonb without them is its key.
     non_key: pg_sys::Datum,
     /// Holds `non_key`.
-    memory: pg_sys::MemoryContext,
+    _memory: SessionMemory,
 }
 
-impl Drop for DirectAppend {
+/// A memory context for what a cached plan or encoder keeps across transactions, deleted with it.
+struct SessionMemory(pg_sys::MemoryContext);
+
+impl SessionMemory {
+    /// # Safety
+    /// Inside a backend (the context is a child of TopMemoryContext).
+    unsafe fn new(name: &'static std::ffi::CStr) -> SessionMemory {
+        SessionMemory(pg_sys::AllocSetContextCreateExtended(pg_sys::TopMemoryContext, name.as_ptr(), 0, 1024, 8192))
+    }
+}
+
+impl Drop for SessionMemory {
     fn drop(&mut self) {
-        // SAFETY: a context this module created, deleted once.
-        unsafe { pg_sys::MemoryContextDelete(self.memory) };
+        // SAFETY: a context created by SessionMemory::new, deleted once.
+        unsafe { pg_sys::MemoryContextDelete(self.0) };
     }
 }
 
@@ -249,14 +260,8 @@ unsafe fn direct_append(relid: Oid, history: Oid, key_columns: &[String]) -> Opt
         .map(|(_, name, _)| name)
         .filter(|name| !key_columns.contains(name))
         .collect();
-    let memory = pg_sys::AllocSetContextCreateExtended(
-        pg_sys::TopMemoryContext,
-        c"ledger history direct append".as_ptr(),
-        0,
-        1024,
-        8192,
-    );
-    let old = pg_sys::MemoryContextSwitchTo(memory);
+    let memory = SessionMemory::new(c"ledger history direct append");
+    let old = pg_sys::MemoryContextSwitchTo(memory.0);
     let mut elements: Vec<pg_sys::Datum> = non_key.iter().map(|name| text_datum(name)).collect();
     let array = pg_sys::construct_array(
         elements.as_mut_ptr(),
@@ -267,7 +272,7 @@ unsafe fn direct_append(relid: Oid, history: Oid, key_columns: &[String]) -> Opt
         pg_sys::TYPALIGN_INT as std::ffi::c_char,
     );
     pg_sys::MemoryContextSwitchTo(old);
-    Some(DirectAppend { history, key, op, at, role, txid, row, non_key: pg_sys::Datum::from(array), memory })
+    Some(DirectAppend { history, key, op, at, role, txid, row, non_key: pg_sys::Datum::from(array), _memory: memory })
 }
 
 /// `jsonb - text[]` (`jsonb_delete_array`): its pg_proc OID, the same in every release, whose
@@ -667,14 +672,7 @@ struct RowEncoder {
     to_jsonb: *mut pg_sys::FmgrInfo,
     settings: Vec<(&'static std::ffi::CStr, &'static std::ffi::CStr)>,
     /// Holds the function's lookup and the expression it reads its argument's type from.
-    memory: pg_sys::MemoryContext,
-}
-
-impl Drop for RowEncoder {
-    fn drop(&mut self) {
-        // SAFETY: a context this module created, deleted once.
-        unsafe { pg_sys::MemoryContextDelete(self.memory) };
-    }
+    _memory: SessionMemory,
 }
 
 thread_local! {
@@ -733,16 +731,10 @@ unsafe fn row_to_jsonb(relid: Oid, row_type: Oid, row: pg_sys::Datum) -> pg_sys:
             return (encoder.to_jsonb, encoder.settings.clone());
         }
         // The function and the expression it reads its argument's type from live for the session.
-        let memory = pg_sys::AllocSetContextCreateExtended(
-            pg_sys::TopMemoryContext,
-            c"ledger history row encoder".as_ptr(),
-            0,
-            1024,
-            8192,
-        );
-        let old = pg_sys::MemoryContextSwitchTo(memory);
+        let memory = SessionMemory::new(c"ledger history row encoder");
+        let old = pg_sys::MemoryContextSwitchTo(memory.0);
         let finfo = pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()) as *mut pg_sys::FmgrInfo;
-        pg_sys::fmgr_info_cxt(pg_sys::Oid::from(pg_sys::F_TO_JSONB), finfo, memory);
+        pg_sys::fmgr_info_cxt(pg_sys::Oid::from(pg_sys::F_TO_JSONB), finfo, memory.0);
         let argument = pg_sys::makeNullConst(row_type, -1, pg_sys::InvalidOid);
         let call = pg_sys::makeFuncExpr(
             pg_sys::Oid::from(pg_sys::F_TO_JSONB),
@@ -755,7 +747,7 @@ unsafe fn row_to_jsonb(relid: Oid, row_type: Oid, row: pg_sys::Datum) -> pg_sys:
         (*finfo).fn_expr = call.cast();
         pg_sys::MemoryContextSwitchTo(old);
         let settings = settings_for(relid);
-        e.borrow_mut().insert(relid, RowEncoder { to_jsonb: finfo, settings: settings.clone(), memory });
+        e.borrow_mut().insert(relid, RowEncoder { to_jsonb: finfo, settings: settings.clone(), _memory: memory });
         (finfo, settings)
     });
     let call = || pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, row);
