@@ -35,6 +35,8 @@ tier "Debian package on a fresh Debian 12 (dpkg -i in a chroot)" tests/package/t
 tier "SQL contract (pg_regress)" regress
 tier "offline verifier (pytest)" python3 -m pytest -q tests/python
 tier "multi-connection integration (pytest)" python3 -m pytest -q tests/integration
+tier "multi-connection integration on a server preloading the library: shared chain heads (pytest)" \
+  env LEDGER_PYTEST_PRELOAD=1 python3 -m pytest -q tests/integration
 tier "adversarial: attacks on real servers (pytest)" python3 -m pytest -q -s tests/adversarial
 tier "monitoring: postgres_exporter scrape, Grafana dashboard, pg_cron schedule (pytest)" \
   python3 -m pytest -q tests/monitoring

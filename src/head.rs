@@ -56,6 +56,9 @@ struct State {
     heads: HashMap<Oid, HashMap<Vec<u8>, Head>>,
     /// Per open subtransaction level (>= 2) that changed the cache: the values it overwrote.
     undo: Vec<UndoFrame>,
+    /// The shared-memory key (src/shared_heads.rs) of every chain this transaction took the lock
+    /// of, by table and chain: published at commit, removed if anything aborts.
+    shared: HashMap<(Oid, Vec<u8>), crate::shared_heads::Key>,
 }
 
 /// The cache entries a subtransaction level overwrote, as they were before it touched them.
@@ -146,6 +149,30 @@ fn count_appends(state: &State) {
     }
 }
 
+/// A transaction committed, still holding its chain locks: the heads of its chains go to shared
+/// memory for the next appender, unless it may have dropped a row after chaining it (then its
+/// heads may be ahead of the table, and the next appender looks them up).
+fn publish_heads(state: &State) {
+    if crate::conflict::skipping_inserts() {
+        forget_shared_heads(state);
+        return;
+    }
+    for ((relid, chain_key), key) in &state.shared {
+        match state.heads.get(relid).and_then(|chains| chains.get(chain_key)) {
+            Some(head) => crate::shared_heads::publish(key, head.seq, &head.hash),
+            // Locked, but its appends were rolled back with a subtransaction.
+            None => crate::shared_heads::forget(key),
+        }
+    }
+}
+
+/// Removes the shared heads of every chain the transaction locked.
+fn forget_shared_heads(state: &State) {
+    for key in state.shared.values() {
+        crate::shared_heads::forget(key);
+    }
+}
+
 /// Forgets the hints of a table (or of all tables, for InvalidOid): its relcache entry was
 /// invalidated, so it may have been truncated or rewritten.
 pub fn forget_hints(relid: Oid) {
@@ -203,6 +230,22 @@ pub unsafe fn next_link(
     // committed. A statement changing many rows would otherwise hold a lock per row.
     if layout.history_of.is_none() {
         lock_chain_to_append(layout, chain_key);
+    }
+    if let Some(key) = crate::shared_heads::key_for(layout, heap, chain_key) {
+        // The head index is checked even when it is not read: an append never goes where a lookup
+        // would refuse to find its chain's head (an index an owner replaced, say).
+        layout.head_index();
+        STATE.with(|s| s.borrow_mut().shared.insert((layout.relid, chain_key.to_vec()), key));
+        // Under REPEATABLE READ the head must also be checked against the snapshot (below), and a
+        // statement that may drop rows re-reads the table anyway.
+        if crate::shared_heads::reading()
+            && pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32
+            && !crate::conflict::skipping_inserts()
+        {
+            if let Some((seq, hash)) = crate::shared_heads::read(&key) {
+                return (seq + 1, Some(hash));
+            }
+        }
     }
     let hint = hint_for(layout.relid, chain_key);
     let latest = lookup(layout, heap, chain_datum, pg_sys::GetLatestSnapshot(), hint);
@@ -597,16 +640,18 @@ pub unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *m
         pg_sys::XactEvent::XACT_EVENT_COMMIT => {
             let state = STATE.with(|s| s.take());
             count_appends(&state);
+            publish_heads(&state);
             remember_heads(state);
             forget_transaction();
         }
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
-            STATE.with(|s| *s.borrow_mut() = State::default());
+            // A prepared transaction keeps its chain locks and commits (or not) in another session.
+            forget_shared_heads(&STATE.with(|s| s.take()));
             STORED_APPENDS.with(|s| s.take());
             forget_transaction();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            STATE.with(|s| *s.borrow_mut() = State::default());
+            forget_shared_heads(&STATE.with(|s| s.take()));
             STORED_APPENDS.with(|s| s.take());
             forget_transaction();
             // A failed ledger.enable may have cached the layout of a table that is not a ledger.
@@ -626,7 +671,11 @@ pub unsafe extern "C-unwind" fn on_subxact(
 ) {
     let level = pg_sys::GetCurrentTransactionNestLevel();
     STATE.with(|s| match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => s.borrow_mut().roll_back_to(level),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            // Whatever failed may have been an append that a stale entry misplaced.
+            forget_shared_heads(&s.borrow());
+            s.borrow_mut().roll_back_to(level)
+        }
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => s.borrow_mut().merge_into_parent(level),
         _ => {}
     });

@@ -23,6 +23,7 @@ mod metrics;
 mod partition;
 mod retention;
 mod scheduled;
+mod shared_heads;
 mod subtrees;
 mod trigger;
 mod verify;
@@ -50,6 +51,7 @@ pub extern "C-unwind" fn _PG_init() {
     confirm::register_settings();
     durability::register_settings();
     metrics::init();
+    shared_heads::init();
     conflict::init();
     // SAFETY: registering process-lifetime callbacks once, at library load.
     unsafe {

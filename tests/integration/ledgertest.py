@@ -42,6 +42,9 @@ CLUSTER_CONF = [
     "deadlock_timeout = '100ms'",
     "max_prepared_transactions = 10",
     "shared_buffers = '64MB'",
+    # LEDGER_PYTEST_PRELOAD=1 runs the suite on a server that preloads the library, as a monitored
+    # production server does: appends then take chain heads from shared memory (src/shared_heads.rs).
+    *(["shared_preload_libraries = 'ledger'"] if os.environ.get("LEDGER_PYTEST_PRELOAD") == "1" else []),
 ]
 
 sys.path.insert(0, str(VERIFY_EXPORT.parent))
