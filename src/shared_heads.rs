@@ -9,14 +9,24 @@
 //! it, or for any chain it does not hold, the head is looked up as before.
 //!
 //! An entry is only ever what the chain's last lock holder committed, or absent: it is written
-//! only under the chain's lock, at commit (never by a transaction that may have dropped a row it
-//! chained, src/conflict.rs); every transaction or subtransaction that aborts after taking a chain
-//! lock removes that chain's entry; a TRUNCATE or rewrite gives the table a new file, which is part
+//! only under the chain's lock (for a history chain, see below), at commit (never by a
+//! transaction that may have dropped a row it chained, src/conflict.rs); every transaction or
+//! subtransaction that aborts after taking a chain lock (or appending to a history chain) removes
+//! that chain's entry; a TRUNCATE or rewrite gives the table a new file, which is part
 //! of the key; a crash or restart empties the memory. What it cannot see is a change made around
 //! the ledger's trigger (a superuser disabling it, or deleting a record): an append then links to
 //! the head it knows. A record inserted behind the trigger's back makes that append's seq collide
 //! in the unique (chain, seq) index, and the failed transaction removes the entry; a deleted head
 //! leaves a gap that `ledger.verify` reports (docs/THREAT_MODEL.md).
+//!
+//! A history ledger's chains take no chain lock (src/history.rs): the tracked row's lock orders the
+//! writers of one key, and a writer that comes after a committed one does not wait for it at all,
+//! so it may append between the moment the previous writer's commit is visible and its commit
+//! callback. So the previous writer *claims* the entry before its commit is visible (an entry no
+//! reader takes, [`claim`]), and after the commit fills it in only if it is still its own claim
+//! ([`publish_claimed`]): any later writer of the chain claims it first, and any other writer of
+//! the slot replaces it, so a late publish never overwrites a newer head; a reader in between finds
+//! nothing and looks the head up.
 //!
 //! The table is direct-mapped: a slot per key's hash, a later key taking the slot of an earlier
 //! one (which is then looked up again). Each slot is a sequence lock: a writer makes its version
@@ -44,6 +54,8 @@ pub struct Slot {
     /// The head's seq; 0 for an empty slot.
     seq: AtomicI64,
     hash: [AtomicU64; 4],
+    /// The claim of the transaction about to commit the key's next head ([`claim`]); 0 if none.
+    claim: AtomicU64,
 }
 
 impl Slot {
@@ -53,6 +65,7 @@ impl Slot {
         key: [const { AtomicU64::new(0) }; 4],
         seq: AtomicI64::new(0),
         hash: [const { AtomicU64::new(0) }; 4],
+        claim: AtomicU64::new(0),
     };
 
     /// Makes the version odd: nobody else writes the slot until [`Slot::unlock`]. Writers hold it
@@ -118,13 +131,12 @@ pub fn init() {
 }
 
 /// The key of a chain of `heap` (the layout's own table), if its head can be kept here: not for a
-/// partitioned ledger (whose head moves between partitions) nor a history ledger (whose chains
-/// take no chain lock, src/history.rs).
+/// partitioned ledger (whose head moves between partitions).
 ///
 /// # Safety
 /// `heap` must be an open relation.
 pub unsafe fn key_for(layout: &Layout, heap: pg_sys::Relation, chain_key: &[u8]) -> Option<Key> {
-    if !AVAILABLE.load(Ordering::Relaxed) || layout.partitioned || layout.history_of.is_some() {
+    if !AVAILABLE.load(Ordering::Relaxed) || layout.partitioned {
         return None;
     }
     let file = (*(*heap).rd_rel).relfilenode.to_u32();
@@ -146,7 +158,8 @@ fn slot(key: &Key) -> &'static Slot {
     &HEADS.get().0[(key[0] % SLOTS as u64) as usize]
 }
 
-/// The chain's last committed (seq, hash), if held. Call with the chain's lock held.
+/// The chain's last committed (seq, hash), if held. Call with the chain's lock held (a history
+/// chain's: the tracked row's).
 pub fn read(key: &Key) -> Option<(i64, Digest)> {
     let slot = slot(key);
     let before = slot.version.load(Ordering::Acquire);
@@ -174,9 +187,40 @@ pub fn publish(key: &Key, seq: i64, hash: &Digest) {
     for (word, value) in slot.key.iter().zip(key) {
         word.store(*value, Ordering::Relaxed);
     }
+    write_head(slot, seq, hash);
+    slot.unlock(version);
+}
+
+/// Call with the slot locked.
+fn write_head(slot: &Slot, seq: i64, hash: &Digest) {
     slot.seq.store(seq, Ordering::Relaxed);
     for (i, word) in slot.hash.iter().enumerate() {
         word.store(u64::from_le_bytes(hash[i * 8..i * 8 + 8].try_into().expect("8 bytes")), Ordering::Relaxed);
+    }
+    slot.claim.store(0, Ordering::Relaxed);
+}
+
+/// Takes the entry of a chain whose lock nobody holds (a history ledger's) for the transaction
+/// `claim` (nonzero, unique to it) about to commit the chain's next head: until
+/// [`publish_claimed`], readers find nothing. Call before the commit is visible.
+pub fn claim(key: &Key, claim: u64) {
+    let slot = slot(key);
+    let version = slot.lock();
+    for (word, value) in slot.key.iter().zip(key) {
+        word.store(*value, Ordering::Relaxed);
+    }
+    slot.seq.store(0, Ordering::Relaxed);
+    slot.claim.store(claim, Ordering::Relaxed);
+    slot.unlock(version);
+}
+
+/// Leaves the committed head of a chain claimed by [`claim`], if the entry is still that claim.
+/// Call after the commit is visible.
+pub fn publish_claimed(key: &Key, claim: u64, seq: i64, hash: &Digest) {
+    let slot = slot(key);
+    let version = slot.lock();
+    if slot.holds(key) && slot.claim.load(Ordering::Relaxed) == claim {
+        write_head(slot, seq, hash);
     }
     slot.unlock(version);
 }
@@ -190,6 +234,7 @@ pub fn forget(key: &Key) {
             word.store(0, Ordering::Relaxed);
         }
         slot.seq.store(0, Ordering::Relaxed);
+        slot.claim.store(0, Ordering::Relaxed);
     }
     slot.unlock(version);
 }

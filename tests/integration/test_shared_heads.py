@@ -36,6 +36,14 @@ def pdb(preloaded, request):
     yield from fresh_database(preloaded, request)
 
 
+def run_writers(writer, count: int = WRITERS):
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def make_ledger(db, chains: bool = True):
     db.execute("CREATE TABLE pay (id bigserial PRIMARY KEY, account text NOT NULL, amount int NOT NULL)")
     db.execute("SELECT ledger.enable('pay', chain_by => %s)", ("account" if chains else None,))
@@ -198,11 +206,135 @@ def test_concurrent_writers(pdb, chains):
         except Exception as e:  # surfaced below
             errors.append(e)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_writers(writer)
     assert errors == []
     assert_dense(pdb, committed, tbl="pay", chain_col="account")
     assert_clean(pdb, "pay")
+
+
+def make_tracked(db):
+    db.execute("CREATE TABLE acct (id int PRIMARY KEY, owner text NOT NULL, amount int NOT NULL)")
+    db.execute("SELECT ledger.enable_history('acct')")
+
+
+def newest_version(db, i: int):
+    return db.fetchone("SELECT seq, hash FROM acct_history WHERE key = %s ORDER BY seq DESC LIMIT 1",
+                       (f'{{"id": {i}}}',))
+
+
+def test_history_a_deleted_version_shows_as_a_gap(pdb):
+    """A history ledger's chains are kept too (their writers ordered by the tracked row's lock): the
+    next version links to the one the last writer committed, not to what is left after a superuser
+    deleted it from the history; with the setting off it is looked up."""
+    make_tracked(pdb)
+    pdb.execute("INSERT INTO acct VALUES (1, 'o', 0), (2, 'o', 0)")
+    for i in range(2):
+        pdb.execute("UPDATE acct SET amount = amount + 1")
+    key = '{"id": 1}'
+    deleted = newest_version(pdb, 1)
+    behind_the_triggers(pdb, "acct_history", "DELETE FROM acct_history WHERE key = %s AND seq = 3", (key,))
+    pdb.execute("UPDATE acct SET amount = amount + 1 WHERE id = 1")
+    assert pdb.fetchone("SELECT seq, prev_hash FROM acct_history WHERE key = %s ORDER BY seq DESC LIMIT 1",
+                        (key,)) == (4, deleted[1])
+    assert pdb.verify("acct") == [(key, 4, "seq_gap"), (key, 4, "prev_hash_mismatch")]
+    behind_the_triggers(pdb, "acct_history", "DELETE FROM acct_history WHERE key = '{\"id\": 2}' AND seq = 3")
+    pdb.execute("SET ledger.shared_heads = off")
+    pdb.execute("UPDATE acct SET amount = amount + 1 WHERE id = 2")
+    assert newest_version(pdb, 2)[0] == 3
+    assert [p for p in pdb.verify("acct") if p[0] == '{"id": 2}'] == []
+
+
+def test_history_concurrent_writers(pdb):
+    """8 writers, some reading the shared heads and some not, updating, deleting and re-inserting a
+    few hot rows (a re-insert does not wait for the delete it follows, so it can come between that
+    commit becoming visible and its writer's commit callback), with rollbacks and savepoints, at
+    READ COMMITTED: one dense history chain per key, and the table is the replay of its history."""
+    make_tracked(pdb)
+    ids = list(range(1, 5))
+    pdb.execute("INSERT INTO acct SELECT i, 'o', 0 FROM generate_series(1, 4) i")
+    errors = []
+    retried = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected)
+
+    def writer(n: int):
+        rng = random.Random(n)
+        try:
+            with pdb.connect(settings={"ledger.shared_heads": "on" if n % 3 else "off"}) as conn:
+                for _ in range(150):
+                    i = rng.choice(ids)
+                    try:
+                        with conn.transaction():
+                            op = rng.random()
+                            if op < 0.25:
+                                conn.execute("DELETE FROM acct WHERE id = %s", (i,))
+                            elif op < 0.5:
+                                # Not ON CONFLICT DO NOTHING, whose transactions look heads up.
+                                conn.execute("INSERT INTO acct SELECT %s, 'o', 0 WHERE NOT EXISTS "
+                                             "(SELECT FROM acct WHERE id = %s)", (i, i))
+                            else:
+                                conn.execute("UPDATE acct SET amount = amount + 1 WHERE id = %s", (i,))
+                            if rng.random() < 0.2:
+                                try:
+                                    with conn.transaction():
+                                        conn.execute("UPDATE acct SET amount = amount + 1 WHERE id = %s",
+                                                     (rng.choice(ids),))
+                                        raise ValueError("roll back the savepoint")
+                                except ValueError:
+                                    pass
+                            if rng.random() < 0.15:
+                                raise KeyError("roll back the transaction")
+                    except (KeyError, *retried):
+                        continue
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    run_writers(writer)
+    assert errors == []
+    gaps = pdb.fetchall("SELECT key, count(*), max(seq) FROM acct_history GROUP BY key HAVING count(*) <> max(seq) "
+                        "OR min(seq) <> 1")
+    assert gaps == []
+    assert pdb.scalar("SELECT count(*) FROM acct_history") > 4 * 20
+    assert pdb.verify("acct") == []
+
+
+def test_history_a_writer_right_after_a_commit(pdb):
+    """A writer of a tracked row waits for nothing once the previous writer's commit is visible,
+    which is before that writer's commit callback leaves its heads in shared memory (here, 50,000
+    of them: an UPDATE of every row). Writers trying each row with NOWAIT until the big UPDATE is
+    visible come in between: each finds the row's entry claimed (not the head before the UPDATE),
+    looks the head up, and links after the UPDATE's version."""
+    make_tracked(pdb)
+    rows = 50000
+    pdb.execute("INSERT INTO acct SELECT i, 'o', 0 FROM generate_series(1, %s) i", (rows,))
+    big = pdb.connect()
+    big.execute("UPDATE acct SET amount = amount + 1")
+    done = threading.Event()
+    errors, stored = [], []
+
+    def writer(n: int):
+        rng = random.Random(n)
+        try:
+            with pdb.connect() as conn:
+                while not done.is_set() or len(stored) < 200:
+                    i = rng.randint(1, rows)
+                    try:
+                        with conn.transaction():
+                            conn.execute("SELECT FROM acct WHERE id = %s FOR UPDATE NOWAIT", (i,))
+                            conn.execute("UPDATE acct SET amount = amount + 1 WHERE id = %s", (i,))
+                        stored.append(i)
+                    except psycopg.errors.LockNotAvailable:
+                        continue
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    big.commit()
+    done.set()
+    for t in threads:
+        t.join()
+    big.close()
+    assert errors == []
+    assert pdb.scalar("SELECT count(*) FROM acct_history") == 2 * rows + len(stored)
+    assert pdb.fetchall("SELECT key FROM acct_history GROUP BY key HAVING count(*) <> max(seq)") == []
+    assert pdb.verify("acct") == []
