@@ -59,17 +59,9 @@ struct State {
     /// The shared-memory key (src/shared_heads.rs) of every chain this transaction took the lock
     /// of (or, for a history ledger, appended to), by table and chain: published at commit,
     /// removed if anything aborts.
-    shared: HashMap<(Oid, Vec<u8>), SharedHead>,
-    /// This transaction's claim on the entries of its history chains, once made before commit.
+    shared: HashMap<(Oid, Vec<u8>), crate::shared_heads::Key>,
+    /// This transaction's claim on those entries, once made before commit.
     claim: Option<u64>,
-}
-
-#[derive(Clone, Copy)]
-struct SharedHead {
-    key: crate::shared_heads::Key,
-    /// A history ledger's chain: ordered by the tracked row's lock, not a chain lock, so claimed
-    /// before the commit and published only if still claimed (src/shared_heads.rs).
-    claimed: bool,
 }
 
 /// The cache entries a subtransaction level overwrote, as they were before it touched them.
@@ -168,20 +160,17 @@ fn publish_heads(state: &State) {
         forget_shared_heads(state);
         return;
     }
-    for ((relid, chain_key), shared) in &state.shared {
-        match (state.heads.get(relid).and_then(|chains| chains.get(chain_key)), shared.claimed) {
-            (Some(head), false) => crate::shared_heads::publish(&shared.key, head.seq, &head.hash),
-            (Some(head), true) => match state.claim {
-                Some(claim) => crate::shared_heads::publish_claimed(&shared.key, claim, head.seq, &head.hash),
-                None => crate::shared_heads::forget(&shared.key),
-            },
+    for ((relid, chain_key), key) in &state.shared {
+        match (state.heads.get(relid).and_then(|chains| chains.get(chain_key)), state.claim) {
+            (Some(head), Some(claim)) => crate::shared_heads::publish(key, claim, head.seq, &head.hash),
             // Locked, but its appends were rolled back with a subtransaction.
-            (None, _) => crate::shared_heads::forget(&shared.key),
+            _ => crate::shared_heads::forget(key),
         }
     }
 }
 
-/// Before the commit is visible: claims the shared entries of the history chains appended to.
+/// Before the commit is visible: claims the shared entries of the chains it locked or appended to
+/// (src/shared_heads.rs).
 ///
 /// # Safety
 /// Must run in the pre-commit callback.
@@ -191,16 +180,13 @@ unsafe fn claim_shared_heads() {
     }
     STATE.with(|s| {
         let mut state = s.borrow_mut();
-        if !state.shared.values().any(|shared| shared.claimed) {
-            return;
-        }
-        // Unique to this transaction in the cluster, and nonzero: it appended, so it has an id.
+        // Unique to this transaction in the cluster, and nonzero once it appended (it has an id).
         let claim = pg_sys::GetTopFullTransactionIdIfAny().value;
-        if claim == 0 {
+        if state.shared.is_empty() || claim == 0 {
             return;
         }
-        for shared in state.shared.values().filter(|shared| shared.claimed) {
-            crate::shared_heads::claim(&shared.key, claim);
+        for key in state.shared.values() {
+            crate::shared_heads::claim(key, claim);
         }
         state.claim = Some(claim);
     });
@@ -208,8 +194,8 @@ unsafe fn claim_shared_heads() {
 
 /// Removes the shared heads of every chain the transaction locked or appended to.
 fn forget_shared_heads(state: &State) {
-    for shared in state.shared.values() {
-        crate::shared_heads::forget(&shared.key);
+    for key in state.shared.values() {
+        crate::shared_heads::forget(key);
     }
 }
 
@@ -275,8 +261,7 @@ pub unsafe fn next_link(
         // The head index is checked even when it is not read: an append never goes where a lookup
         // would refuse to find its chain's head (an index an owner replaced, say).
         layout.head_index();
-        let shared = SharedHead { key, claimed: layout.history_of.is_some() };
-        STATE.with(|s| s.borrow_mut().shared.insert((layout.relid, chain_key.to_vec()), shared));
+        STATE.with(|s| s.borrow_mut().shared.insert((layout.relid, chain_key.to_vec()), key));
         // Under REPEATABLE READ the head must also be checked against the snapshot (below), and a
         // statement that may drop rows re-reads the table anyway.
         if crate::shared_heads::reading()

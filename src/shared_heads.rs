@@ -19,14 +19,14 @@
 //! in the unique (chain, seq) index, and the failed transaction removes the entry; a deleted head
 //! leaves a gap that `ledger.verify` reports (docs/THREAT_MODEL.md).
 //!
-//! A history ledger's chains take no chain lock (src/history.rs): the tracked row's lock orders the
-//! writers of one key, and a writer that comes after a committed one does not wait for it at all,
-//! so it may append between the moment the previous writer's commit is visible and its commit
-//! callback. So the previous writer *claims* the entry before its commit is visible (an entry no
-//! reader takes, [`claim`]), and after the commit fills it in only if it is still its own claim
-//! ([`publish_claimed`]): any later writer of the chain claims it first, and any other writer of
-//! the slot replaces it, so a late publish never overwrites a newer head; a reader in between finds
-//! nothing and looks the head up.
+//! A committing writer *claims* its chains' entries before its commit is visible (an entry no
+//! reader takes, [`claim`]), and after the commit fills each in only if it is still its own claim
+//! ([`publish`]). Under a chain lock nobody comes in between. A history ledger's chains take no
+//! chain lock (src/history.rs): the tracked row's lock orders the writers of one key, and a writer
+//! that comes after a committed one does not wait for it at all, so it may append between the
+//! moment the previous writer's commit is visible and its commit callback. It then finds the entry
+//! claimed and looks the head up; it claims the entry itself before it commits, and any other
+//! writer of the slot replaces the claim, so a late publish never overwrites a newer head.
 //!
 //! The table is direct-mapped: a slot per key's hash, a later key taking the slot of an earlier
 //! one (which is then looked up again). Each slot is a sequence lock: a writer makes its version
@@ -180,29 +180,8 @@ pub fn read(key: &Key) -> Option<(i64, Digest)> {
     Some((seq, hash))
 }
 
-/// Leaves a committed head. Call with the chain's lock held, after the commit is visible.
-pub fn publish(key: &Key, seq: i64, hash: &Digest) {
-    let slot = slot(key);
-    let version = slot.lock();
-    for (word, value) in slot.key.iter().zip(key) {
-        word.store(*value, Ordering::Relaxed);
-    }
-    write_head(slot, seq, hash);
-    slot.unlock(version);
-}
-
-/// Call with the slot locked.
-fn write_head(slot: &Slot, seq: i64, hash: &Digest) {
-    slot.seq.store(seq, Ordering::Relaxed);
-    for (i, word) in slot.hash.iter().enumerate() {
-        word.store(u64::from_le_bytes(hash[i * 8..i * 8 + 8].try_into().expect("8 bytes")), Ordering::Relaxed);
-    }
-    slot.claim.store(0, Ordering::Relaxed);
-}
-
-/// Takes the entry of a chain whose lock nobody holds (a history ledger's) for the transaction
-/// `claim` (nonzero, unique to it) about to commit the chain's next head: until
-/// [`publish_claimed`], readers find nothing. Call before the commit is visible.
+/// Takes the chain's entry for the transaction `claim` (nonzero, unique to it) about to commit the
+/// chain's next head: until [`publish`], readers find nothing. Call before the commit is visible.
 pub fn claim(key: &Key, claim: u64) {
     let slot = slot(key);
     let version = slot.lock();
@@ -215,12 +194,16 @@ pub fn claim(key: &Key, claim: u64) {
 }
 
 /// Leaves the committed head of a chain claimed by [`claim`], if the entry is still that claim.
-/// Call after the commit is visible.
-pub fn publish_claimed(key: &Key, claim: u64, seq: i64, hash: &Digest) {
+/// Call after the commit is visible (with the chain's lock still held, if it has one).
+pub fn publish(key: &Key, claim: u64, seq: i64, hash: &Digest) {
     let slot = slot(key);
     let version = slot.lock();
     if slot.holds(key) && slot.claim.load(Ordering::Relaxed) == claim {
-        write_head(slot, seq, hash);
+        slot.seq.store(seq, Ordering::Relaxed);
+        for (i, word) in slot.hash.iter().enumerate() {
+            word.store(u64::from_le_bytes(hash[i * 8..i * 8 + 8].try_into().expect("8 bytes")), Ordering::Relaxed);
+        }
+        slot.claim.store(0, Ordering::Relaxed);
     }
     slot.unlock(version);
 }
